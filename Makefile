@@ -1,0 +1,30 @@
+# Every target installs what it needs into .venv first (idempotent, keyed on pyproject + constraints).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test up bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "==> installing marlops and its pinned dependencies into $(VENV) (first run takes a few minutes)"
+	$(BIN)/pip install --quiet --progress-bar off -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/marlops demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -rs
+
+up: $(STAMP)
+	$(BIN)/marlops up
+
+bench: $(STAMP)
+	$(BIN)/marlops bench
+
+clean:
+	rm -rf .marlops models

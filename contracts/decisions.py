@@ -1,0 +1,41 @@
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from contracts.base import Frozen
+
+DirectiveMode = Literal["normal", "cautious", "defensive"]
+
+
+class SymbolDecision(Frozen):
+    """What the symbol agent recommends for one symbol at one timestep."""
+
+    symbol: str = Field(min_length=1)
+    action: int = Field(ge=0)
+    target_level: float = Field(ge=-1.0, le=1.0)  # fraction of the per-symbol cap; <0 is short
+    probabilities: tuple[float, ...] = ()
+    price: float = Field(gt=0)  # the bar close the decision was made on
+
+
+class TimestepDecisions(Frozen):
+    """One decision interval for the whole universe, as sent to the gateway."""
+
+    timestep: datetime
+    bar_index: int = Field(ge=0)
+    policy_version: str = Field(min_length=1)
+    observation_checksum: str = ""
+    decisions: tuple[SymbolDecision, ...] = Field(min_length=1)
+
+
+class MasterDirective(Frozen):
+    """A risk directive from the master agent. Older than `ttl_seconds` of market time = missing."""
+
+    directive_id: str = Field(min_length=1)
+    issued_at: datetime
+    ttl_seconds: float = Field(gt=0)
+    mode: DirectiveMode
+    max_position_size: float = Field(gt=0, le=1.0)  # fraction of equity per symbol
+    risk_scale: float = Field(ge=0, le=1.0)
+    defensive: bool
+    policy_version: str = "unknown"

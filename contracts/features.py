@@ -1,0 +1,72 @@
+import hashlib
+import json
+
+from pydantic import Field, model_validator
+
+from contracts.base import Frozen
+
+OBSERVATION_NAME = "HybridRLObservation"
+OBSERVATION_VERSION = 1
+
+
+class FeatureBlock(Frozen):
+    """Ordered feature names with the z-score constants fitted on the training window."""
+
+    names: tuple[str, ...]
+    means: tuple[float, ...]
+    stds: tuple[float, ...]
+
+    @model_validator(mode="after")
+    def _same_lengths(self) -> "FeatureBlock":
+        if not (len(self.names) == len(self.means) == len(self.stds)):
+            raise ValueError("names, means and stds must have the same length")
+        if any(s <= 0 for s in self.stds):
+            raise ValueError("every std must be > 0")
+        return self
+
+
+class SLModelParams(Frozen):
+    """Logistic model predicting P(next bar up) from raw (un-normalised) market features."""
+
+    feature_names: tuple[str, ...]
+    means: tuple[float, ...]
+    stds: tuple[float, ...]
+    coef: tuple[float, ...]
+    intercept: float
+
+
+class FeatureSpec(Frozen):
+    """Everything needed to rebuild an observation bit-for-bit. Its hash travels with every policy."""
+
+    name: str = OBSERVATION_NAME
+    version: int = OBSERVATION_VERSION
+    dtype: str = "float32"
+    symbol: FeatureBlock
+    master: FeatureBlock
+    sl_model: SLModelParams
+    clip: float = Field(default=5.0, gt=0)
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    def spec_hash(self) -> str:
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+
+# Ordered feature names of HybridRLObservation v1. Observations are built in exactly this order.
+SYMBOL_MARKET_FEATURES: tuple[str, ...] = (
+    "ret_1", "ret_5", "ret_20", "vol_20", "rsi_14", "volume_z_20", "sma_gap_20",
+    "bench_ret_1", "bench_ret_5", "vix_level",
+)
+SL_FEATURES: tuple[str, ...] = ("sl_prob_up",)
+REGIME_FEATURES: tuple[str, ...] = ("regime_high_vol", "regime_bear")
+# Filled at decision time from the portfolio (training: the simulated one; serving: the gateway's).
+PORTFOLIO_FEATURES: tuple[str, ...] = ("position_level", "gross_exposure")
+SYMBOL_FEATURES: tuple[str, ...] = SYMBOL_MARKET_FEATURES + SL_FEATURES + REGIME_FEATURES + PORTFOLIO_FEATURES
+
+MASTER_MARKET_FEATURES: tuple[str, ...] = (
+    "bench_ret_1", "bench_ret_5", "bench_ret_20", "vix_level", "vix_change_5", "breadth_5",
+    "avg_vol_20", "regime_high_vol", "regime_bear",
+)
+MASTER_PORTFOLIO_FEATURES: tuple[str, ...] = ("drawdown", "gross_exposure")
+MASTER_FEATURES: tuple[str, ...] = MASTER_MARKET_FEATURES + MASTER_PORTFOLIO_FEATURES
