@@ -1,0 +1,181 @@
+"""The `marlops` command."""
+
+import argparse
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from contracts.config import load_rl_config
+from contracts.errors import ConfigError
+from marlops.errors import MarlopsError
+from marlops.paths import StatePaths
+
+logger = logging.getLogger("marlops")
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)-5s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("httpx", "urllib3", "alembic", "mlflow", "git", "great_expectations"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from marlops.demo import demo_summary, materialize_spine
+
+    paths = StatePaths.from_env().ensure()
+    load_rl_config(Path(args.config_dir))  # fail fast on bad config, before anything starts
+    run_config = {"resources": {
+        "market_data": {"config": {"source": args.source, "seed": args.seed, "n_symbols": args.symbols,
+                                   "n_days": args.days, "replay_days": args.replay_days}},
+        "training": {"config": {"seed": args.seed, "iterations": args.iterations}},
+        "marlops": {"config": {"config_dir": args.config_dir}},
+    }}
+    logger.info("demo: %d symbols, %d days (%d replayed), source %s, seed %d", args.symbols, args.days,
+                args.replay_days, args.source, args.seed)
+    materialize_spine(paths, run_config)
+    summary = demo_summary(paths)
+    paths.demo_dir.mkdir(parents=True, exist_ok=True)
+    out = paths.demo_dir / "summary.json"
+    out.write_text(json.dumps(summary, indent=2, sort_keys=True))
+    lat = summary["decision_latency_ms"]
+    print(
+        "\nmarlops demo — done\n"
+        f"  symbols            {summary['symbols']}  ({summary['trading_days']} trading days replayed)\n"
+        f"  decisions          {summary['decisions']}\n"
+        f"  orders             {summary['orders_submitted']} submitted, {summary['orders_filled']} filled, "
+        f"{summary['orders_at_exchange']} at the paper exchange\n"
+        f"  audit rows         {summary['audit_rows']}  (hash chain {'ok' if summary['audit_chain_ok'] else 'BROKEN'})\n"
+        f"  decision latency   p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms\n"
+        f"  policy versions    {summary['policy_versions']}\n"
+        f"  final equity       {summary['final_equity']:,.0f}  state {summary['trading_state']}\n"
+        f"  summary            {out}\n"
+        f"  Dagster runs       make up, then open the Dagster UI (DAGSTER_HOME={paths.dagster_home})"
+    )
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from marlops.bench import run_bench
+
+    paths = StatePaths.from_env().ensure()
+    report = run_bench(paths, load_rl_config(Path(args.config_dir)), n_symbols=args.symbols, steps=args.steps)
+    print(json.dumps({k: report[k] for k in ("symbols", "decision_latency_ms", "triton_inference_ms",
+                                             "inprocess_inference_ms", "ratio_p50_decision_over_inprocess")}, indent=2))
+    print(f"report: {paths.bench_dir / 'report.json'}")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    config = load_rl_config(Path(args.config_dir))
+    print(f"{args.config_dir}: ok (per-symbol cap {config.risk.per_symbol_cap:.0%}, "
+          f"gross leverage {config.risk.max_gross_leverage}x, triton {config.serving.triton.protocol})")
+    return 0
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from marlops.demo import dagster_env, write_dagster_instance
+    from marlops.pipeline import PipelineContext
+    from marlops.stack import ServingStack, StackPorts
+
+    paths = StatePaths.from_env().ensure()
+    config = load_rl_config(Path(args.config_dir))
+    ctx = PipelineContext.create(paths, config)
+    models = tuple(m for m in ("symbol_agent", "master_agent") if (ctx.model_repository / m / "config.pbtxt").is_file())
+    write_dagster_instance(paths)
+    webserver = subprocess.Popen(
+        [str(Path(sys.executable).parent / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1",
+         "-p", str(args.dagster_port)],
+        env=dagster_env(paths), cwd=paths.project_root, stdout=(paths.logs_dir / "dagster-webserver.log").open("ab"),
+        stderr=subprocess.STDOUT)
+    if not models:
+        logger.warning("no exported policies in %s yet: run `make demo` first; starting the stack without models",
+                       ctx.model_repository)
+    stack = ServingStack(paths, config, ports=StackPorts.configured(config, exchange=args.exchange_port,
+                                                                     gateway=args.gateway_port),
+                         model_repository=ctx.model_repository, models=models)
+    try:
+        stack.start()
+        urls = {"dagster_ui": f"http://127.0.0.1:{args.dagster_port}", **stack.urls()}
+        print("marlops stack is up:")
+        for name, url in urls.items():
+            print(f"  {name:<16} {url}")
+        print("Ctrl-C stops everything.", flush=True)
+        _wait_for_signal()
+    finally:
+        stack.stop()
+        webserver.terminate()
+        webserver.wait(timeout=30)
+    return 0
+
+
+def cmd_paper_exchange(args: argparse.Namespace) -> int:
+    os.execv(sys.executable, [sys.executable, "-m", "gateway.brokers.paper_exchange", "--host", args.host,
+                              "--port", str(args.port), "--initial-cash", str(args.initial_cash)])
+    return 0  # pragma: no cover
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="marlops", description="Deploy multi-agent RL trading policies safely.")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("--config-dir", default="config/rl", help="directory with serving.yaml, risk_overlays.yaml, "
+                        "feature_drift_thresholds.json (default: config/rl)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="materialize the spine through Dagster and replay through the real stack")
+    demo.add_argument("--source", default="synthetic", help="synthetic | synthetic:<preset> | path to CSV/Parquet bars")
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--symbols", type=int, default=20)
+    demo.add_argument("--days", type=int, default=300, help="bars per symbol (synthetic source)")
+    demo.add_argument("--replay-days", type=int, default=30, help="latest bars replayed through the stack")
+    demo.add_argument("--iterations", type=int, default=30, help="training iterations per agent")
+    demo.set_defaults(func=cmd_demo)
+
+    up = sub.add_parser("up", help="start Dagster UI, Triton, paper exchange and gateway; print their URLs")
+    up.add_argument("--dagster-port", type=int, default=3000)
+    up.add_argument("--gateway-port", type=int, default=8080)
+    up.add_argument("--exchange-port", type=int, default=5100)
+    up.set_defaults(func=cmd_up)
+
+    bench = sub.add_parser("bench", help="decision latency for 100 symbols; writes .marlops/bench/report.json")
+    bench.add_argument("--symbols", type=int, default=100)
+    bench.add_argument("--steps", type=int, default=60)
+    bench.set_defaults(func=cmd_bench)
+
+    config = sub.add_parser("config", help="validate config/rl")
+    config.add_argument("action", choices=["validate"])
+    config.set_defaults(func=cmd_config)
+
+    exchange = sub.add_parser("paper-exchange", help="run the local Alpaca-compatible paper exchange")
+    exchange.add_argument("--host", default="127.0.0.1")
+    exchange.add_argument("--port", type=int, default=5100)
+    exchange.add_argument("--initial-cash", type=float, default=1_000_000.0)
+    exchange.set_defaults(func=cmd_paper_exchange)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        code: int = args.func(args)
+        return code
+    except (ConfigError, MarlopsError) as exc:
+        logger.error("%s", exc)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""`marlops demo`: materialize the spine through Dagster, then report the staging replay."""
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from marlops.errors import PipelineError
+from marlops.paths import StatePaths
+
+logger = logging.getLogger(__name__)
+
+MANAGED_LOGGERS = ["marlops", "agents", "registry", "serving", "gateway", "features", "market_data", "data_checks"]
+# Dagster events that are bookkeeping, not progress.
+QUIET_EVENTS = ("LOADED_INPUT", "HANDLED_OUTPUT", "STEP_OUTPUT", "ASSET_MATERIALIZATION_PLANNED", "LOGS_CAPTURED",
+                "STEP_INPUT", "RESOURCE_INIT", "ENGINE_EVENT", "STEP_WORKER", "RUN_ENQUEUED", "RUN_DEQUEUED",
+                "RUN_STARTING", "ASSET_CHECK_EVALUATION_PLANNED", "Loading file", "No dagster instance")
+
+
+def write_dagster_instance(paths: StatePaths) -> Path:
+    """DAGSTER_HOME under .marlops so runs survive and show in the UI; our loggers become Dagster logs."""
+    paths.dagster_home.mkdir(parents=True, exist_ok=True)
+    config = {
+        "python_logs": {"python_log_level": "INFO", "managed_python_loggers": MANAGED_LOGGERS},
+        "telemetry": {"enabled": False},
+    }
+    target = paths.dagster_home / "dagster.yaml"
+    target.write_text(yaml.safe_dump(config, sort_keys=False))
+    return target
+
+
+def dagster_env(paths: StatePaths, environment: str = "dev") -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({"DAGSTER_HOME": str(paths.dagster_home), "MARLOPS_HOME": str(paths.root), "MARLOPS_ENV": environment,
+                "MARLOPS_NO_PROGRESS": "1", "PYTHONUNBUFFERED": "1"})
+    return env
+
+
+def _show(line: str) -> bool:
+    return bool(line.strip()) and not any(event in line for event in QUIET_EVENTS)
+
+
+def materialize_spine(paths: StatePaths, run_config: dict[str, Any], *, environment: str = "dev") -> None:
+    write_dagster_instance(paths)
+    config_path = paths.root / "demo" / "run_config.yaml"
+    config_path.parent.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(yaml.safe_dump(run_config, sort_keys=False))
+    dagster = Path(sys.executable).parent / "dagster"
+    cmd = [str(dagster), "job", "execute", "-m", "orchestration.definitions", "-j", "spine_job", "-c", str(config_path)]
+    log_path = paths.logs_dir / "demo-dagster.log"
+    logger.info("materializing the spine through Dagster (full log: %s)", log_path)
+    tail: list[str] = []
+    with log_path.open("w") as log, subprocess.Popen(
+        cmd, cwd=paths.project_root, env=dagster_env(paths, environment), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, bufsize=1,
+    ) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.write(line)
+            tail = (tail + [line.rstrip()])[-40:]
+            if _show(line):
+                sys.stderr.write("  " + _shorten(line.rstrip()) + "\n")
+        code = proc.wait()
+    if code != 0:
+        raise PipelineError(f"Dagster run failed (exit {code}); last lines:\n" + "\n".join(tail) + f"\nfull log: {log_path}")
+
+
+def _shorten(line: str, width: int = 220) -> str:
+    # Dagster prefixes every line with date, logger, job and run id; keep the informative tail.
+    parts = line.split(" - ")
+    if len(parts) >= 6:
+        line = " - ".join([parts[0][11:19]] + parts[5:])
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def demo_summary(paths: StatePaths) -> dict[str, Any]:
+    latest = paths.staging_dir / "latest.json"
+    if not latest.is_file():
+        raise PipelineError(f"{latest} missing: the staging replay did not report")
+    replay = json.loads(latest.read_text())
+    replay.pop("observation_checksums", None)
+    replay["dagster_home"] = str(paths.dagster_home)
+    return replay

@@ -1,0 +1,43 @@
+"""HTTP client of the execution gateway, as the feature service and operators use it."""
+
+import logging
+from typing import Any
+
+import httpx
+
+from contracts.decisions import TimestepDecisions
+from marlops.errors import StackError
+
+logger = logging.getLogger(__name__)
+
+
+class GatewayClient:
+    def __init__(self, base_url: str, *, timeout_s: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout_s)
+
+    def _check(self, response: httpx.Response) -> dict[str, Any]:
+        if response.status_code >= 400:
+            raise StackError(f"gateway {response.request.method} {response.request.url.path} -> "
+                             f"{response.status_code}: {response.text[:500]}")
+        body: dict[str, Any] = response.json()
+        return body
+
+    def post_decisions(self, decisions: TimestepDecisions) -> dict[str, Any]:
+        return self._check(self._http.post("/v1/decisions", content=decisions.model_dump_json(),
+                                           headers={"content-type": "application/json"}))
+
+    def portfolio(self) -> dict[str, Any]:
+        return self._check(self._http.get("/v1/portfolio"))
+
+    def state(self) -> dict[str, Any]:
+        return self._check(self._http.get("/v1/state"))
+
+    def audit_summary(self) -> dict[str, Any]:
+        return self._check(self._http.get("/v1/audit/summary"))
+
+    def kill_switch(self, reason: str, principal: str) -> dict[str, Any]:
+        return self._check(self._http.post("/v1/kill-switch", json={"reason": reason, "principal": principal}))
+
+    def close(self) -> None:
+        self._http.close()

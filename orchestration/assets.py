@@ -1,0 +1,67 @@
+"""The spine: market_bars -> feature_table -> sl_model -> policy_candidate -> registered_policy
+-> triton_deployment -> staging_replay. Each asset calls one marlops.pipeline function."""
+
+import pandas as pd
+from dagster import AssetExecutionContext, MetadataValue, Output, asset
+
+from contracts.features import FeatureSpec
+from marlops import pipeline
+from orchestration.resources import MarketDataResource, MarlopsResource, TrainingResource
+
+GROUP = "spine"
+
+
+@asset(group_name=GROUP, kinds={"pandas"}, description="OHLCV bars of the universe, benchmark and volatility index.")
+def market_bars(context: AssetExecutionContext, market_data: MarketDataResource) -> Output[pd.DataFrame]:
+    bars = pipeline.load_bars(market_data.source, seed=market_data.seed, n_symbols=market_data.n_symbols,
+                              n_days=market_data.n_days)
+    return Output(bars, metadata=pipeline.bars_metadata(bars))
+
+
+@asset(group_name=GROUP, kinds={"pandas"}, description="Causal market features per (timestamp, symbol).")
+def feature_table(market_bars: pd.DataFrame) -> Output[pd.DataFrame]:
+    table = pipeline.compute_feature_table(market_bars)
+    return Output(table, metadata={"rows": len(table), "columns": MetadataValue.json(list(table.columns))})
+
+
+@asset(group_name=GROUP, kinds={"numpy"},
+       description="SL signal model and the HybridRLObservation v1 spec fitted on the training window.")
+def sl_model(market_bars: pd.DataFrame, feature_table: pd.DataFrame,
+             market_data: MarketDataResource, training: TrainingResource) -> Output[FeatureSpec]:
+    spec = pipeline.fit_spec(market_bars, replay_days=market_data.replay_days, seed=training.seed)
+    return Output(spec, metadata={"feature_spec_hash": spec.spec_hash(),
+                                  "symbol_features": MetadataValue.json(list(spec.symbol.names)),
+                                  "master_features": MetadataValue.json(list(spec.master.names))})
+
+
+@asset(group_name=GROUP, kinds={"torch", "mlflow"}, description="Symbol + master policies trained and scripted.")
+def policy_candidate(context: AssetExecutionContext, market_bars: pd.DataFrame, sl_model: FeatureSpec,
+                     marlops: MarlopsResource, market_data: MarketDataResource,
+                     training: TrainingResource) -> Output[pipeline.PolicyCandidate]:
+    candidate = pipeline.train_candidate(market_bars, sl_model, marlops.pipeline_context(),
+                                         replay_days=market_data.replay_days, training=training.settings())
+    return Output(candidate, metadata=candidate.metadata())
+
+
+@asset(group_name=GROUP, kinds={"mlflow"}, description="Signed artifacts registered in MLflow with alias `candidate`.")
+def registered_policy(policy_candidate: pipeline.PolicyCandidate,
+                      marlops: MarlopsResource) -> Output[pipeline.RegisteredPolicies]:
+    registered = pipeline.register_candidate(policy_candidate, marlops.pipeline_context())
+    return Output(registered, metadata=registered.metadata())
+
+
+@asset(group_name=GROUP, kinds={"triton"}, description="Exported into the Triton repository and smoke-loaded.")
+def triton_deployment(registered_policy: pipeline.RegisteredPolicies,
+                      marlops: MarlopsResource) -> Output[pipeline.TritonDeployment]:
+    deployment = pipeline.deploy_to_triton(registered_policy, marlops.pipeline_context())
+    return Output(deployment, metadata=deployment.metadata())
+
+
+@asset(group_name=GROUP, kinds={"triton", "fastapi"},
+       description="Latest replay window through the real Triton + gateway + paper exchange path.")
+def staging_replay(market_bars: pd.DataFrame, sl_model: FeatureSpec, registered_policy: pipeline.RegisteredPolicies,
+                   triton_deployment: pipeline.TritonDeployment, marlops: MarlopsResource,
+                   market_data: MarketDataResource) -> Output[pipeline.ReplaySummary]:
+    summary = pipeline.staging_replay(market_bars, registered_policy, triton_deployment, marlops.pipeline_context(),
+                                      replay_days=market_data.replay_days)
+    return Output(summary, metadata=summary.metadata())

@@ -1,0 +1,49 @@
+"""Dagster resources: thin handles on marlops settings. The environment is chosen in definitions.py."""
+
+from pathlib import Path
+
+from dagster import ConfigurableResource
+
+from contracts.config import RLConfig, load_rl_config
+from marlops.paths import StatePaths
+from marlops.pipeline import PipelineContext, TrainingSettings
+
+
+class MarlopsResource(ConfigurableResource):  # type: ignore[misc]
+    """Where state lives and which config/rl directory is in force."""
+
+    project_root: str = "."
+    config_dir: str = "config/rl"
+    state_dir: str = ""  # empty: $MARLOPS_HOME or <project_root>/.marlops
+
+    def paths(self) -> StatePaths:
+        root = Path(self.project_root).resolve()
+        paths = StatePaths.from_env(root)
+        if self.state_dir:
+            paths = StatePaths(root=Path(self.state_dir).resolve(), project_root=root)
+        return paths.ensure()
+
+    def rl_config(self) -> RLConfig:
+        return load_rl_config(Path(self.project_root) / self.config_dir)
+
+    def pipeline_context(self) -> PipelineContext:
+        return PipelineContext.create(self.paths(), self.rl_config())
+
+
+class MarketDataResource(ConfigurableResource):  # type: ignore[misc]
+    """`source`: "synthetic", "synthetic:<preset>", or a path to CSV/Parquet bars."""
+
+    source: str = "synthetic"
+    seed: int = 7
+    n_symbols: int = 20
+    n_days: int = 300
+    replay_days: int = 30
+
+
+class TrainingResource(ConfigurableResource):  # type: ignore[misc]
+    seed: int = 7
+    iterations: int = 30
+    hidden: int = 64
+
+    def settings(self) -> TrainingSettings:
+        return TrainingSettings(seed=self.seed, iterations=self.iterations, hidden=self.hidden)
