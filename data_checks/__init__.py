@@ -1,0 +1,1 @@
+"""Data checks: Great Expectations suites for bars and feature tables, drift statistics, result types."""

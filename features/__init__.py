@@ -1,0 +1,1 @@
+"""HybridRLObservation assembly: causal market features, SL signal, normalisation, the per-step feature service."""

@@ -59,7 +59,6 @@ class DecisionLoop:
         symbol_infer: Callable[[np.ndarray], PolicyOutput],
         gateway: GatewayClient,
         policy_version: str,
-        per_symbol_cap: float,
         master: MasterAgentService | None = None,
         set_exchange_prices: Callable[[dict[str, float]], None] | None = None,
         action_levels: Sequence[float] = DEFAULT_ACTION_LEVELS,
@@ -70,17 +69,15 @@ class DecisionLoop:
         self._infer = symbol_infer
         self._gateway = gateway
         self._policy_version = policy_version
-        self._cap = per_symbol_cap
         self._master = master
         self._set_prices = set_exchange_prices
         self._levels = np.asarray(action_levels, dtype=float)
         self._on_step = on_step
+        self._held_levels: dict[str, float] = {}
 
-    def _portfolio_context(self, portfolio: dict[str, Any], symbols: Sequence[str]) -> tuple[np.ndarray, float, float]:
-        positions = portfolio.get("positions", {})
-        weights = np.array([float(positions.get(s, {}).get("weight", 0.0)) for s in symbols])
-        levels = np.clip(weights / self._cap, -1.0, 1.0)
-        return levels, float(portfolio.get("gross_exposure", 0.0)), float(portfolio.get("drawdown", 0.0))
+    def _position_levels(self, symbols: Sequence[str]) -> np.ndarray:
+        # As in training: the level each symbol's agent chose last (its held intent, before overlay sizing).
+        return np.array([self._held_levels.get(s, 0.0) for s in symbols], dtype=np.float32)
 
     def run(self, bars: pd.DataFrame, clock: ReplayClock) -> LoopResult:
         portfolio = self._gateway.portfolio()
@@ -93,7 +90,9 @@ class DecisionLoop:
             t0 = time.perf_counter()
             snap = self._features.on_bars(bars_now)
             symbols = list(snap.symbols)
-            levels, gross, drawdown = self._portfolio_context(portfolio, symbols)
+            levels = self._position_levels(symbols)
+            gross = float(portfolio.get("gross_exposure", 0.0))
+            drawdown = float(portfolio.get("drawdown", 0.0))
             mode = None
             if self._master is not None:
                 master_obs = self._builder.master_observation(snap.master_row, drawdown, gross)
@@ -125,6 +124,7 @@ class DecisionLoop:
                 ),
             )
             response = self._gateway.post_decisions(decisions)
+            self._held_levels.update({d.symbol: d.target_level for d in decisions.decisions})
             latency_ms = (time.perf_counter() - t0) * 1000
             portfolio = response["portfolio"]
             orders = response.get("orders", [])

@@ -17,7 +17,6 @@ import torch
 from agents.evaluation import evaluate_symbol_policy
 from agents.export import policy_signature, save_policy, script_policy
 from agents.training import TrainingConfig, train_master_agent, train_symbol_agent
-from contracts.bars import BENCHMARK_SYMBOL, VOLATILITY_INDEX_SYMBOL
 from contracts.config import RLConfig
 from contracts.features import FeatureSpec
 from contracts.policy import DEFAULT_ACTION_LEVELS, DIRECTIVE_MODES, PolicySignature
@@ -26,7 +25,7 @@ from features.observation import ObservationBuilder, TrainingTensors
 from features.service import FeatureService
 from features.spec import fit_feature_spec
 from market_data.replay import ReplayClock
-from market_data.source import dataset_id, load_market
+from market_data.source import dataset_id, load_market, trading_symbols
 from marlops.errors import PipelineError
 from marlops.gateway_client import GatewayClient
 from marlops.loop import DecisionLoop, LoopResult, StepRecord
@@ -76,10 +75,6 @@ class PipelineContext:
 
 def load_bars(source: str, *, seed: int, n_symbols: int, n_days: int) -> pd.DataFrame:
     return load_market(source, seed=seed, n_symbols=n_symbols, n_days=n_days)
-
-
-def trading_symbols(bars: pd.DataFrame) -> list[str]:
-    return sorted(set(bars["symbol"]) - {BENCHMARK_SYMBOL, VOLATILITY_INDEX_SYMBOL})
 
 
 def bars_metadata(bars: pd.DataFrame) -> dict[str, Any]:
@@ -176,7 +171,7 @@ def train_candidate(bars: pd.DataFrame, spec: FeatureSpec, ctx: PipelineContext,
         train_metrics = {**{f"symbol_{k}": float(v) for k, v in sym.metrics.items()},
                          **{f"master_{k}": float(v) for k, v in master.metrics.items()}}
         run.log_metrics({**train_metrics, **{f"holdout_{k}": float(v) for k, v in holdout.items()}})
-        run.log_dict(json.loads(spec.canonical_json()), "feature_spec.json")
+        run.client.log_dict(run.run_id, json.loads(spec.canonical_json()), "feature_spec.json")
         run_id = run.run_id
 
     spec_hash = spec.spec_hash()
@@ -368,7 +363,7 @@ def run_replay(bars: pd.DataFrame, registered: RegisteredPolicies, ctx: Pipeline
         loop = DecisionLoop(features=FeatureService(spec, symbols, history=history), builder=ObservationBuilder(spec),
                             symbol_infer=symbol_client.infer, gateway=gateway,
                             policy_version=f"{SYMBOL_AGENT}/{registered.symbol.version}",
-                            per_symbol_cap=ctx.config.risk.per_symbol_cap, master=master,
+                            master=master,
                             set_exchange_prices=stack.exchange.set_prices, on_step=on_step)
         clock = ReplayClock(sorted(replay["timestamp"].unique()), speed=speed, bar_seconds=loop_cfg.bar_seconds)
         result = loop.run(replay, clock)

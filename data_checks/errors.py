@@ -1,0 +1,6 @@
+class DataCheckError(Exception):
+    """Base error of data_checks: a check cannot run at all (as opposed to data that fails a check)."""
+
+
+class DriftInputError(DataCheckError):
+    """Reference or current samples are missing a feature or hold no finite values."""

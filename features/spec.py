@@ -1,0 +1,61 @@
+"""Fit the FeatureSpec (SL model + z-score constants) on a training frame only."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from contracts.features import (
+    MASTER_FEATURES,
+    MASTER_PORTFOLIO_FEATURES,
+    PORTFOLIO_FEATURES,
+    REGIME_FEATURES,
+    SL_FEATURES,
+    SYMBOL_FEATURES,
+    FeatureBlock,
+    FeatureSpec,
+)
+from features.errors import MissingDataError
+from features.master_features import compute_feature_tables
+from features.sl_signal import fit_sl_model, predict_sl
+
+logger = logging.getLogger(__name__)
+
+STD_FLOOR = 1e-6
+# Binary flags and portfolio values are already on a unit scale: they pass through un-normalised.
+IDENTITY_FEATURES: frozenset[str] = frozenset(REGIME_FEATURES + PORTFOLIO_FEATURES + MASTER_PORTFOLIO_FEATURES)
+
+
+def _block(names: tuple[str, ...], table: pd.DataFrame) -> FeatureBlock:
+    means: list[float] = []
+    stds: list[float] = []
+    for name in names:
+        if name in IDENTITY_FEATURES:
+            means.append(0.0)
+            stds.append(1.0)
+            continue
+        values = table[name].to_numpy(dtype=np.float64)
+        means.append(float(values.mean()))
+        stds.append(float(max(values.std(), STD_FLOOR)))
+    return FeatureBlock(names=names, means=tuple(means), stds=tuple(stds))
+
+
+def fit_feature_spec(bars_train: pd.DataFrame, *, seed: int = 0, clip: float = 5.0) -> FeatureSpec:
+    market, master = compute_feature_tables(bars_train)
+    if market.empty or master.empty:
+        raise MissingDataError(
+            f"training bars yield no complete feature rows ({bars_train['timestamp'].nunique()} timestamps); "
+            "need more history than the warm-up"
+        )
+    sl_model = fit_sl_model(market, bars_train, seed=seed)
+    symbol_table = market.assign(**{SL_FEATURES[0]: predict_sl(sl_model, market)})
+    spec = FeatureSpec(
+        symbol=_block(SYMBOL_FEATURES, symbol_table),
+        master=_block(MASTER_FEATURES, master),
+        sl_model=sl_model,
+        clip=clip,
+    )
+    logger.info("feature spec fitted on %d symbol rows, %d master rows: %s", len(market), len(master), spec.spec_hash()[:12])
+    return spec

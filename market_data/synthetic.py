@@ -1,0 +1,196 @@
+"""Synthetic daily market: market factor (SPY), sector factors, idiosyncratic noise, Markov regimes, a VIX-like index.
+
+Every random draw is made up front from one seeded generator in a fixed order, so the same config gives the
+same frame bit for bit, and presets sharing a seed share the same shocks (only the structure differs).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from contracts.bars import BAR_COLUMNS, BENCHMARK_SYMBOL, VOLATILITY_INDEX_SYMBOL
+
+logger = logging.getLogger(__name__)
+
+Preset = Literal["default", "planted-alpha", "no-alpha"]
+PRESETS: tuple[str, ...] = ("default", "planted-alpha", "no-alpha")
+SECTORS: tuple[str, ...] = ("tech", "financials", "energy", "health", "consumer")
+CALM, STRESSED = "calm", "stressed"
+
+BAR_CLOSE_HOUR_UTC = 21  # US equities close 16:00 New York = 21:00 UTC (20:00 in summer; one stamp keeps bars regular)
+
+# Regime chain: calm persists ~50 days, stress ~12 days; ~20% of days are stressed in the long run.
+P_CALM_TO_STRESSED = 0.02
+P_STRESSED_TO_CALM = 0.08
+MARKET_DRIFT = {CALM: 0.0005, STRESSED: -0.0015}
+MARKET_VOL = {CALM: 0.008, STRESSED: 0.022}
+SECTOR_VOL = {CALM: 0.005, STRESSED: 0.011}
+IDIO_VOL_MULTIPLIER = {CALM: 1.0, STRESSED: 1.8}
+VIX_TARGET = {CALM: 14.0, STRESSED: 32.0}
+VIX_MEAN_REVERSION = 0.2
+VIX_FLOOR = 9.0
+# planted-alpha: tomorrow's idiosyncratic move leans toward the sign of today's own return.
+PLANTED_MOMENTUM = 0.35
+
+
+class SyntheticConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    n_symbols: int = Field(default=20, ge=1, le=5000)
+    n_days: int = Field(default=300, ge=2, le=20000)
+    seed: int = 7
+    start: str = "2023-01-03"
+    preset: Preset = "default"
+
+    @field_validator("start")
+    @classmethod
+    def _start_is_a_date(cls, value: str) -> str:
+        try:
+            pd.Timestamp(value)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"start {value!r} is not a date: {exc}") from exc
+        return value
+
+
+@dataclass(frozen=True)
+class SyntheticMarket:
+    config: SyntheticConfig
+    bars: pd.DataFrame
+    sectors: dict[str, str]
+    regimes: pd.Series
+
+
+def symbol_names(n_symbols: int) -> tuple[str, ...]:
+    width = max(2, len(str(n_symbols - 1)))
+    return tuple(f"SYM{i:0{width}d}" for i in range(n_symbols))
+
+
+def _trading_days(start: str, n_days: int) -> pd.DatetimeIndex:
+    days = pd.bdate_range(start=pd.Timestamp(start).normalize(), periods=n_days, tz="UTC")
+    return (days + pd.Timedelta(hours=BAR_CLOSE_HOUR_UTC)).as_unit("ns").rename("timestamp")
+
+
+def _regime_path(uniforms: np.ndarray) -> np.ndarray:
+    stressed = np.zeros(len(uniforms), dtype=bool)
+    for t in range(1, len(uniforms)):
+        switch = P_STRESSED_TO_CALM if stressed[t - 1] else P_CALM_TO_STRESSED
+        stressed[t] = (not stressed[t - 1]) if uniforms[t] < switch else stressed[t - 1]
+    return stressed
+
+
+def _by_regime(table: dict[str, float], stressed: np.ndarray) -> np.ndarray:
+    return np.where(stressed, table[STRESSED], table[CALM])
+
+
+def generate_synthetic_market(cfg: SyntheticConfig | None = None) -> SyntheticMarket:
+    cfg = cfg or SyntheticConfig()
+    rng = np.random.default_rng(cfg.seed)
+    n_days, n_sym = cfg.n_days, cfg.n_symbols
+    symbols = symbol_names(n_sym)
+    sector_of = np.arange(n_sym) % len(SECTORS)
+    n_priced = n_sym + 1  # trading symbols + SPY (VIX is an index level, no OHLC spread)
+
+    # Draw order is part of the determinism contract: append new draws at the end only.
+    regime_u = rng.random(n_days)
+    market_eps = rng.standard_normal(n_days)
+    sector_eps = rng.standard_normal((n_days, len(SECTORS)))
+    idio_eps = rng.standard_normal((n_days, n_sym))
+    vix_eps = rng.standard_normal(n_days)
+    gap_eps = rng.standard_normal((n_days, n_priced))
+    high_eps = np.abs(rng.standard_normal((n_days, n_priced)))
+    low_eps = np.abs(rng.standard_normal((n_days, n_priced)))
+    volume_eps = rng.standard_normal((n_days, n_priced))
+    betas = rng.uniform(0.7, 1.3, n_sym)
+    idio_vol = rng.uniform(0.010, 0.020, n_sym)
+    start_prices = rng.uniform(20.0, 300.0, n_sym)
+    base_volume = np.exp(rng.normal(np.log(2e6), 0.5, n_sym))
+
+    stressed = _regime_path(regime_u)
+    # no-alpha keeps the volatility regimes (vol is not a return signal) but drops the regime drift.
+    market_drift = np.zeros(n_days) if cfg.preset == "no-alpha" else _by_regime(MARKET_DRIFT, stressed)
+    m_vol = _by_regime(MARKET_VOL, stressed)
+    s_vol = _by_regime(SECTOR_VOL, stressed)
+    i_mult = _by_regime(IDIO_VOL_MULTIPLIER, stressed)
+
+    market_ret = market_drift + m_vol * market_eps
+    sector_ret = s_vol[:, None] * sector_eps
+    idio_sigma = i_mult[:, None] * idio_vol[None, :]
+    sym_ret = betas[None, :] * market_ret[:, None] + sector_ret[:, sector_of] + idio_sigma * idio_eps
+    sym_var = (betas[None, :] * m_vol[:, None]) ** 2 + (s_vol**2)[:, None] + idio_sigma**2
+    if cfg.preset == "planted-alpha":
+        for t in range(1, n_days):
+            sym_ret[t] += PLANTED_MOMENTUM * idio_sigma[t] * np.sign(sym_ret[t - 1])
+    if cfg.preset == "no-alpha":
+        # Log drift of -variance/2 makes every price a martingale: no return is predictable from the past.
+        sym_ret -= sym_var / 2.0
+        market_ret = market_ret - m_vol**2 / 2.0
+
+    sym_close = start_prices[None, :] * np.exp(np.cumsum(sym_ret, axis=0))
+    spy_close = 400.0 * np.exp(np.cumsum(market_ret))
+    closes = np.column_stack([sym_close, spy_close])
+    prev_close = np.vstack([np.append(start_prices, 400.0)[None, :], closes[:-1]])
+    sigma = np.column_stack([np.sqrt(sym_var), m_vol])
+    opens = prev_close * np.exp(0.3 * sigma * gap_eps)
+    highs = np.maximum(opens, closes) * np.exp(0.5 * sigma * high_eps)
+    lows = np.minimum(opens, closes) * np.exp(-0.5 * sigma * low_eps)
+    # Rounding is monotone, so low <= open, close <= high survives it.
+    opens, highs, lows, closes = (np.round(a, 4) for a in (opens, highs, lows, closes))
+
+    returns = np.column_stack([sym_ret, market_ret])
+    activity = 1.0 + 2.0 * np.abs(returns) / np.maximum(sigma, 1e-9)
+    base = np.append(base_volume, 6e7)
+    volumes = np.maximum(1.0, np.round(base[None, :] * activity * np.exp(0.3 * volume_eps) * np.where(stressed, 1.5, 1.0)[:, None]))
+
+    vix = np.empty(n_days)
+    level = VIX_TARGET[CALM]
+    for t in range(n_days):
+        target = VIX_TARGET[STRESSED] if stressed[t] else VIX_TARGET[CALM]
+        # Index rises when the market falls (leverage effect) and reverts toward the regime's level.
+        level = level + VIX_MEAN_REVERSION * (target - level) - 1.5 * (market_ret[t] / 0.01) + 0.8 * vix_eps[t]
+        level = max(VIX_FLOOR, level)
+        vix[t] = round(level, 2)
+
+    timestamps = _trading_days(cfg.start, n_days)
+    names = list(symbols) + [BENCHMARK_SYMBOL]
+    frames = [
+        pd.DataFrame(
+            {
+                "symbol": np.repeat(np.array(names, dtype=object)[None, :], n_days, axis=0).ravel(),
+                "timestamp": np.repeat(timestamps.to_numpy(), n_priced),
+                "open": opens.ravel(),
+                "high": highs.ravel(),
+                "low": lows.ravel(),
+                "close": closes.ravel(),
+                "volume": volumes.ravel(),
+            }
+        ),
+        pd.DataFrame(
+            {
+                "symbol": VOLATILITY_INDEX_SYMBOL,
+                "timestamp": timestamps.to_numpy(),
+                "open": vix,
+                "high": vix,
+                "low": vix,
+                "close": vix,
+                "volume": 0.0,
+            }
+        ),
+    ]
+    bars = pd.concat(frames, ignore_index=True)
+    bars["symbol"] = bars["symbol"].astype(str)
+    bars["timestamp"] = pd.to_datetime(bars["timestamp"], utc=True).dt.as_unit("ns")
+    bars = bars.sort_values(["timestamp", "symbol"], kind="stable").reset_index(drop=True)[list(BAR_COLUMNS)]
+
+    regimes = pd.Series(np.where(stressed, STRESSED, CALM), index=timestamps, name="regime", dtype=str)
+    sectors = {sym: SECTORS[sector_of[i]] for i, sym in enumerate(symbols)}
+    logger.debug(
+        "synthetic market preset=%s seed=%d: %d symbols x %d days, %d stressed days",
+        cfg.preset, cfg.seed, n_sym, n_days, int(stressed.sum()),
+    )
+    return SyntheticMarket(config=cfg, bars=bars, sectors=sectors, regimes=regimes)
