@@ -269,7 +269,8 @@ def deploy_to_triton(registered: RegisteredPolicies, ctx: PipelineContext, *, sm
         for agent in (registered.symbol, registered.master):
             local, _manifest = ctx.registry.download_verified(agent.agent, agent.version, Path(tmp) / agent.agent,
                                                               ctx.keys.public_pem())
-            export_policy(repo, agent.agent, agent.triton_version, local, public_key, ctx.config.serving.triton)
+            export_policy(repo, agent.agent, agent.triton_version, local, public_key, ctx.config.serving.triton,
+                          expected_feature_spec_hash=registered.spec.spec_hash())
             models[agent.agent] = agent.triton_version
             logger.info("exported %s v%s into %s", agent.agent, agent.version, repo)
     if smoke_test:
