@@ -36,12 +36,13 @@ from registry.git import current_git_commit
 from registry.keys import SigningKeys, load_or_create_signing_keys
 from registry.policy_registry import PolicyRegistry
 from serving.master_service import MasterAgentService
-from serving.model_repository import export_policy
+from serving.model_repository import export_policy, exported_versions, remove_version
 
 logger = logging.getLogger(__name__)
 
 SYMBOL_AGENT = "symbol_agent"
 MASTER_AGENT = "master_agent"
+KEEP_TRITON_VERSIONS = 2
 
 
 @dataclass(frozen=True)
@@ -272,6 +273,10 @@ def deploy_to_triton(registered: RegisteredPolicies, ctx: PipelineContext, *, sm
             export_policy(repo, agent.agent, agent.triton_version, local, public_key, ctx.config.serving.triton,
                           expected_feature_spec_hash=registered.spec.spec_hash())
             models[agent.agent] = agent.triton_version
+            # Keep the new version and the one before it (instant rollback); older ones would each cost a
+            # Python backend stub at every Triton start.
+            for stale in exported_versions(repo, agent.agent)[:-KEEP_TRITON_VERSIONS]:
+                remove_version(repo, agent.agent, stale, public_key, ctx.config.serving.triton)
             logger.info("exported %s v%s into %s", agent.agent, agent.version, repo)
     if smoke_test:
         from serving.triton_process import TritonServer
@@ -381,7 +386,7 @@ def run_replay(bars: pd.DataFrame, registered: RegisteredPolicies, ctx: Pipeline
 def summarize(result: LoopResult, *, symbols: int, registered: RegisteredPolicies, audit_summary: dict[str, Any],
               orders_at_exchange: int, trading_state: str) -> ReplaySummary:
     steps = result.steps
-    by_kind = {str(k): int(v) for k, v in audit_summary.get("by_kind", {}).items()}
+    by_kind = {str(k): int(v) for k, v in audit_summary.get("counts", {}).items()}
     return ReplaySummary(
         symbols=symbols,
         trading_days=len(steps),
