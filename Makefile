@@ -28,3 +28,4 @@ bench: $(STAMP)
 
 clean:
 	rm -rf .marlops models
+	find serving/triton_models -mindepth 1 -maxdepth 1 -type d -exec rm -rf {} +
