@@ -1,0 +1,1 @@
+"""Brokers the gateway routes orders to: the Alpaca adapter (alpaca-py) and the local paper exchange."""

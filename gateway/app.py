@@ -1,0 +1,77 @@
+"""The FastAPI execution gateway.
+
+    app = create_app(GatewaySettings(risk=load_risk(), broker_base_url="http://127.0.0.1:5100"))
+
+Lifespan: open the audit store, restore the kill-switch state from it, reconcile the book with the
+broker (account + positions), subscribe to the directive source; on stop, close what it opened.
+"""
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from gateway.api.errors import install_error_handlers
+from gateway.api.routes import router
+from gateway.audit.store import AuditStore
+from gateway.brokers.alpaca_broker import AlpacaBroker
+from gateway.brokers.base import Broker
+from gateway.directives import DirectiveSource
+from gateway.metrics import GatewayMetrics
+from gateway.service import GatewayService
+from gateway.settings import GatewaySettings
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: GatewaySettings,
+    *,
+    broker: Broker | None = None,
+    directive_source: DirectiveSource | None = None,
+    audit: AuditStore | None = None,
+) -> FastAPI:
+    """Build the gateway app. A broker or audit store passed in is used as is and not closed on
+    stop (its owner closes it); the ones built from `settings` are the app's own."""
+    metrics = GatewayMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not settings.api_tokens:
+            logger.warning("gateway API has no tokens configured: authentication is OFF (local paper trading only)")
+        store = audit if audit is not None else await run_in_threadpool(
+            AuditStore, settings.audit_url, table=settings.audit_table
+        )
+        routed = broker if broker is not None else AlpacaBroker(
+            settings.broker_base_url, settings.broker_key_id, settings.broker_secret_key,
+            timeout_s=settings.broker_timeout_s,
+        )
+        service = GatewayService(settings, broker=routed, audit=store, metrics=metrics)
+        try:
+            await run_in_threadpool(service.start)
+        except Exception:
+            logger.exception("gateway failed to start (audit %s, broker %s)", settings.audit_url,
+                             settings.broker_base_url)
+            if audit is None:
+                store.close()
+            raise
+        if directive_source is not None:
+            directive_source.subscribe(service.receive_directive)
+        app.state.service = service
+        logger.info("gateway ready: trading state %s, equity %.2f", service.trading_state.value,
+                    service.portfolio_summary()["equity"])
+        try:
+            yield
+        finally:
+            service.stop()
+            if audit is None:
+                store.close()
+
+    app = FastAPI(title="marlops execution gateway", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.metrics = metrics
+    install_error_handlers(app)
+    app.include_router(router)
+    return app

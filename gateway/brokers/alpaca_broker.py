@@ -1,0 +1,160 @@
+"""The broker adapter on alpaca-py's real TradingClient (Alpaca paper/live, or the local paper exchange).
+
+alpaca-py builds every URL as `url_override + "/" + "v2" + path`, so `base_url` is the server root
+(`http://127.0.0.1:5100`, `https://paper-api.alpaca.markets`), never `.../v2`.
+"""
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+import requests
+from alpaca.common.exceptions import APIError
+from alpaca.trading.client import TradingClient
+from alpaca.trading.enums import OrderSide as AlpacaSide
+from alpaca.trading.enums import PositionSide, TimeInForce
+from alpaca.trading.models import Order, Position, TradeAccount
+from alpaca.trading.requests import MarketOrderRequest
+from requests.adapters import HTTPAdapter
+
+from contracts.orders import OrderIntent, OrderSide
+from gateway.brokers.base import AccountSnapshot, BrokerPosition, OrderResult
+from gateway.brokers.rate_limit import RateLimitGovernor
+from gateway.errors import BrokerConfigError, BrokerRejectedError, BrokerUnavailableError
+
+logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+
+def normalize_base_url(base_url: str) -> str:
+    url = base_url.strip().rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise BrokerConfigError(f"broker base URL must start with http:// or https://, got {base_url!r}")
+    if url.endswith("/v2"):
+        raise BrokerConfigError(
+            f"broker base URL must be the server root without '/v2' (alpaca-py appends it), got {base_url!r}"
+        )
+    return url
+
+
+class _DefaultTimeoutAdapter(HTTPAdapter):
+    """requests has no session-wide timeout and alpaca-py passes none: without this a hung broker hangs us."""
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__()
+        self._timeout_s = timeout_s
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = self._timeout_s
+        return super().send(request, **kwargs)
+
+
+def _api_error(exc: APIError) -> BrokerRejectedError:
+    code: int | None = None
+    message = str(exc)
+    try:
+        body = json.loads(str(exc))
+        if isinstance(body, dict):
+            message = str(body.get("message", message))
+            code = int(body["code"]) if "code" in body else None
+    except (ValueError, TypeError):
+        pass  # not JSON (a proxy's HTML page...): keep the raw text as the message
+    return BrokerRejectedError(exc.status_code, message, code)
+
+
+def order_result(order: Order) -> OrderResult:
+    side = OrderSide(order.side.value if order.side is not None else "buy")
+    return OrderResult(
+        client_order_id=order.client_order_id,
+        broker_order_id=str(order.id),
+        symbol=order.symbol or "",
+        side=side,
+        qty=float(order.qty or 0.0),
+        status=order.status.value,
+        filled_qty=float(order.filled_qty or 0.0),
+        filled_avg_price=float(order.filled_avg_price) if order.filled_avg_price not in (None, "") else None,
+        submitted_at=order.submitted_at,
+        filled_at=order.filled_at,
+    )
+
+
+class AlpacaBroker:
+    def __init__(
+        self,
+        base_url: str,
+        key_id: str,
+        secret_key: str,
+        *,
+        timeout_s: float = 10.0,
+        rate_limit_reserve: int = 1,
+        max_throttle_wait_s: float = 60.0,
+        governor: RateLimitGovernor | None = None,
+    ) -> None:
+        self.base_url = normalize_base_url(base_url)
+        self._client = TradingClient(api_key=key_id, secret_key=secret_key, paper=True, url_override=self.base_url)
+        self.rate_limit = governor or RateLimitGovernor(reserve=rate_limit_reserve, max_wait_s=max_throttle_wait_s)
+        # alpaca-py exposes neither timeouts nor response headers; both need its requests.Session.
+        session = getattr(self._client, "_session", None)
+        if isinstance(session, requests.Session):
+            adapter = _DefaultTimeoutAdapter(timeout_s)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            session.hooks["response"].append(self._observe_response)
+        else:
+            logger.warning("alpaca-py TradingClient has no requests.Session at ._session: "
+                           "no request timeout and no rate-limit pacing")
+
+    def _observe_response(self, response: requests.Response, *_args: Any, **_kwargs: Any) -> None:
+        self.rate_limit.observe(response.headers)
+
+    def _call(self, what: str, fn: Callable[[], _T]) -> _T:
+        self.rate_limit.before_request()
+        try:
+            return fn()
+        except APIError as exc:
+            error = _api_error(exc)
+            logger.warning("broker %s: %s", what, error)
+            raise error from exc
+        except requests.RequestException as exc:
+            raise BrokerUnavailableError(f"broker {self.base_url} unreachable during {what}: {exc}") from exc
+
+    def get_account(self) -> AccountSnapshot:
+        account = cast(TradeAccount, self._call("get_account", self._client.get_account))
+        return AccountSnapshot(cash=float(account.cash or 0.0), equity=float(account.equity or 0.0))
+
+    def get_positions(self) -> list[BrokerPosition]:
+        positions = cast(list[Position], self._call("get_positions", self._client.get_all_positions))
+        out: list[BrokerPosition] = []
+        for p in positions:
+            qty = abs(float(p.qty))
+            out.append(BrokerPosition(
+                symbol=p.symbol,
+                qty=-qty if p.side == PositionSide.SHORT else qty,
+                avg_entry_price=float(p.avg_entry_price),
+            ))
+        return out
+
+    def submit_market_order(self, intent: OrderIntent) -> OrderResult:
+        request = MarketOrderRequest(
+            symbol=intent.symbol,
+            qty=intent.qty,
+            side=AlpacaSide.BUY if intent.side == OrderSide.BUY else AlpacaSide.SELL,
+            time_in_force=TimeInForce.DAY,
+            client_order_id=intent.client_order_id,
+        )
+        order = self._call(f"submit {intent.client_order_id}", lambda: self._client.submit_order(request))
+        return order_result(cast(Order, order))
+
+    def get_order_by_client_id(self, client_order_id: str) -> OrderResult | None:
+        try:
+            order = self._call(
+                f"get order {client_order_id}", lambda: self._client.get_order_by_client_id(client_order_id)
+            )
+        except BrokerRejectedError as exc:
+            if exc.status_code == 404:
+                return None
+            raise
+        return order_result(cast(Order, order))

@@ -1,0 +1,272 @@
+"""A local Alpaca-compatible paper exchange: the subset of Alpaca's trading REST API that
+alpaca-py's TradingClient needs to trade market orders, plus simulator controls under /_sim.
+
+    python -m gateway.brokers.paper_exchange --host 127.0.0.1 --port 5100 --initial-cash 1000000
+
+Errors are Alpaca's shape, `{"code": <int>, "message": <str>}`, so alpaca-py's APIError parses them.
+Every authenticated response carries X-RateLimit-Limit/Remaining/Reset; past the limit, 429.
+"""
+
+import argparse
+import logging
+import math
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+import uvicorn
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from gateway.brokers.paper_book import OPEN_STATUSES, PaperBook, PaperOrder, PaperRejection
+from gateway.brokers.paper_wire import account_json, clock_json, order_json, position_json
+from gateway.brokers.rate_limit import FixedWindowRateLimit
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_RATE_LIMIT_PER_MIN = 10_000  # generous: replays send many orders per minute
+
+
+def _error(status_code: int, code: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"code": code, "message": message}, status_code=status_code, headers=headers)
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query"))
+        parts.append(f"{loc or 'body'}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+class OrderBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    symbol: str = Field(min_length=1)
+    qty: float | None = None
+    notional: float | None = None
+    side: Literal["buy", "sell"]
+    type: str = "market"
+    time_in_force: Literal["day", "gtc", "opg", "cls", "ioc", "fok"] = "day"
+    client_order_id: str | None = Field(default=None, min_length=1, max_length=128)
+    order_class: str | None = None
+
+
+class PricesBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prices: dict[str, float]
+
+    @field_validator("prices")
+    @classmethod
+    def _valid_prices(cls, prices: dict[str, float]) -> dict[str, float]:
+        bad = [f"{sym!r}: {px!r}" for sym, px in prices.items() if not sym or not (math.isfinite(px) and px > 0)]
+        if bad:
+            raise ValueError("prices must be finite and > 0 for a non-empty symbol; bad entries: " + ", ".join(bad))
+        return prices
+
+
+class SimConfigBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    fill_ratio: float | None = Field(default=None, gt=0, le=1)
+    max_leverage: float | None = Field(default=None, gt=0)
+
+
+def _parse_time(value: str | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise PaperRejection(422, 40010001, f"{name} must be an ISO-8601 timestamp, got {value!r}") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _select_orders(
+    orders: list[PaperOrder],
+    *,
+    status: str,
+    limit: int,
+    after: datetime | None,
+    until: datetime | None,
+    direction: str,
+    symbols: str | None,
+    side: str | None,
+) -> list[PaperOrder]:
+    wanted = {s.strip() for s in symbols.split(",") if s.strip()} if symbols else None
+    selected = [
+        o for o in orders
+        if (status == "all" or (o.status in OPEN_STATUSES) == (status == "open"))
+        and (after is None or o.created_at > after)
+        and (until is None or o.created_at < until)
+        and (wanted is None or o.symbol in wanted)
+        and (side is None or o.side == side)
+    ]
+    if direction == "desc":
+        selected.reverse()
+    return selected[:limit]
+
+
+def create_paper_exchange_app(
+    *,
+    initial_cash: float = 1_000_000.0,
+    key_id: str = "marlops-paper",
+    secret_key: str = "marlops-paper-secret",
+    seed: int = 0,
+    rate_limit_per_min: int = DEFAULT_RATE_LIMIT_PER_MIN,
+) -> FastAPI:
+    book = PaperBook(initial_cash=initial_cash, seed=seed)
+    limiter = FixedWindowRateLimit(rate_limit_per_min)
+    app = FastAPI(title="marlops paper exchange (Alpaca-compatible subset)")
+    app.state.book = book
+
+    @app.middleware("http")
+    async def _auth_and_rate_limit(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        got_key = request.headers.get("APCA-API-KEY-ID")
+        got_secret = request.headers.get("APCA-API-SECRET-KEY")
+        if not got_key or not got_secret:
+            return _error(401, 40110000, "request is not authorized: APCA-API-KEY-ID and APCA-API-SECRET-KEY required")
+        if got_key != key_id or got_secret != secret_key:
+            return _error(403, 40310000, "forbidden: unknown key id or wrong secret")
+        window = limiter.hit(got_key)
+        if not window.allowed:
+            return _error(429, 42910000, "rate limit exceeded", headers=window.headers())
+        response = await call_next(request)
+        response.headers.update(window.headers())
+        return response
+
+    @app.exception_handler(PaperRejection)
+    async def _rejection(_request: Request, exc: PaperRejection) -> JSONResponse:
+        return _error(exc.status_code, exc.code, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(422, 40010000, _validation_message(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, exc.status_code * 100000, str(exc.detail))
+
+    # ---- trading API (Alpaca v2 subset) ------------------------------------------------------
+    @app.get("/v2/account")
+    def get_account() -> dict[str, Any]:
+        return account_json(book, key_id)
+
+    @app.get("/v2/clock")
+    def get_clock() -> dict[str, Any]:
+        return clock_json(datetime.now(timezone.utc))
+
+    @app.post("/v2/orders")
+    def post_order(body: OrderBody) -> dict[str, Any]:
+        if body.type != "market":
+            raise PaperRejection(422, 40010001, f"order type {body.type!r} not supported: the paper exchange "
+                                                "fills market orders only")
+        if body.order_class not in (None, "", "simple"):
+            raise PaperRejection(422, 40010001, f"order_class {body.order_class!r} not supported (simple only)")
+        if (body.qty is None) == (body.notional is None):
+            raise PaperRejection(422, 40010001, "exactly one of qty or notional is required")
+        order = book.submit_market(
+            symbol=body.symbol, side=body.side, qty=body.qty, notional=body.notional,
+            time_in_force=body.time_in_force, client_order_id=body.client_order_id,
+        )
+        logger.info("order %s %s %s %s filled %s @ %s", order.client_order_id, order.side, order.qty,
+                    order.symbol, order.filled_qty, order.filled_avg_price)
+        return order_json(order)
+
+    @app.get("/v2/orders")
+    def get_orders(
+        status: Literal["open", "closed", "all"] = "open",
+        limit: int = Query(default=50, ge=1, le=500),
+        after: str | None = None,
+        until: str | None = None,
+        direction: Literal["asc", "desc"] = "desc",
+        nested: bool | None = None,
+        symbols: str | None = None,
+        side: Literal["buy", "sell"] | None = None,
+    ) -> list[dict[str, Any]]:
+        selected = _select_orders(
+            book.orders(), status=status, limit=limit, after=_parse_time(after, "after"),
+            until=_parse_time(until, "until"), direction=direction, symbols=symbols, side=side,
+        )
+        return [order_json(o) for o in selected]
+
+    @app.get("/v2/orders:by_client_order_id")
+    def get_order_by_client_id(client_order_id: str) -> dict[str, Any]:
+        order = book.order_by_client_id(client_order_id)
+        if order is None:
+            raise PaperRejection(404, 40410000, f"order not found for client_order_id {client_order_id!r}")
+        return order_json(order)
+
+    def _order_id(raw: str) -> uuid.UUID:
+        try:
+            return uuid.UUID(raw)
+        except ValueError as exc:
+            raise PaperRejection(404, 40410000, f"order not found: {raw!r} is not an order id") from exc
+
+    @app.get("/v2/orders/{order_id}")
+    def get_order(order_id: str) -> dict[str, Any]:
+        order = book.order(_order_id(order_id))
+        if order is None:
+            raise PaperRejection(404, 40410000, "order not found")
+        return order_json(order)
+
+    @app.delete("/v2/orders/{order_id}", status_code=204)
+    def cancel_order(order_id: str) -> Response:
+        book.cancel(_order_id(order_id))
+        return Response(status_code=204)
+
+    @app.get("/v2/positions")
+    def get_positions() -> list[dict[str, Any]]:
+        return [position_json(p, price) for p, price in book.positions()]
+
+    @app.get("/v2/positions/{symbol}")
+    def get_position(symbol: str) -> dict[str, Any]:
+        found = book.position(symbol)
+        if found is None:
+            raise PaperRejection(404, 40410000, "position does not exist")
+        return position_json(*found)
+
+    # ---- simulator control -------------------------------------------------------------------
+    @app.post("/_sim/prices")
+    def set_prices(body: PricesBody) -> dict[str, Any]:
+        return {"prices": book.set_prices(body.prices)}
+
+    @app.post("/_sim/config")
+    def configure(body: SimConfigBody) -> dict[str, Any]:
+        book.configure(fill_ratio=body.fill_ratio, max_leverage=body.max_leverage)
+        return book.state()
+
+    @app.get("/_sim/state")
+    def sim_state() -> dict[str, Any]:
+        return book.state()
+
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m gateway.brokers.paper_exchange",
+                                     description="local Alpaca-compatible paper exchange")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=5100)
+    parser.add_argument("--initial-cash", type=float, default=1_000_000.0)
+    parser.add_argument("--key-id", default="marlops-paper")
+    parser.add_argument("--secret-key", default="marlops-paper-secret")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rate-limit-per-min", type=int, default=DEFAULT_RATE_LIMIT_PER_MIN)
+    parser.add_argument("--log-level", default="info")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_paper_exchange_app(
+        initial_cash=args.initial_cash, key_id=args.key_id, secret_key=args.secret_key, seed=args.seed,
+        rate_limit_per_min=args.rate_limit_per_min,
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""Prometheus metrics of one gateway app (its own CollectorRegistry, so several apps can share a process)."""
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from contracts.orders import TradingState
+
+__all__ = ["CONTENT_TYPE_LATEST", "GatewayMetrics"]
+
+
+class GatewayMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.timesteps = Counter("marlops_gateway_timesteps", "Timesteps of decisions handled", registry=r)
+        self.decisions = Counter("marlops_gateway_decisions", "Symbol decisions received", registry=r)
+        self.orders_submitted = Counter(
+            "marlops_gateway_orders_submitted", "Orders accepted by the broker", ["side"], registry=r
+        )
+        self.orders_filled = Counter(
+            "marlops_gateway_orders_filled", "Fills (complete or partial) applied to the portfolio", registry=r
+        )
+        self.orders_rejected = Counter(
+            "marlops_gateway_orders_rejected", "Orders the broker refused or never acknowledged", ["reason"],
+            registry=r,
+        )
+        self.risk_denials = Counter(
+            "marlops_gateway_risk_denials", "Decisions denied by a guardrail", ["reason"], registry=r
+        )
+        self.risk_adjustments = Counter(
+            "marlops_gateway_risk_adjustments", "Decisions approved after a guardrail cut them back", ["reason"],
+            registry=r,
+        )
+        self.directive_fallbacks = Counter(
+            "marlops_gateway_directive_fallbacks", "Timesteps planned with the fallback preset (no live directive)",
+            registry=r,
+        )
+        self.directives = Counter("marlops_gateway_directives", "Master directives received", ["mode"], registry=r)
+        self.decision_seconds = Histogram(
+            "marlops_gateway_decision_seconds", "Wall time to handle one timestep (plan, audit, route, fills)",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=r,
+        )
+        self.trading_state = Gauge(
+            "marlops_gateway_trading_state", "1 for the current trading state, 0 for the others", ["state"],
+            registry=r,
+        )
+        self.equity = Gauge("marlops_gateway_equity", "Portfolio equity (account currency)", registry=r)
+        self.gross_exposure = Gauge("marlops_gateway_gross_exposure", "Gross exposure / equity", registry=r)
+        self.drawdown = Gauge("marlops_gateway_drawdown", "Drawdown from peak equity (fraction)", registry=r)
+        self.set_trading_state(TradingState.ACTIVE)
+
+    def set_trading_state(self, state: TradingState) -> None:
+        for s in TradingState:
+            self.trading_state.labels(state=s.value).set(1.0 if s == state else 0.0)
+
+    def set_portfolio(self, equity: float, gross_exposure: float, drawdown: float) -> None:
+        self.equity.set(equity)
+        self.gross_exposure.set(gross_exposure)
+        self.drawdown.set(drawdown)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
