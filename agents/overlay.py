@@ -3,23 +3,19 @@
 They mirror the gateway's rules in gateway.domain (overlay.apply_overlay, risk.leverage_scale,
 costs.cost_rate): effective weight = level * min(cap, preset.max_position_size) * preset.risk_scale;
 defensive presets may only shrink exposure; gross leverage scales exposure increases; costs per unit of
-traded weight. Vectorised over symbols here, and kept in this one module so the simulator can call
-gateway.domain directly once that package is settled.
+traded weight. Vectorised over symbols here, and the cost rate is gateway.domain's own function, so a
+backtest and the gateway charge the same.
 """
 
 import numpy as np
 
 from contracts.config import DirectivePreset, RiskOverlaysConfig
 from contracts.policy import DIRECTIVE_MODES
+from gateway.domain.costs import cost_rate
 
 from agents.errors import InvalidActionError
 
-_BPS = 1e-4
-
-
-def cost_rate(risk: RiskOverlaysConfig) -> float:
-    """Cost per unit of |Δweight|: commission, half the spread (we cross it once), slippage."""
-    return (risk.commission_bps + risk.spread_bps / 2.0 + risk.slippage_bps) * _BPS
+__all__ = ["cost_rate", "directive_preset", "directive_mode_for_action", "leverage_limited", "target_weights"]
 
 
 def directive_preset(risk: RiskOverlaysConfig, mode: str) -> DirectivePreset:

@@ -17,6 +17,8 @@ from contracts.features import (
     FeatureBlock,
     FeatureSpec,
 )
+from features import market_features as mf
+from features import master_features as ms
 from features.errors import MissingDataError
 from features.master_features import compute_feature_tables
 from features.sl_signal import fit_sl_model, predict_sl

@@ -1,7 +1,7 @@
 """Pre-trade cost estimate from the configured basis points.
 
-A market order pays the commission, crosses half the quoted spread, and slips; the same rate per
-unit of traded notional is what the training simulator charges (agents/overlay.py `cost_rate`).
+A market order pays the commission, crosses half the quoted spread, and slips; the training
+simulator imports this same function (agents/overlay.py).
 """
 
 from contracts.config import RiskOverlaysConfig

@@ -68,3 +68,10 @@ def test_spec_hash_when_a_normalisation_constant_changes_then_hash_changes() -> 
 def test_feature_block_when_lengths_differ_then_refused() -> None:
     with pytest.raises(ValueError, match="same length"):
         FeatureBlock(names=("a", "b"), means=(0.0,), stds=(1.0, 1.0))
+
+
+def test_spec_hash_when_a_feature_definition_changes_then_hash_changes() -> None:
+    base = _spec(0.0)
+    wider = base.model_copy(update={"definitions": {"vol_window": 21.0}})
+    narrower = base.model_copy(update={"definitions": {"vol_window": 20.0}})
+    assert wider.spec_hash() != narrower.spec_hash()
