@@ -45,6 +45,8 @@ class FeatureSpec(Frozen):
     master: FeatureBlock
     sl_model: SLModelParams
     clip: float = Field(default=5.0, gt=0)
+    # Windows and thresholds of the feature definitions: changing one changes the hash.
+    definitions: dict[str, float] = Field(default_factory=dict)
 
     def canonical_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))

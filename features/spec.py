@@ -58,6 +58,19 @@ def fit_feature_spec(bars_train: pd.DataFrame, *, seed: int = 0, clip: float = 5
         master=_block(MASTER_FEATURES, master),
         sl_model=sl_model,
         clip=clip,
+        definitions=feature_definitions(),
     )
     logger.info("feature spec fitted on %d symbol rows, %d master rows: %s", len(market), len(master), spec.spec_hash()[:12])
     return spec
+
+
+def feature_definitions() -> dict[str, float]:
+    """The constants that define the features (not fitted): part of the spec, so part of its hash."""
+    return {
+        **{f"return_horizon_{i}": float(h) for i, h in enumerate(mf.RETURN_HORIZONS)},
+        "vol_window": float(mf.VOL_WINDOW), "rsi_window": float(mf.RSI_WINDOW),
+        "volume_window": float(mf.VOLUME_WINDOW), "sma_window": float(mf.SMA_WINDOW),
+        "bear_lookback": float(mf.BEAR_LOOKBACK), "high_vol_vix_threshold": float(mf.HIGH_VOL_VIX_THRESHOLD),
+        "bear_return_threshold": float(mf.BEAR_RETURN_THRESHOLD), "vix_scale": float(mf.VIX_SCALE),
+        "vix_change_horizon": float(ms.VIX_CHANGE_HORIZON),
+    }
