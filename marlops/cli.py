@@ -10,9 +10,16 @@ import sys
 import threading
 from pathlib import Path
 
+from agents.errors import AgentError
 from contracts.config import load_rl_config
-from contracts.errors import ConfigError
+from contracts.errors import ContractError
+from data_checks.errors import DataCheckError
+from features.errors import FeatureError
+from gateway.errors import GatewayError
+from market_data.errors import MarketDataError
 from marlops.errors import MarlopsError
+from registry.errors import RegistryError
+from serving.errors import ServingError
 from marlops.paths import StatePaths
 
 logger = logging.getLogger("marlops")
@@ -29,7 +36,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from marlops.demo import demo_summary, materialize_spine
 
     paths = StatePaths.from_env().ensure()
-    load_rl_config(Path(args.config_dir))  # fail fast on bad config, before anything starts
+    # Fail fast on bad config or an unreadable data source, before Dagster starts.
+    load_rl_config(Path(args.config_dir))
+    from market_data.source import load_market
+
+    load_market(args.source, seed=args.seed, n_symbols=args.symbols, n_days=args.days)
     run_config = {"resources": {
         "market_data": {"config": {"source": args.source, "seed": args.seed, "n_symbols": args.symbols,
                                    "n_days": args.days, "replay_days": args.replay_days}},
@@ -172,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code: int = args.func(args)
         return code
-    except (ConfigError, MarlopsError) as exc:
+    except (ContractError, MarlopsError, MarketDataError, FeatureError, DataCheckError, AgentError, RegistryError,
+            ServingError, GatewayError) as exc:
         logger.error("%s", exc)
         return 2
 
