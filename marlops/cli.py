@@ -18,9 +18,9 @@ from features.errors import FeatureError
 from gateway.errors import GatewayError
 from market_data.errors import MarketDataError
 from marlops.errors import MarlopsError
+from marlops.paths import StatePaths
 from registry.errors import RegistryError
 from serving.errors import ServingError
-from marlops.paths import StatePaths
 
 logger = logging.getLogger("marlops")
 

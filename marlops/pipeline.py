@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from agents.evaluation import evaluate_symbol_policy
 from agents.export import policy_signature, save_policy, script_policy
@@ -29,14 +28,17 @@ from market_data.source import dataset_id, load_market, trading_symbols
 from marlops.errors import PipelineError
 from marlops.gateway_client import GatewayClient
 from marlops.loop import DecisionLoop, LoopResult, StepRecord
+from marlops.net import free_port
 from marlops.paths import StatePaths
 from marlops.stack import ServingStack, StackPorts
 from registry.artifacts import write_signed_artifact
 from registry.git import current_git_commit
 from registry.keys import SigningKeys, load_or_create_signing_keys
 from registry.policy_registry import PolicyRegistry
+from serving.client import PolicyClient
 from serving.master_service import MasterAgentService
 from serving.model_repository import export_policy, exported_versions, remove_version
+from serving.triton_process import TritonServer
 
 logger = logging.getLogger(__name__)
 
@@ -279,14 +281,9 @@ def deploy_to_triton(registered: RegisteredPolicies, ctx: PipelineContext, *, sm
                 remove_version(repo, agent.agent, stale, public_key, ctx.config.serving.triton)
             logger.info("exported %s v%s into %s", agent.agent, agent.version, repo)
     if smoke_test:
-        from serving.triton_process import TritonServer
-        from marlops.net import free_port
-
         obs_dims = {SYMBOL_AGENT: len(registered.spec.symbol.names), MASTER_AGENT: len(registered.spec.master.names)}
         with TritonServer(repo, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
                           workdir=ctx.paths.triton_workdir) as server:
-            from serving.client import PolicyClient
-
             for name, version in models.items():
                 server.load_model(name)
                 client = PolicyClient(server.http_url, name, protocol="http", model_version=str(version))
@@ -427,7 +424,3 @@ def staging_replay(bars: pd.DataFrame, registered: RegisteredPolicies, deploymen
                 summary.decisions, summary.orders_submitted, summary.orders_filled, summary.audit_rows,
                 summary.decision_latency_ms["p50"])
     return summary
-
-
-def load_torchscript(path: Path) -> torch.jit.ScriptModule:
-    return torch.jit.load(str(path), map_location="cpu")

@@ -1,7 +1,6 @@
 """Start and stop the serving stack: paper exchange, Triton, directive bus, execution gateway."""
 
 import logging
-import os
 import subprocess
 import sys
 from dataclasses import dataclass

@@ -4,7 +4,6 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-import pytest
 from dagster import AssetKey, instance_for_test, materialize
 
 from market_data.source import load_market
