@@ -23,12 +23,12 @@ from features.market_features import compute_market_features
 from features.observation import ObservationBuilder, TrainingTensors
 from features.service import FeatureService
 from features.spec import fit_feature_spec
+from gateway.serve import free_port
 from market_data.replay import ReplayClock
 from market_data.source import dataset_id, load_market, trading_symbols
 from marlops.errors import PipelineError
 from marlops.gateway_client import GatewayClient
 from marlops.loop import DecisionLoop, LoopResult, StepRecord
-from marlops.net import free_port
 from marlops.paths import StatePaths
 from marlops.stack import ServingStack, StackPorts
 from registry.artifacts import write_signed_artifact

@@ -11,10 +11,10 @@ import httpx
 
 from contracts.config import RLConfig
 from gateway.app import create_app
-from gateway.serve import serve_app_in_thread
+from gateway.serve import free_port, serve_app_in_thread
 from gateway.settings import GatewaySettings
 from marlops.errors import StackError
-from marlops.net import free_port, http_ok, wait_until
+from marlops.net import http_ok, wait_until
 from marlops.paths import StatePaths
 from serving.client import PolicyClient
 from serving.directive_bus import DirectiveBus, make_bus
