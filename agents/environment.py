@@ -1,67 +1,165 @@
-"""Vectorised trading environments for the per-symbol agents and the master agent.
+"""The hierarchical multi-agent trading environment over replayed bars.
 
-Timing: the observation at bar t carries the market features of bar t and the portfolio held entering
-bar t. The action chosen at t sets the target weights held over (t, t+1], earning
-`forward_returns[t]`. Positions are rebalanced to exactly the target each bar (no drift between bars),
-which keeps the portfolio return an exact sum of per-symbol rewards, so each agent's reward is its own
-contribution.
+One agent per symbol (all sharing one policy) picks a target level every bar; the master agent picks a
+directive mode every `master_every_bars` bars or when a regime flag changes, exactly as the live master service
+does. Orders, fills, positions and guardrails come from `agents.book.BacktestBook`, i.e. from the gateway's own
+pure rules, so a backtest and a live replay of the same bars make the same trades.
+
+Timing of one step at bar t (the same as the live loop): observations carry bar t's market features, the level
+each symbol's agent chose last, and the gross exposure / drawdown the book reported after bar t-1's fills. The
+decisions are planned and filled at bar t's closes; the reward of step t is what the positions earn to bar t+1,
+less the transaction costs of bar t's orders, as a fraction of the net equity at bar t. Per-symbol rewards sum to
+the portfolio return (cash earns nothing), so each symbol agent is credited with its own contribution.
 """
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 
-from contracts.config import RiskOverlaysConfig
-from contracts.features import MASTER_FEATURES, SYMBOL_FEATURES
+from contracts.config import LoopConfig, RiskOverlaysConfig
+from contracts.decisions import MasterDirective, directive_from_preset
+from contracts.features import MASTER_MARKET_FEATURES, REGIME_FEATURES
 from contracts.policy import DEFAULT_ACTION_LEVELS, DIRECTIVE_MODES
+from gateway.domain.overlay import reduce_only, resolve_overlay
 
-from agents.acting import Policy, greedy_action_fn
+from agents.book import DEFAULT_INITIAL_CASH, BacktestBook, BookStep
 from agents.errors import EnvironmentStateError, InputShapeError, InvalidActionError
-from agents.inputs import check_action_levels, check_market_inputs, check_master_market
-from agents.overlay import cost_rate, directive_mode_for_action, directive_preset, target_weights
+from agents.inputs import MASTER_MARKET_DIM, SYMBOL_MARKET_DIM, as_float_array, check_action_levels
 
 logger = logging.getLogger(__name__)
 
-SYMBOL_OBS_DIM = len(SYMBOL_FEATURES)
-MASTER_OBS_DIM = len(MASTER_FEATURES)
-# A change of weight below this is float noise, not a trade.
-TRADE_EPSILON = 1e-12
+SYMBOL_OBS_DIM = SYMBOL_MARKET_DIM + 2
+MASTER_OBS_DIM = MASTER_MARKET_DIM + 2
+N_DIRECTIVES = len(DIRECTIVE_MODES)
+# Critic inputs: master market, drawdown, gross, directive one-hot, mean held level, mean symbol market features.
+GLOBAL_STATE_DIM = MASTER_MARKET_DIM + 2 + N_DIRECTIVES + 1 + SYMBOL_MARKET_DIM
+SYMBOL_CRITIC_DIM = SYMBOL_OBS_DIM + GLOBAL_STATE_DIM
+_REGIME_COLUMNS = [MASTER_MARKET_FEATURES.index(name) for name in REGIME_FEATURES]
 
-StepInfo = dict[str, float]
+
+@dataclass(frozen=True)
+class MarketEpisode:
+    """The bars an episode replays, already turned into normalised market features (HybridRLObservation)."""
+
+    timestamps: pd.DatetimeIndex  # [T]
+    symbols: tuple[str, ...]  # [N]
+    symbol_market: np.ndarray  # [T, N, SYMBOL_MARKET_DIM] float32
+    master_market: np.ndarray  # [T, MASTER_MARKET_DIM] float32
+    closes: np.ndarray  # [T, N] float64, the prices decisions are made and filled at
+    clip: float = 5.0  # the feature spec's clip, applied to the portfolio features as in serving
+
+    def __post_init__(self) -> None:
+        steps = len(self.timestamps)
+        if steps < 2:
+            raise InputShapeError(f"an episode needs at least 2 bars, got {steps}")
+        n = len(self.symbols)
+        as_float_array("symbol_market", self.symbol_market, (steps, n, SYMBOL_MARKET_DIM), ("T", "N", "Dm"))
+        as_float_array("master_market", self.master_market, (steps, MASTER_MARKET_DIM), ("T", "Mm"))
+        closes = as_float_array("closes", self.closes, (steps, n), ("T", "N"))
+        if (closes <= 0).any():
+            first = tuple(int(i) for i in np.argwhere(closes <= 0)[0])
+            raise InputShapeError(f"closes: non-positive price at index {first} (T, N)")
+
+    @property
+    def n_steps(self) -> int:
+        return len(self.timestamps)
+
+    def window(self, start: int, stop: int) -> "MarketEpisode":
+        return MarketEpisode(
+            timestamps=self.timestamps[start:stop],
+            symbols=self.symbols,
+            symbol_market=self.symbol_market[start:stop],
+            master_market=self.master_market[start:stop],
+            closes=self.closes[start:stop],
+            clip=self.clip,
+        )
+
+    def regime_shifts(self) -> np.ndarray:
+        """[T] bool: a regime flag differs from the previous bar's (never at the first bar, as in serving)."""
+        flags = self.master_market[:, _REGIME_COLUMNS]
+        shifts = np.zeros(self.n_steps, dtype=bool)
+        shifts[1:] = (flags[1:] != flags[:-1]).any(axis=1)
+        return shifts
 
 
-class SymbolTradingEnv:
-    """N symbols stepped together over T bars; one shared policy acts for every symbol."""
+@dataclass(frozen=True)
+class EnvSettings:
+    master_every_bars: int = 5
+    directive_ttl_seconds: float = 10 * 86400.0
+    initial_cash: float = DEFAULT_INITIAL_CASH
+    action_levels: tuple[float, ...] = DEFAULT_ACTION_LEVELS
+    drawdown_penalty: float = 0.5  # per unit of new drawdown of net equity, shared by the team
+    cost_penalty: float = 0.0  # extra weight on transaction costs beyond paying them
+    symbol_policy_version: str = "backtest/symbol_agent"
+    master_policy_version: str = "backtest/master_agent"
 
-    def __init__(
-        self,
-        symbol_market: np.ndarray,
-        forward_returns: np.ndarray,
-        *,
-        risk: RiskOverlaysConfig,
-        action_levels: Sequence[float] = DEFAULT_ACTION_LEVELS,
-    ) -> None:
-        self._market, self._returns = check_market_inputs(symbol_market, forward_returns)
-        self._levels = check_action_levels(action_levels)
-        self._risk = risk
-        self._cost_rate = cost_rate(risk)
-        self.n_steps, self.n_symbols, self.market_dim = self._market.shape
-        self.obs_dim = self.market_dim + 2
-        self.n_actions = int(self._levels.size)
+    def __post_init__(self) -> None:
+        if self.master_every_bars < 1:
+            raise InputShapeError(f"master_every_bars must be >= 1, got {self.master_every_bars}")
+        if self.directive_ttl_seconds <= 0:
+            raise InputShapeError(f"directive_ttl_seconds must be > 0, got {self.directive_ttl_seconds}")
+        if self.drawdown_penalty < 0 or self.cost_penalty < 0:
+            raise InputShapeError("drawdown_penalty and cost_penalty must be >= 0")
+        check_action_levels(self.action_levels)
+
+    @classmethod
+    def from_loop(cls, loop: LoopConfig, **overrides: object) -> "EnvSettings":
+        """Schedule and directive TTL exactly as the live loop uses them (config/rl/serving.yaml `loop`)."""
+        return cls(
+            master_every_bars=loop.master_every_bars,
+            directive_ttl_seconds=loop.directive_ttl_bars * loop.bar_seconds,
+            **overrides,  # type: ignore[arg-type]
+        )
+
+
+@dataclass(frozen=True)
+class EnvStep:
+    symbol_rewards: np.ndarray  # [N] shaped per-symbol rewards
+    master_reward: float  # shaped team reward
+    portfolio_return: float  # net of costs, unshaped
+    done: bool
+    book: BookStep
+    info: dict[str, float] = field(default_factory=dict)
+
+
+class HierarchicalTradingEnv:
+    def __init__(self, episode: MarketEpisode, risk: RiskOverlaysConfig, settings: EnvSettings = EnvSettings()) -> None:
+        self.episode = episode
+        self.risk = risk
+        self.settings = settings
+        self.levels = np.asarray(settings.action_levels, dtype=np.float64)
+        self.n_symbols = len(episode.symbols)
+        self.n_actions = int(self.levels.size)
+        self.n_steps = episode.n_steps
+        self._shifts = episode.regime_shifts()
+        self._mean_market = episode.symbol_market.mean(axis=1)
         self._t: int | None = None
-        self._reset_portfolio()
 
-    def _reset_portfolio(self) -> None:
-        self._held_levels = np.zeros(self.n_symbols)
-        self._weights = np.zeros(self.n_symbols)
-        self._equity = 1.0
-        self._peak = 1.0
+    # -- state -----------------------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        self._t = 0
+        self.book = BacktestBook(
+            self.episode.symbols,
+            self.risk,
+            initial_cash=self.settings.initial_cash,
+            max_directive_ttl_seconds=self.settings.directive_ttl_seconds,
+            policy_version=self.settings.symbol_policy_version,
+        )
+        self._held = np.zeros(self.n_symbols)
+        # What the gateway reports after the previous timestep; nothing traded yet.
+        self._gross = 0.0
+        self._drawdown = 0.0
+        self._directive: MasterDirective | None = None
+        self._net_peak = self.book.net_equity
 
     @property
     def t(self) -> int:
         if self._t is None:
-            raise EnvironmentStateError("SymbolTradingEnv: call reset() before using the environment")
+            raise EnvironmentStateError("HierarchicalTradingEnv: call reset() first")
         return self._t
 
     @property
@@ -69,40 +167,102 @@ class SymbolTradingEnv:
         return self._t is not None and self._t >= self.n_steps
 
     @property
-    def weights(self) -> np.ndarray:
-        return self._weights.copy()
-
-    @property
     def held_levels(self) -> np.ndarray:
-        return self._held_levels.copy()
+        return self._held.copy()
 
     @property
-    def equity(self) -> float:
-        return self._equity
+    def directive(self) -> MasterDirective | None:
+        return self._directive
 
-    @property
-    def drawdown(self) -> float:
-        return 1.0 - self._equity / self._peak
+    def _check_running(self) -> int:
+        t = self.t
+        if t >= self.n_steps:
+            raise EnvironmentStateError(f"episode ended after {self.n_steps} steps; call reset() to start again")
+        return t
 
-    @property
-    def gross_exposure(self) -> float:
-        # Weights are fractions of current equity, so their absolute sum is gross exposure / equity.
-        return float(np.abs(self._weights).sum())
+    # -- observations ----------------------------------------------------------------------------------
 
-    def reset(self) -> np.ndarray:
-        self._t = 0
-        self._reset_portfolio()
-        return self.observation()
+    def _clip(self, values: np.ndarray) -> np.ndarray:
+        clip = self.episode.clip
+        return np.clip(values, -clip, clip).astype(np.float32)
 
-    def observation(self) -> np.ndarray:
-        """obs [N, obs_dim] float32: market features of the current bar, then position_level, gross_exposure.
+    def symbol_observation(self) -> np.ndarray:
+        """[N, SYMBOL_OBS_DIM] float32, built as the live loop builds it."""
+        t = self._check_running()
+        portfolio = np.column_stack([self._held, np.full(self.n_symbols, self._gross)])
+        return np.concatenate([self.episode.symbol_market[t], self._clip(portfolio)], axis=1)
 
-        After the last step there is no next bar; the final observation repeats the last bar's market
-        features with the final portfolio.
+    def master_due(self) -> bool:
+        t = self._check_running()
+        return t % self.settings.master_every_bars == 0 or bool(self._shifts[t])
+
+    def master_observation(self) -> np.ndarray:
+        """[1, MASTER_OBS_DIM] float32."""
+        t = self._check_running()
+        portfolio = self._clip(np.array([[self._drawdown, self._gross]]))
+        return np.concatenate([self.episode.master_market[t][None, :], portfolio], axis=1)
+
+    def global_state(self) -> np.ndarray:
+        """[GLOBAL_STATE_DIM] float32: what the centralised critics see beyond an agent's own observation."""
+        t = self._check_running()
+        one_hot = np.zeros(N_DIRECTIVES, dtype=np.float32)
+        if self._directive is not None:
+            one_hot[DIRECTIVE_MODES.index(self._directive.mode)] = 1.0
+        return np.concatenate(
+            [
+                self.master_observation()[0],
+                one_hot,
+                np.array([self._held.mean()], dtype=np.float32),
+                self._mean_market[t].astype(np.float32),
+            ]
+        )
+
+    def action_mask(self) -> np.ndarray:
+        """[N, A] bool: the levels the overlay in force would let through unchanged.
+
+        Only a defensive overlay masks (it allows no exposure increase); caps and scales of the other modes
+        rescale a level rather than forbid it. The gateway enforces the same rule in serving by clamping.
         """
-        bar = min(self.t, self.n_steps - 1)
-        portfolio = np.column_stack([self._held_levels, np.full(self.n_symbols, self.gross_exposure)])
-        return np.concatenate([self._market[bar], portfolio], axis=1).astype(np.float32)
+        t = self._check_running()
+        overlay = resolve_overlay(
+            self._directive,
+            self.risk,
+            at=self.episode.timestamps[t].to_pydatetime(),
+            max_ttl_seconds=self.settings.directive_ttl_seconds,
+        )
+        mask = np.ones((self.n_symbols, self.n_actions), dtype=bool)
+        if not overlay.defensive:
+            return mask
+        prices = self.episode.closes[t]
+        qty = self.book.quantities()
+        equity = self.book.portfolio.cash + float((qty * prices).sum())
+        if equity <= 0:
+            return mask
+        weights = qty * prices / equity
+        size = overlay.size(self.risk.per_symbol_cap)
+        for i, current in enumerate(weights):
+            for j, level in enumerate(self.levels):
+                _, clipped = reduce_only(float(current), float(level) * size)
+                mask[i, j] = not clipped
+        return mask
+
+    # -- actions ---------------------------------------------------------------------------------------
+
+    def issue_directive(self, action: int) -> MasterDirective:
+        """The master agent's action at this bar becomes the directive in force (as the live service issues it)."""
+        t = self._check_running()
+        if not isinstance(action, (int, np.integer)) or not 0 <= int(action) < N_DIRECTIVES:
+            raise InvalidActionError(f"master action {action!r} out of range 0..{N_DIRECTIVES - 1} for {DIRECTIVE_MODES}")
+        mode = DIRECTIVE_MODES[int(action)]
+        self._directive = directive_from_preset(
+            directive_id=f"master-{self.settings.master_policy_version}-bar{t}",
+            issued_at=self.episode.timestamps[t].to_pydatetime(),
+            ttl_seconds=self.settings.directive_ttl_seconds,
+            mode=mode,  # type: ignore[arg-type]
+            preset=self.risk.directive_presets[mode],
+            policy_version=self.settings.master_policy_version,
+        )
+        return self._directive
 
     def _check_actions(self, actions: np.ndarray | Sequence[int]) -> np.ndarray:
         array = np.asarray(actions)
@@ -114,103 +274,52 @@ class SymbolTradingEnv:
         if bad.any():
             first = int(np.argmax(bad))
             raise InvalidActionError(
-                f"actions: index {int(array[first])} for symbol {first} out of range 0..{self.n_actions - 1}"
+                f"actions: index {int(array[first])} for symbol {self.episode.symbols[first]} out of range "
+                f"0..{self.n_actions - 1}"
             )
         return array.astype(np.int64)
 
-    def step(
-        self, actions: np.ndarray | Sequence[int], directive_mode: str = "normal"
-    ) -> tuple[np.ndarray, np.ndarray, bool, StepInfo]:
-        """Apply one action per symbol under `directive_mode`; rewards [N] = weight * forward_return - cost."""
-        if self.done:
-            raise EnvironmentStateError(
-                f"SymbolTradingEnv: episode ended after {self.n_steps} steps; call reset() to start again"
-            )
-        t = self.t
+    def step(self, actions: np.ndarray | Sequence[int]) -> EnvStep:
+        t = self._check_running()
         indices = self._check_actions(actions)
-        directive_preset(self._risk, directive_mode)
-        levels = self._levels[indices]
-        new_weights = target_weights(levels, self._weights, self._risk, directive_mode)
-        traded = np.abs(new_weights - self._weights)
-        costs = self._cost_rate * traded
-        rewards = new_weights * self._returns[t] - costs
-        portfolio_return = float(rewards.sum())
-        self._equity *= 1.0 + portfolio_return
-        self._peak = max(self._peak, self._equity)
-        self._weights = new_weights
-        self._held_levels = levels
+        levels = self.levels[indices]
+        prices = self.episode.closes[t]
+        booked = self.book.step(
+            timestep=self.episode.timestamps[t].to_pydatetime(),
+            bar_index=t,
+            prices=prices,
+            actions=indices,
+            levels=levels,
+            directive=self._directive,
+        )
+        net_at_t = booked.equity - (self.book.total_costs - float(booked.costs.sum()))
+        self._held = levels
+        self._gross, self._drawdown = booked.gross_exposure, booked.drawdown
+        done = t + 1 >= self.n_steps
+        if done:
+            pnl = np.zeros(self.n_symbols)
+        else:
+            pnl = booked.qty_after * (self.episode.closes[t + 1] - prices)
+            self.book.mark(self.episode.closes[t + 1])
+        contributions = (pnl - booked.costs) / net_at_t
+        portfolio_return = float(contributions.sum())
+        net_after = self.book.net_equity
+        drawdown_before = 1.0 - net_at_t / self._net_peak
+        self._net_peak = max(self._net_peak, net_after)
+        drawdown_after = 1.0 - net_after / self._net_peak
+        deepening = max(0.0, drawdown_after - drawdown_before)
+        cost_share = booked.costs / net_at_t
+        penalty_dd = self.settings.drawdown_penalty * deepening
+        symbol_rewards = contributions - self.settings.cost_penalty * cost_share - penalty_dd / self.n_symbols
+        master_reward = portfolio_return - self.settings.cost_penalty * float(cost_share.sum()) - penalty_dd
         self._t = t + 1
-        info: StepInfo = {
+        info = {
             "portfolio_return": portfolio_return,
-            "turnover": float(traded.sum()),
-            "cost": float(costs.sum()),
-            "n_trades": float((traded > TRADE_EPSILON).sum()),
-            "gross_exposure": self.gross_exposure,
-            "equity": self._equity,
-            "drawdown": self.drawdown,
+            "cost": float(cost_share.sum()),
+            "turnover": float(sum(i.qty * i.reference_price for i in booked.intents) / net_at_t),
+            "n_orders": float(len(booked.intents)),
+            "gross_exposure": booked.gross_exposure,
+            "net_equity": net_after,
+            "drawdown": drawdown_after,
         }
-        return self.observation(), rewards, self.done, info
-
-
-class MasterEnv:
-    """The master agent picks a directive mode each bar; the symbol actions come from a fixed symbol policy.
-
-    Reward = portfolio return - drawdown_penalty * (increase of drawdown this bar): new losses below the
-    peak hurt extra, and the penalty is attributable to the current bar even with gamma = 0.
-    """
-
-    def __init__(
-        self,
-        master_market: np.ndarray,
-        symbol_market: np.ndarray,
-        forward_returns: np.ndarray,
-        symbol_policy: Policy,
-        *,
-        risk: RiskOverlaysConfig,
-        action_levels: Sequence[float] = DEFAULT_ACTION_LEVELS,
-        drawdown_penalty: float = 0.5,
-    ) -> None:
-        if drawdown_penalty < 0:
-            raise InputShapeError(f"drawdown_penalty must be >= 0, got {drawdown_penalty}")
-        self.symbol_env = SymbolTradingEnv(symbol_market, forward_returns, risk=risk, action_levels=action_levels)
-        self._master = check_master_market(master_market, self.symbol_env.n_steps)
-        self._act_symbols = greedy_action_fn(symbol_policy)
-        self.drawdown_penalty = drawdown_penalty
-        self.n_steps = self.symbol_env.n_steps
-        self.obs_dim = self._master.shape[1] + 2
-        self.n_actions = len(DIRECTIVE_MODES)
-
-    @property
-    def done(self) -> bool:
-        return self.symbol_env.done
-
-    def reset(self) -> np.ndarray:
-        self.symbol_env.reset()
-        return self.observation()
-
-    def observation(self) -> np.ndarray:
-        """obs [obs_dim] float32: master market features of the current bar, then drawdown, gross_exposure."""
-        bar = min(self.symbol_env.t, self.n_steps - 1)
-        portfolio = np.array([self.symbol_env.drawdown, self.symbol_env.gross_exposure])
-        return np.concatenate([self._master[bar], portfolio]).astype(np.float32)
-
-    def symbol_observation(self) -> np.ndarray:
-        return self.symbol_env.observation()
-
-    def step(self, action: int) -> tuple[np.ndarray, float, bool, StepInfo]:
-        symbol_actions = self._act_symbols(self.symbol_env.observation())
-        return self.step_with_symbol_actions(action, symbol_actions)
-
-    def step_with_symbol_actions(
-        self, action: int, symbol_actions: np.ndarray
-    ) -> tuple[np.ndarray, float, bool, StepInfo]:
-        """Step with symbol actions computed by the caller (training batches the symbol policy across envs)."""
-        if np.asarray(action).shape != () or not np.issubdtype(np.asarray(action).dtype, np.integer):
-            raise InvalidActionError(f"master action must be one integer index, got {action!r}")
-        mode = directive_mode_for_action(int(action))
-        drawdown_before = self.symbol_env.drawdown
-        _, _, done, info = self.symbol_env.step(symbol_actions, mode)
-        deepening = max(0.0, info["drawdown"] - drawdown_before)
-        reward = info["portfolio_return"] - self.drawdown_penalty * deepening
-        info = {**info, "directive": float(action), "drawdown_penalty": self.drawdown_penalty * deepening}
-        return self.observation(), reward, done, info
+        return EnvStep(symbol_rewards, master_reward, portfolio_return, done, booked, info)

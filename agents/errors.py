@@ -22,3 +22,7 @@ class InvalidActionError(AgentError, ValueError):
 
 class ExportError(AgentError):
     """A policy could not be scripted, or its scripted form disagrees with the eager module."""
+
+
+class FallbackConfigError(AgentError, ValueError):
+    """A rule (fallback) policy was configured with inconsistent thresholds, levels or feature spec."""

@@ -1,6 +1,6 @@
 """Policy and value networks. Small MLPs; the policy is exported as TorchScript and served by Triton."""
 
-from typing import Final, Tuple
+from typing import Tuple
 
 import torch
 from torch import Tensor, nn
@@ -29,8 +29,10 @@ class Dense(nn.Module):
 class PolicyNet(nn.Module):
     """Observation batch -> (action probabilities [B, n_actions], greedy action [B])."""
 
-    obs_dim: Final[int]
-    n_actions: Final[int]
+    # Plain int attributes, not Final: TorchScript writes Final constants in set order, which follows
+    # PYTHONHASHSEED, and the archive's bytes would then differ between processes.
+    obs_dim: int
+    n_actions: int
 
     def __init__(self, obs_dim: int, n_actions: int, hidden: int = 64) -> None:
         super().__init__()

@@ -1,6 +1,8 @@
 """Validated configuration (config/rl/*). A bad value fails at load with file, key and reason."""
 
 import json
+import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -100,10 +102,67 @@ class DriftThresholdsConfig(_Config):
         return self.features.get(name, self.default)
 
 
+class GoNoGoThresholds(_Config):
+    """Held-out Go/No-Go rules of the validation gate; a candidate must pass every one."""
+
+    min_sharpe: float = Field(default=0.8, allow_inf_nan=False)  # annualised, held-out
+    max_drawdown: float = Field(default=0.30, gt=0, le=1.0)  # fraction of the running peak
+    min_profit_factor: float = Field(default=1.1, ge=0)
+    min_holdout_bars: int = Field(default=60, ge=1)  # fewer held-out bars -> NO-GO (not enough evidence)
+    # P(true Sharpe > 0), Bailey & Lopez de Prado's probabilistic Sharpe ratio; 0 disables the check.
+    min_probabilistic_sharpe: float = Field(default=0.90, ge=0, le=1.0)
+    # Every walk-forward fold's Sharpe must exceed this (one lucky stretch cannot carry the verdict); null disables.
+    min_fold_sharpe: float | None = Field(default=0.0, allow_inf_nan=False)
+    # Policy Sharpe minus buy-and-hold-the-benchmark Sharpe must exceed this; null disables.
+    min_sharpe_margin_vs_benchmark: float | None = Field(default=0.0, allow_inf_nan=False)
+    # Policy Sharpe minus the SL-threshold fallback's Sharpe must exceed this: RL must earn its complexity; null disables.
+    min_sharpe_margin_vs_fallback: float | None = Field(default=0.0, allow_inf_nan=False)
+
+
+class WalkForwardConfig(_Config):
+    # The last fraction of the bars (after warm-up) that training never sees; above 0.9 leaves too little to train on.
+    holdout_fraction: float = Field(default=0.3, gt=0, le=0.9)
+    n_folds: int = Field(default=3, ge=1)  # consecutive held-out windows reported separately
+    sl_refit_every: int = Field(default=21, ge=1)  # bars between SL walk-forward refits
+    sl_min_train_bars: int = Field(default=60, ge=10)  # bars before the first SL prediction
+
+
+class SLFallbackConfig(_Config):
+    """The SL-threshold policy used when no RL policy is trusted: buy on a confident P(up), flat on a low one."""
+
+    buy_threshold: float = Field(default=0.55, ge=0, le=1.0)
+    sell_threshold: float = Field(default=0.45, ge=0, le=1.0)
+    buy_level: float = Field(default=1.0, gt=0, le=1.0)
+
+    @model_validator(mode="after")
+    def _thresholds_ordered(self) -> "SLFallbackConfig":
+        # Equal thresholds would leave no hold band and make the fallback flip on noise around one value.
+        if not self.sell_threshold < self.buy_threshold:
+            raise ValueError(
+                f"sell_threshold ({self.sell_threshold}) must be below buy_threshold ({self.buy_threshold})"
+            )
+        return self
+
+    def check_buy_level(self, action_levels: Sequence[float]) -> None:
+        """Raise ConfigError unless buy_level is one of the policy's action levels (known only where it is used)."""
+        if not any(math.isclose(self.buy_level, level, abs_tol=1e-9) for level in action_levels):
+            raise ConfigError(
+                f"sl_fallback.buy_level {self.buy_level} is not one of the action levels {list(action_levels)}"
+            )
+
+
+class EvaluationConfig(_Config):
+    go_no_go: GoNoGoThresholds
+    walk_forward: WalkForwardConfig
+    sl_fallback: SLFallbackConfig
+    periods_per_year: int = Field(default=252, ge=1)
+
+
 class RLConfig(_Config):
     serving: ServingConfig
     risk: RiskOverlaysConfig
     drift: DriftThresholdsConfig
+    evaluation: EvaluationConfig
 
 
 _M = TypeVar("_M", bound=BaseModel)
@@ -150,10 +209,15 @@ def load_drift(path: Path | None = None) -> DriftThresholdsConfig:
     return load_model(path or DEFAULT_CONFIG_DIR / "feature_drift_thresholds.json", DriftThresholdsConfig)
 
 
+def load_evaluation(path: Path | None = None) -> EvaluationConfig:
+    return load_model(path or DEFAULT_CONFIG_DIR / "evaluation.yaml", EvaluationConfig)
+
+
 def load_rl_config(config_dir: Path | None = None) -> RLConfig:
     root = config_dir or DEFAULT_CONFIG_DIR
     return RLConfig(
         serving=load_serving(root / "serving.yaml"),
         risk=load_risk(root / "risk_overlays.yaml"),
         drift=load_drift(root / "feature_drift_thresholds.json"),
+        evaluation=load_evaluation(root / "evaluation.yaml"),
     )

@@ -4,6 +4,7 @@ from typing import Literal
 from pydantic import Field
 
 from contracts.base import Frozen
+from contracts.config import DirectivePreset
 
 DirectiveMode = Literal["normal", "cautious", "defensive"]
 
@@ -39,3 +40,25 @@ class MasterDirective(Frozen):
     risk_scale: float = Field(ge=0, le=1.0)
     defensive: bool
     policy_version: str = "unknown"
+
+
+def directive_from_preset(
+    *,
+    directive_id: str,
+    issued_at: datetime,
+    ttl_seconds: float,
+    mode: DirectiveMode,
+    preset: DirectivePreset,
+    policy_version: str,
+) -> MasterDirective:
+    """The directive the master agent issues for `mode`: one builder for the live service and the backtest."""
+    return MasterDirective(
+        directive_id=directive_id,
+        issued_at=issued_at,
+        ttl_seconds=ttl_seconds,
+        mode=mode,
+        max_position_size=preset.max_position_size,
+        risk_scale=preset.risk_scale,
+        defensive=preset.defensive,
+        policy_version=policy_version,
+    )

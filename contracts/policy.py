@@ -4,8 +4,9 @@ from pydantic import Field
 
 from contracts.base import Frozen
 
-AgentName = Literal["symbol_agent", "master_agent"]
-AGENT_NAMES: tuple[str, ...] = ("symbol_agent", "master_agent")
+# sl_fallback: the SL-threshold rule policy, served like the others so the gateway can revert to it.
+AgentName = Literal["symbol_agent", "master_agent", "sl_fallback"]
+AGENT_NAMES: tuple[str, ...] = ("symbol_agent", "master_agent", "sl_fallback")
 
 # Target position levels of the symbol agent, as fractions of the per-symbol cap.
 DEFAULT_ACTION_LEVELS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)

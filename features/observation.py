@@ -44,6 +44,7 @@ class TrainingTensors:
     forward_returns: np.ndarray  # [T, N] float64: close[t+1] / close[t] - 1, last row 0
     master_market: np.ndarray  # [T, MASTER_MARKET_DIM] float32, normalised
     closes: np.ndarray  # [T, N] float64: the bar closes the decisions are made on
+    benchmark_closes: np.ndarray  # [T] float64: the benchmark's closes at the same bars
 
 
 def observation_checksum(array: np.ndarray) -> str:
@@ -94,10 +95,18 @@ class ObservationBuilder:
 
     # -- symbol agent --------------------------------------------------------------------------------
 
-    def symbol_market_matrix(self, market_rows: pd.DataFrame) -> np.ndarray:
-        """[N, SYMBOL_MARKET_DIM] float32 from raw compute_market_features rows (one row per symbol)."""
+    def symbol_market_matrix(self, market_rows: pd.DataFrame, sl_probabilities: np.ndarray | None = None) -> np.ndarray:
+        """[N, SYMBOL_MARKET_DIM] float32 from raw compute_market_features rows (one row per symbol).
+
+        `sl_probabilities` replaces the spec's SL model output (training uses walk-forward predictions).
+        """
         raw = self._raw(market_rows, MARKET_FEATURE_COLUMNS, "market rows")
-        sl = predict_sl(self.spec.sl_model, market_rows)
+        if sl_probabilities is None:
+            sl = predict_sl(self.spec.sl_model, market_rows)
+        else:
+            sl = np.asarray(sl_probabilities, dtype=np.float64).reshape(-1)
+            if sl.shape != (len(market_rows),) or not np.isfinite(sl).all():
+                raise FeatureError(f"sl_probabilities: need {len(market_rows)} finite values, got shape {sl.shape}")
         position = {n: i for i, n in enumerate(MARKET_FEATURE_COLUMNS)}
         columns = [sl if name in SL_FEATURES else raw[:, position[name]] for name in SYMBOL_MARKET_NAMES]
         return self._normalise(self.spec.symbol, SYMBOL_MARKET_NAMES, np.column_stack(columns))
@@ -141,9 +150,16 @@ class ObservationBuilder:
 
     # -- training --------------------------------------------------------------------------------------
 
-    def training_tensors(self, bars: pd.DataFrame) -> TrainingTensors:
-        """Dense tensors over the timestamps where every trading symbol and the master row are complete."""
+    def training_tensors(self, bars: pd.DataFrame, *, sl_probabilities: pd.Series | None = None) -> TrainingTensors:
+        """Dense tensors over the timestamps where every trading symbol and the master row are complete.
+
+        `sl_probabilities` (indexed by (timestamp, symbol)) replaces the spec's SL model output; timestamps where
+        it lacks a value for some symbol are left out (walk-forward predictions start after a warm-up).
+        """
         market, master = compute_feature_tables(bars)
+        if sl_probabilities is not None:
+            known = sl_probabilities.reindex(market.index)
+            market = market[known.notna().to_numpy()]
         wide = to_wide(bars)
         symbols = wide.symbols
         if not symbols:
@@ -158,13 +174,14 @@ class ObservationBuilder:
                 f"fewest complete rows: {counts.head(5).to_dict()}"
             )
         calendar_after_warmup = len(master.index)
-        if len(timestamps) < calendar_after_warmup:
+        if sl_probabilities is None and len(timestamps) < calendar_after_warmup:
             logger.warning(
                 "training tensors use %d of %d post-warm-up timestamps (a symbol is missing or incomplete elsewhere)",
                 len(timestamps), calendar_after_warmup,
             )
         rows = market.loc[pd.MultiIndex.from_product([timestamps, list(symbols)], names=["timestamp", "symbol"])]
-        symbol_market = self.symbol_market_matrix(rows).reshape(len(timestamps), len(symbols), SYMBOL_MARKET_DIM)
+        sl = None if sl_probabilities is None else sl_probabilities.reindex(rows.index).to_numpy(dtype=np.float64)
+        symbol_market = self.symbol_market_matrix(rows, sl).reshape(len(timestamps), len(symbols), SYMBOL_MARKET_DIM)
         master_market = self.master_market_matrix(master.loc[timestamps])
         closes = pd.DataFrame(wide.close, index=wide.timestamps, columns=list(symbols)).loc[timestamps].to_numpy()
         forward = np.zeros_like(closes)
@@ -176,4 +193,5 @@ class ObservationBuilder:
             forward_returns=forward,
             master_market=master_market,
             closes=closes,
+            benchmark_closes=pd.Series(wide.bench_close, index=wide.timestamps).loc[timestamps].to_numpy(),
         )

@@ -35,8 +35,10 @@ IDIO_VOL_MULTIPLIER = {CALM: 1.0, STRESSED: 1.8}
 VIX_TARGET = {CALM: 14.0, STRESSED: 32.0}
 VIX_MEAN_REVERSION = 0.2
 VIX_FLOOR = 9.0
-# planted-alpha: tomorrow's idiosyncratic move leans toward the sign of today's own return.
-PLANTED_MOMENTUM = 0.35
+# planted-alpha: tomorrow's idiosyncratic move leans toward the sign of today's own return in calm markets
+# (momentum) and against it in stressed ones (reversal). The sign flip is learnable from the observation
+# (own return x volatility regime) but not by a model that is linear in the features.
+PLANTED_MOMENTUM = {CALM: 0.35, STRESSED: -0.35}
 
 
 class SyntheticConfig(BaseModel):
@@ -112,8 +114,10 @@ def generate_synthetic_market(cfg: SyntheticConfig | None = None) -> SyntheticMa
     base_volume = np.exp(rng.normal(np.log(2e6), 0.5, n_sym))
 
     stressed = _regime_path(regime_u)
-    # no-alpha keeps the volatility regimes (vol is not a return signal) but drops the regime drift.
-    market_drift = np.zeros(n_days) if cfg.preset == "no-alpha" else _by_regime(MARKET_DRIFT, stressed)
+    # no-alpha and planted-alpha keep the volatility regimes (vol is not a return signal) but drop the regime
+    # drift: holding the market earns nothing there, so only a real signal can pass an evaluation.
+    flat_market = cfg.preset in ("no-alpha", "planted-alpha")
+    market_drift = np.zeros(n_days) if flat_market else _by_regime(MARKET_DRIFT, stressed)
     m_vol = _by_regime(MARKET_VOL, stressed)
     s_vol = _by_regime(SECTOR_VOL, stressed)
     i_mult = _by_regime(IDIO_VOL_MULTIPLIER, stressed)
@@ -125,9 +129,10 @@ def generate_synthetic_market(cfg: SyntheticConfig | None = None) -> SyntheticMa
     sym_var = (betas[None, :] * m_vol[:, None]) ** 2 + (s_vol**2)[:, None] + idio_sigma**2
     if cfg.preset == "planted-alpha":
         for t in range(1, n_days):
-            sym_ret[t] += PLANTED_MOMENTUM * idio_sigma[t] * np.sign(sym_ret[t - 1])
-    if cfg.preset == "no-alpha":
-        # Log drift of -variance/2 makes every price a martingale: no return is predictable from the past.
+            strength = PLANTED_MOMENTUM[STRESSED] if stressed[t] else PLANTED_MOMENTUM[CALM]
+            sym_ret[t] += strength * idio_sigma[t] * np.sign(sym_ret[t - 1])
+    if flat_market:
+        # Log drift of -variance/2 makes every price a martingale apart from the planted term, if any.
         sym_ret -= sym_var / 2.0
         market_ret = market_ret - m_vol**2 / 2.0
 

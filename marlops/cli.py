@@ -82,6 +82,60 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_checked_bars(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from market_data.source import load_market
+    from marlops.pipeline import check_bars
+
+    synthetic = args.data.split(":", 1)[0] == "synthetic"
+    symbols = args.symbols if args.symbols is not None or not synthetic else 20
+    days = args.days if args.days is not None or not synthetic else 504
+    bars = load_market(args.data, seed=args.seed, n_symbols=symbols, n_days=days)
+    check_bars(bars)
+    return bars
+
+
+def _pipeline_context(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from marlops.pipeline import PipelineContext
+
+    return PipelineContext.create(StatePaths.from_env().ensure(), load_rl_config(Path(args.config_dir)))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from marlops.pipeline import TrainingSettings, fit_spec, register_candidate, train_candidate, validate_candidate
+
+    ctx = _pipeline_context(args)
+    bars = _load_checked_bars(args)
+    spec = fit_spec(bars, ctx.config, seed=args.seed)
+    settings = TrainingSettings(seed=args.seed, iterations=args.iterations, hidden=args.hidden)
+    candidate = train_candidate(bars, spec, ctx, training=settings)
+    registered = register_candidate(candidate, ctx)
+    print(f"registered candidate (MLflow run {registered.run_id}, held out from {registered.holdout_start[:10]}):")
+    for agent, version in registered.versions().items():
+        print(f"  {agent:<14} version {version}  (alias candidate)")
+    if not args.skip_validation:
+        result = validate_candidate(bars, registered, ctx)
+        verdict = result.evaluation.report.verdict
+        print(f"Go/No-Go on held-out bars: {'GO' if verdict.passed else 'NO-GO'}"
+              + (f" (failed: {', '.join(c.name for c in verdict.failed())})" if not verdict.passed else ""))
+        print(f"  report: {result.files.get('markdown', '')}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from marlops.pipeline import evaluate_registered
+
+    ctx = _pipeline_context(args)
+    bars = _load_checked_bars(args)
+    out = Path(args.json)
+    result = evaluate_registered(bars, args.policy, ctx, out.parent / f"{out.stem}-report")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result.as_dict(), indent=2, sort_keys=True, allow_nan=False))
+    report = result.evaluation.report
+    print(report.to_markdown())
+    print(f"\nGo/No-Go: {'GO' if report.verdict.passed else 'NO-GO'}; JSON written to {out}")
+    return 0 if report.verdict.passed or not args.fail_on_no_go else 3
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     config = load_rl_config(Path(args.config_dir))
     print(f"{args.config_dir}: ok (per-symbol cap {config.risk.per_symbol_cap:.0%}, "
@@ -146,13 +200,37 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="materialize the spine through Dagster and replay through the real stack")
-    demo.add_argument("--source", default="synthetic", help="synthetic | synthetic:<preset> | path to CSV/Parquet bars")
+    demo.add_argument("--source", default="synthetic:planted-alpha",
+                      help="synthetic | synthetic:<preset> | path to CSV/Parquet bars")
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--symbols", type=int, default=20)
-    demo.add_argument("--days", type=int, default=300, help="bars per symbol (synthetic source)")
+    demo.add_argument("--days", type=int, default=504, help="bars per symbol (synthetic source)")
     demo.add_argument("--replay-days", type=int, default=30, help="latest bars replayed through the stack")
-    demo.add_argument("--iterations", type=int, default=30, help="training iterations per agent")
+    demo.add_argument("--iterations", type=int, default=80, help="MAPPO training iterations")
     demo.set_defaults(func=cmd_demo)
+
+    def data_arguments(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--data", required=True,
+                             help="synthetic:<preset> (default, planted-alpha, no-alpha) or a path to CSV/Parquet bars")
+        command.add_argument("--seed", type=int, default=7)
+        command.add_argument("--symbols", type=int, default=None,
+                             help="synthetic: universe size (default 20); files: keep the first N symbols")
+        command.add_argument("--days", type=int, default=None,
+                             help="synthetic: bars per symbol (default 504); files: keep the latest N bars")
+
+    train = sub.add_parser("train", help="train (MAPPO), register a candidate and run its held-out Go/No-Go")
+    data_arguments(train)
+    train.add_argument("--iterations", type=int, default=80)
+    train.add_argument("--hidden", type=int, default=64)
+    train.add_argument("--skip-validation", action="store_true", help="register without the held-out evaluation")
+    train.set_defaults(func=cmd_train)
+
+    evaluate = sub.add_parser("evaluate", help="score a registered policy on held-out bars; metrics + Go/No-Go as JSON")
+    evaluate.add_argument("--policy", required=True, help="symbol_agent version number or alias (candidate, production)")
+    data_arguments(evaluate)
+    evaluate.add_argument("--json", required=True, help="output JSON path (the report's md/png go beside it)")
+    evaluate.add_argument("--fail-on-no-go", action="store_true", help="exit 3 when the verdict is NO-GO")
+    evaluate.set_defaults(func=cmd_evaluate)
 
     up = sub.add_parser("up", help="start Dagster UI, Triton, paper exchange and gateway; print their URLs")
     up.add_argument("--dagster-port", type=int, default=3000)

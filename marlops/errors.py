@@ -8,3 +8,13 @@ class StackError(MarlopsError):
 
 class PipelineError(MarlopsError):
     """A lifecycle step could not produce its output."""
+
+
+class DataQualityError(PipelineError):
+    """The data checks flagged the bars (gaps, suspected splits, bad rows): nothing is trained or scored on them."""
+
+    def __init__(self, result: object) -> None:
+        summary = getattr(result, "summary", None)
+        text = summary() if callable(summary) else str(result)
+        super().__init__(f"the bars failed their data checks; fix or drop the rows named below\n{text}")
+        self.result = result

@@ -1,5 +1,6 @@
 """The spine: market_bars -> feature_table -> sl_model -> policy_candidate -> registered_policy
--> triton_deployment -> staging_replay. Each asset calls one marlops.pipeline function."""
+-> validation_report (Go/No-Go, blocking) -> triton_deployment -> staging_replay.
+Each asset calls one marlops.pipeline function."""
 
 import pandas as pd
 from dagster import AssetExecutionContext, MetadataValue, Output, asset
@@ -25,21 +26,29 @@ def feature_table(market_bars: pd.DataFrame) -> Output[pd.DataFrame]:
 
 
 @asset(group_name=GROUP, kinds={"numpy"},
-       description="SL signal model and the HybridRLObservation v1 spec fitted on the training window.")
-def sl_model(market_bars: pd.DataFrame, feature_table: pd.DataFrame,
-             market_data: MarketDataResource, training: TrainingResource) -> Output[FeatureSpec]:
-    spec = pipeline.fit_spec(market_bars, replay_days=market_data.replay_days, seed=training.seed)
+       description="SL signal model and the HybridRLObservation v1 spec fitted on the training part (held-out bars "
+                   "excluded).")
+def sl_model(market_bars: pd.DataFrame, feature_table: pd.DataFrame, marlops: MarlopsResource,
+             training: TrainingResource) -> Output[FeatureSpec]:
+    spec = pipeline.fit_spec(market_bars, marlops.rl_config(), seed=training.seed)
     return Output(spec, metadata={"feature_spec_hash": spec.spec_hash(),
                                   "symbol_features": MetadataValue.json(list(spec.symbol.names)),
                                   "master_features": MetadataValue.json(list(spec.master.names))})
 
 
-@asset(group_name=GROUP, kinds={"torch", "mlflow"}, description="Symbol + master policies trained and scripted.")
+@asset(group_name=GROUP, kinds={"torch", "mlflow"},
+       description="Symbol + master policies trained with MAPPO on the training part; SL-threshold fallback beside them.")
 def policy_candidate(context: AssetExecutionContext, market_bars: pd.DataFrame, sl_model: FeatureSpec,
-                     marlops: MarlopsResource, market_data: MarketDataResource,
-                     training: TrainingResource) -> Output[pipeline.PolicyCandidate]:
-    candidate = pipeline.train_candidate(market_bars, sl_model, marlops.pipeline_context(),
-                                         replay_days=market_data.replay_days, training=training.settings())
+                     marlops: MarlopsResource, training: TrainingResource) -> Output[pipeline.PolicyCandidate]:
+    settings = training.settings()
+
+    def progress(iteration: int, metrics: dict[str, float]) -> None:
+        if iteration % 10 == 0 or iteration + 1 == settings.iterations:
+            context.log.info(f"MAPPO iteration {iteration + 1}/{settings.iterations}: episode return "
+                             f"{metrics['episode_return']:+.4f}, Sharpe {metrics['episode_sharpe']:+.2f}")
+
+    candidate = pipeline.train_candidate(market_bars, sl_model, marlops.pipeline_context(), training=settings,
+                                         on_iteration=progress)
     return Output(candidate, metadata=candidate.metadata())
 
 
@@ -50,8 +59,20 @@ def registered_policy(policy_candidate: pipeline.PolicyCandidate,
     return Output(registered, metadata=registered.metadata())
 
 
+@asset(group_name=GROUP, kinds={"pandas", "mlflow"},
+       description="Held-out walk-forward evaluation against buy-and-hold and the SL fallback; Go/No-Go verdict.")
+def validation_report(market_bars: pd.DataFrame, registered_policy: pipeline.RegisteredPolicies,
+                      marlops: MarlopsResource) -> Output[pipeline.ValidationResult]:
+    result = pipeline.validate_candidate(market_bars, registered_policy, marlops.pipeline_context())
+    report = result.evaluation.report
+    metadata = {**result.metadata(), "report": MetadataValue.md(report.to_markdown()),
+                "plot": MetadataValue.path(result.files.get("plot", "")),
+                "verdict": MetadataValue.json(report.verdict.as_dict())}
+    return Output(result, metadata=metadata)
+
+
 @asset(group_name=GROUP, kinds={"triton"}, description="Exported into the Triton repository and smoke-loaded.")
-def triton_deployment(registered_policy: pipeline.RegisteredPolicies,
+def triton_deployment(registered_policy: pipeline.RegisteredPolicies, validation_report: pipeline.ValidationResult,
                       marlops: MarlopsResource) -> Output[pipeline.TritonDeployment]:
     deployment = pipeline.deploy_to_triton(registered_policy, marlops.pipeline_context())
     return Output(deployment, metadata=deployment.metadata())

@@ -7,7 +7,8 @@ from contracts.features import REGIME_FEATURES, SYMBOL_MARKET_FEATURES
 from data_checks.bars_suite import validate_bars
 from data_checks.features_suite import validate_feature_table
 from data_checks.results import DataCheckResult
-from orchestration.assets import feature_table, market_bars
+from marlops.pipeline import ValidationResult
+from orchestration.assets import feature_table, market_bars, validation_report
 
 
 def _as_check_result(result: DataCheckResult) -> AssetCheckResult:
@@ -27,3 +28,28 @@ def market_bars_are_valid(market_bars: pd.DataFrame) -> AssetCheckResult:
 @asset_check(asset=feature_table, blocking=True, description="Every observation feature present and finite.")
 def feature_table_is_complete(feature_table: pd.DataFrame) -> AssetCheckResult:
     return _as_check_result(validate_feature_table(feature_table, SYMBOL_MARKET_FEATURES + REGIME_FEATURES))
+
+
+# One blocking check per Go/No-Go rule (config/rl/evaluation.yaml `go_no_go`), so the UI shows which rule failed.
+GO_NO_GO_RULES: tuple[str, ...] = (
+    "min_sharpe", "max_drawdown", "min_profit_factor", "min_holdout_bars", "min_probabilistic_sharpe",
+    "min_fold_sharpe", "min_sharpe_margin_vs_benchmark", "min_sharpe_margin_vs_fallback",
+)
+
+
+def _go_no_go_check(rule: str) -> object:
+    @asset_check(asset=validation_report, name=f"go_no_go_{rule}", blocking=True,
+                 description=f"Go/No-Go rule `{rule}` on held-out bars (config/rl/evaluation.yaml).")
+    def _check(validation_report: ValidationResult) -> AssetCheckResult:
+        checks = {c.name: c for c in validation_report.evaluation.report.verdict.checks}
+        found = checks.get(rule)
+        if found is None:
+            return AssetCheckResult(passed=True, metadata={"detail": "disabled in config"})
+        return AssetCheckResult(passed=found.passed, severity=AssetCheckSeverity.ERROR,
+                                metadata={"value": float(found.value), "threshold": float(found.threshold),
+                                          "detail": found.detail})
+
+    return _check
+
+
+go_no_go_checks = [_go_no_go_check(rule) for rule in GO_NO_GO_RULES]

@@ -17,7 +17,7 @@ from orchestration.resources import MarketDataResource, MarlopsResource, Trainin
 spine_job = define_asset_job(
     "spine_job",
     selection=AssetSelection.groups(assets.GROUP),
-    description="Data -> features -> SL + policy training -> registry -> Triton -> staging replay.",
+    description="Data -> features -> SL + MAPPO training -> registry -> Go/No-Go -> Triton -> staging replay.",
     # One process: every step imports torch/mlflow; forking a process per step costs more than it buys.
     executor_def=in_process_executor,
 )
@@ -36,7 +36,7 @@ def resources_for(environment: str) -> dict[str, object]:
         # Small and fast; same real components.
         return {
             "marlops": MarlopsResource(state_dir=os.environ.get("MARLOPS_HOME", "")),
-            "market_data": MarketDataResource(n_symbols=6, n_days=120, replay_days=8),
+            "market_data": MarketDataResource(n_symbols=6, n_days=200, replay_days=8),
             "training": TrainingResource(iterations=3, hidden=16),
         }
     if environment == "dev":
@@ -46,8 +46,8 @@ def resources_for(environment: str) -> dict[str, object]:
 
 defs = Definitions(
     assets=[assets.market_bars, assets.feature_table, assets.sl_model, assets.policy_candidate,
-            assets.registered_policy, assets.triton_deployment, assets.staging_replay],
-    asset_checks=[checks.market_bars_are_valid, checks.feature_table_is_complete],
+            assets.registered_policy, assets.validation_report, assets.triton_deployment, assets.staging_replay],
+    asset_checks=[checks.market_bars_are_valid, checks.feature_table_is_complete, *checks.go_no_go_checks],
     jobs=[spine_job],
     schedules=[monthly_retraining],
     resources=resources_for(os.environ.get("MARLOPS_ENV", "dev")),

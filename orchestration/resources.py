@@ -33,16 +33,18 @@ class MarlopsResource(ConfigurableResource):  # type: ignore[misc]
 class MarketDataResource(ConfigurableResource):  # type: ignore[misc]
     """`source`: "synthetic", "synthetic:<preset>", or a path to CSV/Parquet bars."""
 
-    source: str = "synthetic"
+    # The default market has a planted, learnable signal: a policy that learns it passes Go/No-Go, so the job
+    # runs end to end on embedded defaults. Point `source` at real files to train on real data.
+    source: str = "synthetic:planted-alpha"
     seed: int = 7
     n_symbols: int = 20
-    n_days: int = 300
+    n_days: int = 504  # two years of daily bars
     replay_days: int = 30
 
 
 class TrainingResource(ConfigurableResource):  # type: ignore[misc]
     seed: int = 7
-    iterations: int = 30
+    iterations: int = 80
     hidden: int = 64
 
     def settings(self) -> TrainingSettings:

@@ -9,7 +9,7 @@ from datetime import datetime
 import numpy as np
 
 from contracts.config import LoopConfig, RiskOverlaysConfig
-from contracts.decisions import MasterDirective
+from contracts.decisions import MasterDirective, directive_from_preset
 from contracts.policy import DIRECTIVE_MODES
 from serving.client import PolicyOutput
 from serving.directive_bus import DirectiveBus
@@ -101,14 +101,12 @@ class MasterAgentService:
             )
         mode = DIRECTIVE_MODES[action]
         preset = self._risk.directive_presets[mode]
-        directive = MasterDirective(
+        directive = directive_from_preset(
             directive_id=directive_id_for(self.policy_version, bar_index),
             issued_at=timestep,
             ttl_seconds=self.ttl_seconds,
             mode=mode,  # type: ignore[arg-type]  # DIRECTIVE_MODES holds exactly the DirectiveMode literals
-            max_position_size=preset.max_position_size,
-            risk_scale=preset.risk_scale,
-            defensive=preset.defensive,
+            preset=preset,
             policy_version=self.policy_version,
         )
         self._bus.publish(directive)

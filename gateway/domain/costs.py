@@ -1,7 +1,7 @@
 """Pre-trade cost estimate from the configured basis points.
 
 A market order pays the commission, crosses half the quoted spread, and slips; the training
-simulator imports this same function (agents/overlay.py).
+backtest book (agents/book.py) charges exactly these estimates.
 """
 
 from contracts.config import RiskOverlaysConfig
