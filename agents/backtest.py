@@ -39,6 +39,7 @@ class BacktestResult:
     directive_modes: tuple[str, ...]  # [T-1] mode of the directive in force at each decision bar ("" = none)
     orders: tuple[OrderRecord, ...]
     final_net_equity: float
+    final_book_equity: float  # before transaction costs: what the gateway's book (paper exchange fills) shows
 
 
 def constant_master(mode: str) -> Callable[[np.ndarray], np.ndarray]:
@@ -97,6 +98,7 @@ def run_backtest(
         directive_modes=tuple(modes),
         orders=tuple(orders),
         final_net_equity=env.book.net_equity,
+        final_book_equity=env.book.equity,
     )
     logger.debug("backtest over %d bars: %d orders, final net equity %.2f", last, len(orders), result.final_net_equity)
     return result

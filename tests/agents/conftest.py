@@ -37,13 +37,18 @@ def hand_episode(
     *,
     symbols: Sequence[str] | None = None,
     symbol_market: np.ndarray | None = None,
+    master_market: np.ndarray | None = None,
     regime: Sequence[Sequence[float]] | np.ndarray | None = None,
     clip: float = 5.0,
 ) -> MarketEpisode:
     """An episode from closes [T, N] chosen by hand; market features zero unless given, regime flags [T, 2]."""
     prices = np.asarray(closes, dtype=np.float64)
     steps, n = prices.shape
-    master = np.zeros((steps, MASTER_MARKET_DIM), dtype=np.float32)
+    master = (
+        np.zeros((steps, MASTER_MARKET_DIM), dtype=np.float32)
+        if master_market is None
+        else np.array(master_market, dtype=np.float32)
+    )
     if regime is not None:
         master[:, list(REGIME_COLUMNS)] = np.asarray(regime, dtype=np.float32)
     return MarketEpisode(

@@ -24,6 +24,9 @@ from agents.report import (
 REPO = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
+# The rules on the policy's own series only; the fold and baseline rules need build_report (tested below).
+OWN_RULES = GoNoGoThresholds(min_fold_sharpe=None, min_sharpe_margin_vs_benchmark=None, min_sharpe_margin_vs_fallback=None)
+
 
 def _days(n: int) -> pd.DatetimeIndex:
     return pd.bdate_range("2024-01-01", periods=n)
@@ -186,7 +189,7 @@ def test_track_when_built_then_arrays_are_read_only_copies() -> None:
 
 def test_go_no_go_when_strong_long_series_then_go() -> None:
     r = _noisy(0.003, 500, seed=7)
-    verdict = go_no_go(strategy_metrics(_track("p", r), np.zeros(500)), GoNoGoThresholds())
+    verdict = go_no_go(strategy_metrics(_track("p", r), np.zeros(500)), OWN_RULES)
     assert verdict.passed and verdict.failed() == ()
     assert {c.name for c in verdict.checks} == {"min_sharpe", "max_drawdown", "min_profit_factor", "min_holdout_bars",
                                                  "min_probabilistic_sharpe"}
@@ -203,42 +206,43 @@ def test_go_no_go_when_strong_long_series_then_go() -> None:
     ],
 )
 def test_go_no_go_when_one_metric_weak_then_no_go_names_that_threshold(change: dict[str, float], failing: str) -> None:
-    verdict = go_no_go({**_passing_metrics(), **change}, GoNoGoThresholds())
+    verdict = go_no_go({**_passing_metrics(), **change}, OWN_RULES)
     assert not verdict.passed
     assert [c.name for c in verdict.failed()] == [failing]
 
 
 def test_go_no_go_when_series_short_then_min_holdout_bars_fails() -> None:
     r = _noisy(0.003, 30, seed=8)
-    verdict = go_no_go(strategy_metrics(_track("p", r), np.zeros(30)), GoNoGoThresholds())
+    verdict = go_no_go(strategy_metrics(_track("p", r), np.zeros(30)), OWN_RULES)
     assert "min_holdout_bars" in {c.name for c in verdict.failed()}
 
 
 def test_go_no_go_when_series_has_a_crash_then_max_drawdown_fails() -> None:
     r = _noisy(0.003, 500, seed=9)
     r[250] = -0.4
-    verdict = go_no_go(strategy_metrics(_track("p", r), np.zeros(500)), GoNoGoThresholds())
+    verdict = go_no_go(strategy_metrics(_track("p", r), np.zeros(500)), OWN_RULES)
     assert "max_drawdown" in {c.name for c in verdict.failed()}
 
 
 def test_go_no_go_when_metric_nan_then_fails_and_says_so() -> None:
-    verdict = go_no_go({**_passing_metrics(), "sharpe": math.nan}, GoNoGoThresholds())
+    verdict = go_no_go({**_passing_metrics(), "sharpe": math.nan}, OWN_RULES)
     (failed,) = verdict.failed()
     assert failed.name == "min_sharpe" and "NaN" in failed.detail
 
 
 def test_go_no_go_when_psr_threshold_zero_then_check_skipped() -> None:
     verdict = go_no_go({**_passing_metrics(), "probabilistic_sharpe": 0.1},
-                       GoNoGoThresholds(min_probabilistic_sharpe=0.0))
+                       OWN_RULES.model_copy(update={"min_probabilistic_sharpe": 0.0}))
     assert verdict.passed and "min_probabilistic_sharpe" not in {c.name for c in verdict.checks}
 
 
 def test_go_no_go_when_profit_factor_inf_then_passes() -> None:
-    assert go_no_go({**_passing_metrics(), "profit_factor": math.inf}, GoNoGoThresholds()).passed
+    assert go_no_go({**_passing_metrics(), "profit_factor": math.inf}, OWN_RULES).passed
 
 
 def test_go_no_go_when_config_threshold_changes_then_verdict_changes(tmp_path: Path) -> None:
     metrics = {**_passing_metrics(), "sharpe": 1.0}
+    metrics.update({"min_fold_sharpe": 1.0, "sharpe_vs_benchmark": 1.0, "sharpe_vs_fallback": 1.0})
     shipped = load_evaluation(REPO / "config" / "rl" / "evaluation.yaml")
     assert go_no_go(metrics, shipped.go_no_go).passed
     stricter = tmp_path / "evaluation.yaml"

