@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -103,17 +103,16 @@ class ValueNormalizer:
         self.m2 = 0.0
 
     def update(self, values: np.ndarray) -> None:
-        for batch_value in (values.reshape(-1),):
-            n = batch_value.size
-            if n == 0:
-                continue
-            batch_mean = float(batch_value.mean())
-            batch_m2 = float(((batch_value - batch_mean) ** 2).sum())
-            total = self.count + n
-            delta = batch_mean - self.mean
-            self.mean += delta * n / total
-            self.m2 += batch_m2 + delta**2 * self.count * n / total
-            self.count = total
+        batch = values.reshape(-1)
+        if batch.size == 0:
+            return
+        batch_mean = float(batch.mean())
+        batch_m2 = float(((batch - batch_mean) ** 2).sum())
+        total = self.count + batch.size
+        delta = batch_mean - self.mean
+        self.mean += delta * batch.size / total
+        self.m2 += batch_m2 + delta**2 * self.count * batch.size / total
+        self.count = total
 
     @property
     def std(self) -> float:
@@ -244,9 +243,7 @@ def train_mappo(
 ) -> MAPPOResult:
     """Train the shared symbol policy and the master policy together on `episode` (training bars only)."""
     base = settings or EnvSettings()
-    env_settings = EnvSettings(
-        **{**base.__dict__, "drawdown_penalty": cfg.drawdown_penalty, "cost_penalty": cfg.cost_penalty}
-    )
+    env_settings = replace(base, drawdown_penalty=cfg.drawdown_penalty, cost_penalty=cfg.cost_penalty)
     n_actions = len(env_settings.action_levels)
     rng = np.random.default_rng(cfg.seed)
     history: list[dict[str, float]] = []
