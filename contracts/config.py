@@ -61,10 +61,101 @@ class DirectivePreset(_Config):
     defensive: bool = False
 
 
+class OrderRateRule(_Config):
+    """At most `max_orders` orders sent per rolling `window_seconds` (wall clock): a runaway guard."""
+
+    max_orders: int = Field(default=1000, ge=1)
+    window_seconds: float = Field(default=60.0, gt=0)
+
+
+class MarketHoursRule(_Config):
+    """When orders may be sent. `broker_clock` asks the broker (Alpaca `GET /v2/clock`, cached);
+    `session` checks the wall clock against weekdays and open/close in `timezone`; `off` always allows."""
+
+    source: Literal["broker_clock", "session", "off"] = "broker_clock"
+    timezone: str = "America/New_York"
+    open: str = Field(default="09:30", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    close: str = Field(default="16:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    clock_cache_seconds: float = Field(default=30.0, ge=0)
+
+    @model_validator(mode="after")
+    def _valid_zone_and_order(self) -> "MarketHoursRule":
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown timezone {self.timezone!r}") from exc
+        if self.open >= self.close:
+            raise ValueError(f"open {self.open} must be before close {self.close}")
+        return self
+
+
+class ShortSaleRule(_Config):
+    """`allowed: false` = long only. `not_shortable` = symbols with no borrow (hard to borrow)."""
+
+    allowed: bool = True
+    not_shortable: tuple[str, ...] = ()
+
+
+class LatencyTrigger(_Config):
+    """Decision latency above `threshold_ms` for MORE than `consecutive_intervals` intervals in a row."""
+
+    threshold_ms: float = Field(default=2000.0, gt=0)
+    consecutive_intervals: int = Field(default=3, ge=1)
+    action: Literal["REDUCING", "HALTED"] = "REDUCING"
+
+
+class ComplianceTrigger(_Config):
+    """Post-trade checks of the real book; a breach moves the trading state to `action`.
+
+    Breaches: a position in a restricted symbol, a short in a symbol that may not be shorted, a
+    position above the per-symbol cap by more than `position_cap_tolerance` (relative), gross
+    leverage above the limit by more than `gross_leverage_tolerance` (relative), or a book that
+    disagrees with the broker by more than `reconcile_tolerance_qty` shares after reconciliation.
+    """
+
+    position_cap_tolerance: float = Field(default=0.5, ge=0)
+    gross_leverage_tolerance: float = Field(default=0.2, ge=0)
+    reconcile_tolerance_qty: float = Field(default=1e-6, ge=0)
+    action: Literal["REDUCING", "HALTED"] = "HALTED"
+
+
+class DependencyTrigger(_Config):
+    """`broker_failures` consecutive broker calls that find it unreachable (after retries) -> `action`."""
+
+    broker_failures: int = Field(default=3, ge=1)
+    action: Literal["REDUCING", "HALTED"] = "HALTED"
+
+
+class SafeModeConfig(_Config):
+    """Safe mode = HALTED for new orders + positions closed gradually: each decision interval sends
+    at most `flatten_fraction_per_interval` of each position's size at the start of safe mode."""
+
+    flatten_fraction_per_interval: float = Field(default=0.25, gt=0, le=1.0)
+
+
+class KillSwitchConfig(_Config):
+    max_drawdown: float = Field(default=0.30, gt=0, lt=1.0)  # from peak equity: safe mode (HALTED + flatten)
+    intraday_drawdown: float = Field(default=0.15, gt=0, lt=1.0)  # from the session's peak: REDUCING + alert
+    latency: LatencyTrigger = LatencyTrigger()
+    compliance: ComplianceTrigger = ComplianceTrigger()
+    dependencies: DependencyTrigger = DependencyTrigger()
+    safe_mode: SafeModeConfig = SafeModeConfig()
+
+
 class RiskOverlaysConfig(_Config):
     per_symbol_cap: float = Field(default=0.10, gt=0, le=1.0)
     max_gross_leverage: float = Field(default=1.5, gt=0, le=10.0)
     min_order_notional: float = Field(default=1.0, ge=0)
+    # Largest single order in account currency; larger orders are cut to it (whole shares).
+    max_order_notional: float = Field(default=250_000.0, gt=0)
+    order_rate: OrderRateRule = OrderRateRule()
+    # Compliance restricted list: no order of any kind (positions held are reported as a breach).
+    restricted_symbols: tuple[str, ...] = ()
+    market_hours: MarketHoursRule = MarketHoursRule()
+    short_sale: ShortSaleRule = ShortSaleRule()
+    kill_switch: KillSwitchConfig = KillSwitchConfig()
     commission_bps: float = Field(default=1.0, ge=0)
     spread_bps: float = Field(default=2.0, ge=0)
     slippage_bps: float = Field(default=1.0, ge=0)

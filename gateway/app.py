@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
+from gateway.api.console import router as console_router
 from gateway.api.errors import install_error_handlers
 from gateway.api.routes import router
 from gateway.audit.store import AuditStore
@@ -74,4 +75,5 @@ def create_app(
     app.state.metrics = metrics
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(console_router)
     return app

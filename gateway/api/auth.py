@@ -1,12 +1,12 @@
 """Bearer tokens and roles. With no tokens configured the gateway is open (local paper trading)."""
 
-import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from fastapi import Header, HTTPException, Request
 
 from gateway.settings import GatewaySettings, Role
+from gateway.tokens import grant_for
 
 ANY_ROLE: tuple[Role, ...] = ("viewer", "trader", "risk_officer", "admin")
 
@@ -19,12 +19,8 @@ class Caller:
 
 
 def _lookup(settings: GatewaySettings, token: str) -> tuple[str, Role] | None:
-    found: tuple[str, Role] | None = None
-    for known, grant in settings.api_tokens.items():
-        # Compare every token in constant time: no early exit that leaks which prefix matched.
-        if hmac.compare_digest(known.encode(), token.encode()):
-            found = (grant.principal, grant.role)
-    return found
+    grant = grant_for(settings.api_tokens, token)
+    return None if grant is None else (grant.principal, grant.role)
 
 
 def require_role(*roles: Role) -> Callable[..., Caller]:

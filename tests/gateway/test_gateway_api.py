@@ -17,6 +17,7 @@ from gateway.app import create_app
 from gateway.directives import InProcessDirectiveSource
 from gateway.serve import ServerHandle, ServerStartError, free_port, serve_app_in_thread
 from gateway.settings import ApiToken, GatewaySettings
+from gateway.tokens import hash_token
 
 GatewayFactory = Callable[..., ServerHandle]
 
@@ -241,9 +242,9 @@ def test_start_when_broker_unreachable_then_server_start_fails(tmp_path: Path) -
 
 
 TOKENS = {
-    "t-view": ApiToken(principal="vera", role="viewer"),
-    "t-trade": ApiToken(principal="tom", role="trader"),
-    "t-risk": ApiToken(principal="rita", role="risk_officer"),
+    "t-view": ApiToken(principal="vera", role="viewer", token_sha256=hash_token("t-view")),
+    "t-trade": ApiToken(principal="tom", role="trader", token_sha256=hash_token("t-trade")),
+    "t-risk": ApiToken(principal="rita", role="risk_officer", token_sha256=hash_token("t-risk")),
 }
 
 
@@ -254,7 +255,7 @@ def auth(token: str) -> dict[str, str]:
 def test_auth_when_tokens_configured_then_roles_enforced(make_gateway: GatewayFactory,
                                                          exchange_http: httpx.Client) -> None:
     exchange_http.post("/_sim/prices", json={"prices": {"AAPL": 100.0}}).raise_for_status()
-    handle = make_gateway(api_tokens=TOKENS)
+    handle = make_gateway(api_tokens=tuple(TOKENS.values()))
     url = handle.url
     assert httpx.get(url + "/healthz").status_code == 200
     assert httpx.get(url + "/v1/portfolio").status_code == 401
