@@ -27,6 +27,8 @@ class TimestepDecisions(Frozen):
     policy_version: str = Field(min_length=1)
     observation_checksum: str = ""
     decisions: tuple[SymbolDecision, ...] = Field(min_length=1)
+    # Bar in -> decisions out (features + inference), measured by the sender; feeds the latency trigger.
+    decision_latency_ms: float | None = Field(default=None, ge=0)
 
 
 class MasterDirective(Frozen):

@@ -2,11 +2,13 @@
 
     app = create_app(GatewaySettings(risk=load_risk(), broker_base_url="http://127.0.0.1:5100"))
 
-Lifespan: open the audit store, restore the kill-switch state from it, reconcile the book with the
-broker (account + positions), subscribe to the directive source; on stop, close what it opened.
+Lifespan: open the audit store, restore the kill-switch state and durable state from it, recover
+in-flight orders, reconcile the book with the broker (account + positions), subscribe to the
+directive source, and reconcile again every `reconcile_interval_s`; on stop, close what it opened.
 """
 
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -20,6 +22,7 @@ from gateway.audit.store import AuditStore
 from gateway.brokers.alpaca_broker import AlpacaBroker
 from gateway.brokers.base import Broker
 from gateway.directives import DirectiveSource
+from gateway.errors import GatewayError
 from gateway.metrics import GatewayMetrics
 from gateway.service import GatewayService
 from gateway.settings import GatewaySettings
@@ -47,7 +50,7 @@ def create_app(
         )
         routed = broker if broker is not None else AlpacaBroker(
             settings.broker_base_url, settings.broker_key_id, settings.broker_secret_key,
-            timeout_s=settings.broker_timeout_s,
+            timeout_s=settings.broker_timeout_s, retry=settings.retry,
         )
         service = GatewayService(settings, broker=routed, audit=store, metrics=metrics)
         try:
@@ -63,9 +66,14 @@ def create_app(
         app.state.service = service
         logger.info("gateway ready: trading state %s, equity %.2f", service.trading_state.value,
                     service.portfolio_summary()["equity"])
+        stop_reconciling = threading.Event()
+        reconciler = _start_reconciler(service, settings.reconcile_interval_s, stop_reconciling)
         try:
             yield
         finally:
+            stop_reconciling.set()
+            if reconciler is not None:
+                reconciler.join(timeout=30)
             service.stop()
             if audit is None:
                 store.close()
@@ -77,3 +85,21 @@ def create_app(
     app.include_router(router)
     app.include_router(console_router)
     return app
+
+
+def _start_reconciler(service: GatewayService, interval_s: float, stop: threading.Event) -> threading.Thread | None:
+    """Reconcile with the broker every `interval_s` seconds (0 = never) until `stop` is set."""
+    if interval_s <= 0:
+        return None
+
+    def _loop() -> None:
+        while not stop.wait(interval_s):
+            try:
+                service.reconcile_now(principal=service.settings.principal)
+            except GatewayError as exc:
+                # The next round tries again; the dependency trigger counts the failures.
+                logger.warning("periodic reconciliation failed: %s", exc)
+
+    thread = threading.Thread(target=_loop, name="gateway-reconciler", daemon=True)
+    thread.start()
+    return thread

@@ -121,6 +121,7 @@ class DecisionLoop:
                     )
                     for i, sym in enumerate(symbols)
                 ),
+                decision_latency_ms=(time.perf_counter() - t0) * 1000,
             )
             response = self._gateway.post_decisions(decisions)
             self._held_levels.update({d.symbol: d.target_level for d in decisions.decisions})

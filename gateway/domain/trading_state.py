@@ -14,6 +14,7 @@ class StateChange:
     principal: str
     reason: str
     occurred_at: datetime
+    trigger: str = "manual"  # manual | max_drawdown | intraday_drawdown | latency | compliance | dependency
 
     def payload(self) -> dict[str, str]:
         return {
@@ -21,7 +22,16 @@ class StateChange:
             "current": self.current.value,
             "principal": self.principal,
             "reason": self.reason,
+            "trigger": self.trigger,
         }
+
+
+SEVERITY: dict[TradingState, int] = {TradingState.ACTIVE: 0, TradingState.REDUCING: 1, TradingState.HALTED: 2}
+
+
+def escalates(current: TradingState, target: TradingState) -> bool:
+    """Automatic triggers only ever tighten the state; loosening it is an operator's decision."""
+    return SEVERITY[target] > SEVERITY[current]
 
 
 class TradingStateMachine:
@@ -38,7 +48,9 @@ class TradingStateMachine:
     def state(self) -> TradingState:
         return self._state
 
-    def change(self, target: TradingState, *, principal: str, reason: str, at: datetime) -> StateChange | None:
+    def change(
+        self, target: TradingState, *, principal: str, reason: str, at: datetime, trigger: str = "manual"
+    ) -> StateChange | None:
         """Move to `target`; returns the change, or None when already there (nothing to audit)."""
         if not principal.strip():
             raise TradingStateError("a trading state change needs a principal (who asked for it)")
@@ -46,6 +58,6 @@ class TradingStateMachine:
             raise TradingStateError("a trading state change needs a reason")
         if target == self._state:
             return None
-        event = StateChange(self._state, TradingState(target), principal, reason, at)
+        event = StateChange(self._state, TradingState(target), principal, reason, at, trigger)
         self._state = TradingState(target)
         return event
