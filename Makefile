@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test up bench clean
+.PHONY: install demo test up bench chaos clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,7 @@ demo: $(STAMP)
 	$(BIN)/marlops demo
 
 test: $(STAMP)
+	@bash scripts/install_chromium.sh
 	$(BIN)/python -m pytest -q -rs
 
 up: $(STAMP)
@@ -25,6 +26,10 @@ up: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/marlops bench
+
+# kill -9 the gateway >= 20 times during a replay of >= 2000 orders, on SQLite and on PostgreSQL
+chaos: $(STAMP)
+	$(BIN)/marlops chaos
 
 clean:
 	rm -rf .marlops models

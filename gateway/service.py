@@ -597,7 +597,9 @@ class GatewayService:
             for intent in plan.intents:
                 self._inflight[intent.client_order_id] = InflightOrder(intent, recorded_at=now)
             self._audit_plan(batch, plan, state)
-            outcomes = tuple(self._route(intent, safe_mode=safe_mode is not None) for intent in plan.intents)
+            # Safe-mode closing orders go out while HALTED; nothing else does.
+            closing = {i.client_order_id for i in plan.flatten}
+            outcomes = tuple(self._route(intent, safe_mode=intent.client_order_id in closing) for intent in plan.intents)
             self._update_portfolio_metrics()
             self._after_timestep(batch, started)
             summary = self.portfolio_summary()

@@ -7,6 +7,7 @@ same frame bit for bit, and presets sharing a seed share the same shocks (only t
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -66,6 +67,15 @@ class SyntheticMarket:
     bars: pd.DataFrame
     sectors: dict[str, str]
     regimes: pd.Series
+
+
+def synthetic_sectors(symbols: Iterable[str]) -> dict[str, str]:
+    """Sector of each synthetic symbol (SYMnn -> SECTORS[nn % 5], as generated); other names are left out."""
+    out: dict[str, str] = {}
+    for sym in symbols:
+        if len(sym) > 3 and sym.startswith("SYM") and sym[3:].isdigit():
+            out[sym] = SECTORS[int(sym[3:]) % len(SECTORS)]
+    return out
 
 
 def symbol_names(n_symbols: int) -> tuple[str, ...]:

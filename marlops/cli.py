@@ -252,11 +252,35 @@ def build_parser() -> argparse.ArgumentParser:
     exchange.add_argument("--port", type=int, default=5100)
     exchange.add_argument("--initial-cash", type=float, default=1_000_000.0)
     exchange.set_defaults(func=cmd_paper_exchange)
+
+    from marlops.audit_cli import add_audit_parser
+    from marlops.token_cli import add_token_parser
+
+    add_audit_parser(sub)
+    add_token_parser(sub)
+    chaos = sub.add_parser("chaos", add_help=False,
+                           help="kill -9 the gateway during a replay (SQLite + PostgreSQL); writes "
+                                ".marlops/chaos/report.json (see `marlops chaos --help`)")
+    chaos.set_defaults(func=cmd_chaos)
     return parser
 
 
+def cmd_chaos(args: argparse.Namespace) -> int:
+    from marlops.chaos import main as chaos_main
+
+    return chaos_main(args.chaos_argv)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    if "chaos" in raw:
+        # `marlops chaos` owns its options (its own parser prints them with --help).
+        at = raw.index("chaos")
+        args = build_parser().parse_args(raw[: at + 1])
+        args.chaos_argv = raw[at + 1:]
+        _setup_logging(args.verbose)
+        return int(args.func(args))
+    args = build_parser().parse_args(raw)
     _setup_logging(args.verbose)
     try:
         code: int = args.func(args)

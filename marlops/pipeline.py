@@ -22,6 +22,7 @@ from features.service import FeatureService
 from gateway.serve import free_port
 from market_data.replay import ReplayClock
 from market_data.source import dataset_id, load_market, trading_symbols
+from market_data.synthetic import synthetic_sectors
 from marlops.candidates import (
     MASTER_AGENT,
     SL_FALLBACK,
@@ -188,7 +189,7 @@ def run_replay(bars: pd.DataFrame, registered: RegisteredPolicies, ctx: Pipeline
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
         audit_url = f"sqlite:///{ctx.paths.staging_dir / f'audit-{stamp}.db'}"
     stack = ServingStack(ctx.paths, ctx.config, ports=ports or StackPorts.free(), model_repository=ctx.model_repository,
-                         audit_url=audit_url)
+                         audit_url=audit_url, sectors=synthetic_sectors(symbols))
     with stack:
         symbol_client = stack.policy_client(SYMBOL_AGENT, version=registered.symbol.version)
         master_client = stack.policy_client(MASTER_AGENT, version=registered.master.version)

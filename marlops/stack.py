@@ -106,8 +106,10 @@ class ServingStack:
     in-process directive bus reaches it; with the Redis bus the gateway can run anywhere)."""
 
     def __init__(self, paths: StatePaths, config: RLConfig, *, ports: StackPorts, model_repository: Path,
-                 models: tuple[str, ...] = ("symbol_agent", "master_agent"), audit_url: str | None = None) -> None:
+                 models: tuple[str, ...] = ("symbol_agent", "master_agent"), audit_url: str | None = None,
+                 sectors: dict[str, str] | None = None) -> None:
         self.paths = paths
+        self.sectors = dict(sectors or {})
         self.config = config
         self.ports = ports
         self.model_repository = model_repository
@@ -139,6 +141,7 @@ class ServingStack:
                 broker_key_id=PAPER_KEY_ID,
                 broker_secret_key=PAPER_SECRET,
                 directive_ttl_seconds=self.config.serving.loop.directive_ttl_bars * self.config.serving.loop.bar_seconds,
+                sectors=self.sectors,
             )
             logger.info("starting execution gateway on :%d", self.ports.gateway)
             self._gateway_handle = serve_app_in_thread(create_app(settings, directive_source=self.bus),

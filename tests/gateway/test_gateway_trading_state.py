@@ -2,7 +2,7 @@ import pytest
 from gateway_builders import T0
 
 from contracts.orders import TradingState
-from gateway.domain.trading_state import TradingStateMachine
+from gateway.domain.trading_state import TradingStateMachine, escalates
 from gateway.errors import TradingStateError
 
 
@@ -12,7 +12,20 @@ def test_change_when_kill_switch_then_event_names_principal_reason_and_states() 
     assert machine.state == TradingState.HALTED
     assert event is not None
     assert event.payload() == {"previous": "ACTIVE", "current": "HALTED", "principal": "alice",
-                               "reason": "feed outage"}
+                               "reason": "feed outage", "trigger": "manual"}
+
+
+def test_change_when_automatic_trigger_then_event_names_the_trigger() -> None:
+    machine = TradingStateMachine()
+    event = machine.change(TradingState.REDUCING, principal="gateway", reason="slow", at=T0, trigger="latency")
+    assert event is not None and event.payload()["trigger"] == "latency"
+
+
+def test_escalates_when_tightening_then_true_and_loosening_false() -> None:
+    assert escalates(TradingState.ACTIVE, TradingState.REDUCING)
+    assert escalates(TradingState.REDUCING, TradingState.HALTED)
+    assert not escalates(TradingState.HALTED, TradingState.REDUCING)
+    assert not escalates(TradingState.REDUCING, TradingState.REDUCING)
 
 
 def test_change_when_already_in_target_state_then_no_event() -> None:
