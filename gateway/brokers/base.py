@@ -41,6 +41,20 @@ class OrderResult(Frozen):
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
 
+    @property
+    def remaining_qty(self) -> float:
+        """What is still to fill: > 0 for an open partial fill (status partially_filled, not terminal)."""
+        return max(0.0, self.qty - self.filled_qty)
+
+
+class MarketClock(Frozen):
+    """The broker's market clock: is the market open now, and when it next opens and closes."""
+
+    is_open: bool
+    timestamp: datetime
+    next_open: datetime
+    next_close: datetime
+
 
 class Broker(Protocol):
     def get_account(self) -> AccountSnapshot: ...
@@ -50,3 +64,12 @@ class Broker(Protocol):
     def submit_market_order(self, intent: OrderIntent) -> OrderResult: ...
 
     def get_order_by_client_id(self, client_order_id: str) -> OrderResult | None: ...
+
+    def list_orders(
+        self, *, status: str = "all", after: datetime | None = None, limit: int = 500
+    ) -> list[OrderResult]:
+        """Every order (status "open", "closed" or "all") submitted after `after`, oldest first;
+        `limit` is the page size, all pages are fetched."""
+        ...
+
+    def get_clock(self) -> MarketClock: ...

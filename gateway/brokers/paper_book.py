@@ -1,7 +1,7 @@
 """State of the paper exchange: one account, last prices, orders, positions. Thread-safe.
 
 Market orders fill at once at the last price set through the simulator (all of the order, or
-`fill_ratio` of it, leaving the rest open). The accounting here is written independently of
+`fill_ratio` of it, leaving the rest open until `fill_open` fills the remainders). The accounting here is written independently of
 gateway.domain.portfolio on purpose: the exchange is the other side of the gateway's book, and
 integration tests compare the two.
 """
@@ -76,6 +76,7 @@ class PaperBook:
     seed: int = 0
     fill_ratio: float = 1.0
     max_leverage: float = 4.0
+    market_open: bool = True
     cash: float = field(init=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False)
     _rng: random.Random = field(init=False, repr=False)
@@ -96,12 +97,16 @@ class PaperBook:
             self._prices.update(prices)
             return dict(self._prices)
 
-    def configure(self, *, fill_ratio: float | None = None, max_leverage: float | None = None) -> None:
+    def configure(
+        self, *, fill_ratio: float | None = None, max_leverage: float | None = None, market_open: bool | None = None
+    ) -> None:
         with self._lock:
             if fill_ratio is not None:
                 self.fill_ratio = fill_ratio
             if max_leverage is not None:
                 self.max_leverage = max_leverage
+            if market_open is not None:
+                self.market_open = market_open
 
     def prices(self) -> dict[str, float]:
         with self._lock:
@@ -148,7 +153,10 @@ class PaperBook:
         notional: float | None,
         time_in_force: str,
         client_order_id: str | None,
+        fill_ratio: float | None = None,
     ) -> PaperOrder:
+        """Accept and fill a market order. `fill_ratio` overrides the configured ratio for this order
+        (an injected partial fill)."""
         with self._lock:
             if client_order_id is not None and client_order_id in self._by_client_id:
                 self._counters.rejected += 1
@@ -171,7 +179,8 @@ class PaperBook:
             held = self._positions[symbol].qty if symbol in self._positions else 0.0
             closes = (side == "buy" and held < 0) or (side == "sell" and held > 0)
             now = datetime.now(timezone.utc)
-            fill_qty = qty if self.fill_ratio >= 1.0 else qty * self.fill_ratio
+            ratio = self.fill_ratio if fill_ratio is None else fill_ratio
+            fill_qty = qty if ratio >= 1.0 else qty * ratio
             order = PaperOrder(
                 id=self._new_order_id(),
                 client_order_id=client_order_id or str(self._new_order_id()),
@@ -240,6 +249,26 @@ class PaperBook:
             self._counters.canceled += 1
             return canceled
 
+    def fill_open(self) -> list[PaperOrder]:
+        """Fill the remainder of every open order at the symbol's current price (the rest of a partial
+        fill arriving later). Orders whose symbol has no price stay open. Returns the orders filled."""
+        with self._lock:
+            filled: list[PaperOrder] = []
+            now = datetime.now(timezone.utc)
+            for order in list(self._orders.values()):
+                remainder = order.qty - order.filled_qty
+                price = self._prices.get(order.symbol)
+                if order.status not in OPEN_STATUSES or remainder <= _QTY_EPS or price is None:
+                    continue
+                paid = order.filled_qty * (order.filled_avg_price or price) + remainder * price
+                done = replace(order, status="filled", filled_qty=order.qty, filled_avg_price=paid / order.qty,
+                               filled_at=now, updated_at=now)
+                self._apply_fill(order.symbol, remainder if order.side == "buy" else -remainder, price)
+                self._orders[order.id] = done
+                self._counters.fills += 1
+                filled.append(done)
+            return filled
+
     def order(self, order_id: uuid.UUID) -> PaperOrder | None:
         with self._lock:
             return self._orders.get(order_id)
@@ -279,4 +308,5 @@ class PaperBook:
                 "prices": dict(self._prices),
                 "fill_ratio": self.fill_ratio,
                 "max_leverage": self.max_leverage,
+                "market_open": self.market_open,
             }

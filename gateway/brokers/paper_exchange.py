@@ -1,13 +1,21 @@
 """A local Alpaca-compatible paper exchange: the subset of Alpaca's trading REST API that
 alpaca-py's TradingClient needs to trade market orders, plus simulator controls under /_sim.
 
-    python -m gateway.brokers.paper_exchange --host 127.0.0.1 --port 5100 --initial-cash 1000000
+    python -m gateway.brokers.paper_exchange --host 127.0.0.1 --port 5100 --initial-cash 1000000 \
+        [--faults plan.json]
 
 Errors are Alpaca's shape, `{"code": <int>, "message": <str>}`, so alpaca-py's APIError parses them.
 Every authenticated response carries X-RateLimit-Limit/Remaining/Reset; past the limit, 429.
+
+Simulator controls (authenticated like the trading API, never subject to injected faults):
+  POST /_sim/prices {"prices": {...}}     POST /_sim/config {"fill_ratio", "max_leverage", "market_open"}
+  GET  /_sim/state                         GET  /_sim/orders (every order ever accepted, oldest first)
+  POST /_sim/fill_open (fill the remainder of open orders at the current price)
+  POST|GET|DELETE /_sim/faults (the fault plan: gateway.brokers.paper_faults)
 """
 
 import argparse
+import json
 import logging
 import math
 import uuid
@@ -23,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.brokers.paper_book import OPEN_STATUSES, PaperBook, PaperOrder, PaperRejection
+from gateway.brokers.paper_faults import FILL_RATIO_STATE, FaultInjector, FaultPlan, apply_fault
 from gateway.brokers.paper_wire import account_json, clock_json, order_json, position_json
 from gateway.brokers.rate_limit import FixedWindowRateLimit
 
@@ -54,6 +63,7 @@ class OrderBody(BaseModel):
     time_in_force: Literal["day", "gtc", "opg", "cls", "ioc", "fok"] = "day"
     client_order_id: str | None = Field(default=None, min_length=1, max_length=128)
     order_class: str | None = None
+    extended_hours: bool | None = None
 
 
 class PricesBody(BaseModel):
@@ -75,6 +85,8 @@ class SimConfigBody(BaseModel):
 
     fill_ratio: float | None = Field(default=None, gt=0, le=1)
     max_leverage: float | None = Field(default=None, gt=0)
+    # False: /v2/clock reports the market closed and orders are refused unless extended_hours.
+    market_open: bool | None = None
 
 
 def _parse_time(value: str | None, name: str) -> datetime | None:
@@ -119,11 +131,14 @@ def create_paper_exchange_app(
     secret_key: str = "marlops-paper-secret",
     seed: int = 0,
     rate_limit_per_min: int = DEFAULT_RATE_LIMIT_PER_MIN,
+    faults: FaultPlan | None = None,
 ) -> FastAPI:
     book = PaperBook(initial_cash=initial_cash, seed=seed)
     limiter = FixedWindowRateLimit(rate_limit_per_min)
+    injector = FaultInjector(faults)
     app = FastAPI(title="marlops paper exchange (Alpaca-compatible subset)")
     app.state.book = book
+    app.state.faults = injector
 
     @app.middleware("http")
     async def _auth_and_rate_limit(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -136,8 +151,15 @@ def create_paper_exchange_app(
         window = limiter.hit(got_key)
         if not window.allowed:
             return _error(429, 42910000, "rate limit exceeded", headers=window.headers())
-        response = await call_next(request)
-        response.headers.update(window.headers())
+        rule = injector.choose(request.method, request.url.path)
+        if rule is None:
+            response = await call_next(request)
+        else:
+            logger.info("injecting %s into %s %s", rule.kind, request.method, request.url.path)
+            with injector.serving():
+                response = await apply_fault(rule, request, call_next, rate_limit=limiter.limit)
+        for name, value in window.headers().items():
+            response.headers.setdefault(name, value)  # an injected 429 keeps its own (spent) budget
         return response
 
     @app.exception_handler(PaperRejection)
@@ -159,10 +181,14 @@ def create_paper_exchange_app(
 
     @app.get("/v2/clock")
     def get_clock() -> dict[str, Any]:
-        return clock_json(datetime.now(timezone.utc))
+        clock = clock_json(datetime.now(timezone.utc))
+        clock["is_open"] = book.market_open
+        return clock
 
     @app.post("/v2/orders")
-    def post_order(body: OrderBody) -> dict[str, Any]:
+    def post_order(body: OrderBody, request: Request) -> dict[str, Any]:
+        if not book.market_open and not body.extended_hours:
+            raise PaperRejection(403, 40310000, "market is closed")
         if body.type != "market":
             raise PaperRejection(422, 40010001, f"order type {body.type!r} not supported: the paper exchange "
                                                 "fills market orders only")
@@ -173,6 +199,7 @@ def create_paper_exchange_app(
         order = book.submit_market(
             symbol=body.symbol, side=body.side, qty=body.qty, notional=body.notional,
             time_in_force=body.time_in_force, client_order_id=body.client_order_id,
+            fill_ratio=getattr(request.state, FILL_RATIO_STATE, None),
         )
         logger.info("order %s %s %s %s filled %s @ %s", order.client_order_id, order.side, order.qty,
                     order.symbol, order.filled_qty, order.filled_avg_price)
@@ -238,12 +265,37 @@ def create_paper_exchange_app(
 
     @app.post("/_sim/config")
     def configure(body: SimConfigBody) -> dict[str, Any]:
-        book.configure(fill_ratio=body.fill_ratio, max_leverage=body.max_leverage)
+        book.configure(fill_ratio=body.fill_ratio, max_leverage=body.max_leverage, market_open=body.market_open)
         return book.state()
 
     @app.get("/_sim/state")
     def sim_state() -> dict[str, Any]:
         return book.state()
+
+    @app.get("/_sim/orders")
+    def sim_orders() -> list[dict[str, Any]]:
+        # No limit, unlike /v2/orders: audits compare every order the gateway ever sent with these.
+        return [order_json(o) for o in book.orders()]
+
+    @app.post("/_sim/fill_open")
+    def sim_fill_open() -> dict[str, Any]:
+        filled = book.fill_open()
+        return {"filled": [order_json(o) for o in filled], "state": book.state()}
+
+    @app.post("/_sim/faults")
+    def set_faults(plan: FaultPlan) -> dict[str, Any]:
+        injector.install(plan)
+        logger.info("fault plan installed: seed %s, %d rule(s)", plan.seed, len(plan.rules))
+        return injector.snapshot()
+
+    @app.get("/_sim/faults")
+    def get_faults() -> dict[str, Any]:
+        return injector.snapshot()
+
+    @app.delete("/_sim/faults")
+    def clear_faults() -> dict[str, Any]:
+        injector.clear()
+        return injector.snapshot()
 
     return app
 
@@ -258,12 +310,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--secret-key", default="marlops-paper-secret")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rate-limit-per-min", type=int, default=DEFAULT_RATE_LIMIT_PER_MIN)
+    parser.add_argument("--faults", metavar="FILE", default=None,
+                        help="JSON fault plan applied at start (see gateway.brokers.paper_faults)")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
+    plan = None
+    if args.faults is not None:
+        try:
+            with open(args.faults, encoding="utf-8") as handle:
+                plan = FaultPlan.model_validate(json.load(handle))
+        except (OSError, ValueError) as exc:  # unreadable, not JSON, or not a valid plan (ValidationError)
+            parser.error(f"--faults {args.faults}: {exc}")
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_paper_exchange_app(
         initial_cash=args.initial_cash, key_id=args.key_id, secret_key=args.secret_key, seed=args.seed,
-        rate_limit_per_min=args.rate_limit_per_min,
+        rate_limit_per_min=args.rate_limit_per_min, faults=plan,
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
 
