@@ -48,6 +48,22 @@ class GatewayMetrics:
         self.equity = Gauge("marlops_gateway_equity", "Portfolio equity (account currency)", registry=r)
         self.gross_exposure = Gauge("marlops_gateway_gross_exposure", "Gross exposure / equity", registry=r)
         self.drawdown = Gauge("marlops_gateway_drawdown", "Drawdown from peak equity (fraction)", registry=r)
+        self.alert_active = Gauge(
+            "marlops_gateway_alert_active", "1 while a gateway alert (trigger breach, safe mode...) is active",
+            ["name"], registry=r,
+        )
+        self.trading_state_changes = Counter(
+            "marlops_gateway_trading_state_changes", "Trading state changes by trigger", ["trigger", "state"],
+            registry=r,
+        )
+        self.inflight_orders = Gauge("marlops_gateway_inflight_orders", "Orders between intent and final answer",
+                                     registry=r)
+        self.estimated_cost = Counter("marlops_gateway_estimated_cost", "Pre-trade cost estimate of filled qty ($)",
+                                      registry=r)
+        self.realized_cost = Counter("marlops_gateway_realized_cost", "Realized cost vs decision price + commission ($); "
+                                     "may be negative", registry=r)
+        self.reconcile_mismatches = Counter("marlops_gateway_reconcile_mismatches",
+                                            "Symbols where book and broker disagreed at reconciliation", registry=r)
         self.set_trading_state(TradingState.ACTIVE)
 
     def set_trading_state(self, state: TradingState) -> None:
@@ -58,6 +74,10 @@ class GatewayMetrics:
         self.equity.set(equity)
         self.gross_exposure.set(gross_exposure)
         self.drawdown.set(drawdown)
+
+    def set_alerts(self, active: set[str], known: set[str]) -> None:
+        for name in known | active:
+            self.alert_active.labels(name=name).set(1.0 if name in active else 0.0)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -156,6 +156,7 @@ class GatewayService:
         self._safe_mode: FlattenPlan | None = None
         self._sent_at: deque[float] = deque()
         self._alerts: dict[str, Alert] = {}
+        self._alert_names: set[str] = set()
         self._market_clock: tuple[float, bool] | None = None
         self._last_reconcile: dict[str, Any] | None = None
         self._started = False
@@ -309,6 +310,7 @@ class GatewayService:
             }
             self._append([self._event("state_change", payload, principal=self.settings.principal)])
             if mismatches:
+                self.metrics.reconcile_mismatches.inc(len(mismatches))
                 self._raise_alert(RECONCILE_MISMATCH, "warning",
                                   f"book and broker disagreed on {len(mismatches)} symbols; broker adopted: "
                                   + ", ".join(f"{m['symbol']} {m['book_qty']:g}->{m['broker_qty']:g}"
@@ -385,6 +387,8 @@ class GatewayService:
             else:
                 # The operator resumed: the breaches that led here are acknowledged.
                 self._alerts.clear()
+                self._publish_alerts()
+            self.metrics.trading_state_changes.labels(trigger=trigger, state=change.current.value).inc()
             if ended_safe_mode:
                 self._clear_alert(SAFE_MODE)
             logger.warning("trading state %s -> %s by %s (%s): %s", change.previous.value, change.current.value,
@@ -432,9 +436,16 @@ class GatewayService:
         existing = self._alerts.get(code)
         since = existing.since if existing is not None else self._clock()
         self._alerts[code] = Alert(code, severity, since, detail)
+        self._publish_alerts()
 
     def _clear_alert(self, code: str) -> None:
         self._alerts.pop(code, None)
+        self._publish_alerts()
+
+    def _publish_alerts(self) -> None:
+        active = set(self._alerts)
+        self._alert_names |= active
+        self.metrics.set_alerts(active, self._alert_names)
 
     def alerts(self) -> list[dict[str, Any]]:
         return [a.as_dict() for a in sorted(self._alerts.values(), key=lambda a: a.since)]
@@ -787,10 +798,16 @@ class GatewayService:
         if result.is_terminal:
             self._inflight.pop(order.client_order_id, None)
         self._append(answers, state={"inflight": encode_inflight(self._inflight)})
+        self.metrics.inflight_orders.set(len(self._inflight))
         if fill is not None:
             if apply_to_book:
                 self._portfolio.apply_fill(fill)
             self.metrics.orders_filled.inc()
+            self.metrics.estimated_cost.inc(intent.estimated_cost * fill.qty / intent.qty)
+            cost = realized_cost(intent.side, fill.qty, fill.price, intent.reference_price,
+                                 self.settings.risk.commission_bps)
+            if cost > 0:
+                self.metrics.realized_cost.inc(cost)
 
     def _refresh_open_orders(self) -> None:
         for client_order_id, order in list(self._inflight.items()):

@@ -131,7 +131,8 @@ def position_json(position: PaperPosition, price: float) -> dict[str, Any]:
 
 
 def clock_json(now: datetime) -> dict[str, Any]:
-    # The simulated market is always open: replayed bars arrive at any wall-clock time.
+    # Open unless /_sim/config says market_open: false (the exchange overrides is_open): replayed bars
+    # arrive at any wall-clock time.
     eastern = timezone(timedelta(hours=-5))
     local = now.astimezone(eastern)
     return {
