@@ -1,6 +1,12 @@
 """Prometheus metrics of one gateway app (its own CollectorRegistry, so several apps can share a process)."""
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from contracts.orders import TradingState

@@ -278,7 +278,7 @@ class GatewayService:
             logger.warning("order %s found at the broker after restart: %s, filled %g", cid, found.status,
                            found.filled_qty)
 
-    def reconcile(self) -> dict[str, Any]:
+    def reconcile(self, *, requested_by: str | None = None, reason: str | None = None) -> dict[str, Any]:
         """Replace the book with the broker's account and positions (the broker is the truth) and
         audit what differed."""
         with self._lock:
@@ -307,6 +307,8 @@ class GatewayService:
                 "positions": {p.symbol: {"qty": p.qty, "avg_entry_price": p.avg_entry_price} for p in positions},
                 "mismatches": mismatches,
                 "inflight": sorted(self._inflight),
+                "requested_by": requested_by,
+                "reason": reason,
             }
             self._append([self._event("state_change", payload, principal=self.settings.principal)])
             if mismatches:
@@ -325,13 +327,13 @@ class GatewayService:
             self._last_reconcile = report
             return report
 
-    def reconcile_now(self, *, principal: str) -> dict[str, Any]:
+    def reconcile_now(self, *, principal: str, reason: str = "periodic") -> dict[str, Any]:
         """Refresh open orders, rebuild the book from the broker, and check compliance on the result."""
         with self._lock:
-            logger.info("reconciliation requested by %s", principal)
+            logger.info("reconciliation requested by %s: %s", principal, reason)
             try:
                 self._refresh_open_orders()
-                report = self.reconcile()
+                report = self.reconcile(requested_by=principal, reason=reason)
             except BrokerUnavailableError as exc:
                 self._dependency_failure("broker", str(exc))
                 raise

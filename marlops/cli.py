@@ -101,7 +101,13 @@ def _pipeline_context(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from marlops.pipeline import TrainingSettings, fit_spec, register_candidate, train_candidate, validate_candidate
+    from marlops.pipeline import (
+        TrainingSettings,
+        fit_spec,
+        register_candidate,
+        train_candidate,
+        validate_candidate,
+    )
 
     ctx = _pipeline_context(args)
     bars = _load_checked_bars(args)

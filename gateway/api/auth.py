@@ -1,14 +1,29 @@
-"""Bearer tokens and roles. With no tokens configured the gateway is open (local paper trading)."""
+"""Bearer tokens and roles. With no tokens configured the gateway is open (local paper trading).
 
-from collections.abc import Callable
+Which role a route needs is decided in one place, gateway.api.roles.ROUTE_ROLES; this module only
+answers "who is calling, and may they": 401 (with WWW-Authenticate: Bearer) for a missing or
+unknown token, 403 naming the roles needed. Both are raised before the route's handler runs, so a
+refused call has no side effect.
+"""
+
+import logging
 from dataclasses import dataclass
 
-from fastapi import Header, HTTPException, Request
+from fastapi import HTTPException, Request
+from fastapi.security import HTTPBearer
 
 from gateway.settings import GatewaySettings, Role
 from gateway.tokens import grant_for
 
+logger = logging.getLogger(__name__)
+
 ANY_ROLE: tuple[Role, ...] = ("viewer", "trader", "risk_officer", "admin")
+
+# Documents the scheme in OpenAPI (components.securitySchemes); auto_error=False so that the
+# refusal is ours: one error shape, and 401 rather than a framework default.
+bearer_scheme = HTTPBearer(auto_error=False, description="API token: `Authorization: Bearer <token>`")
+
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
 @dataclass(frozen=True)
@@ -18,31 +33,23 @@ class Caller:
     authenticated: bool
 
 
-def _lookup(settings: GatewaySettings, token: str) -> tuple[str, Role] | None:
+def authenticate(request: Request, token: str | None, roles: tuple[Role, ...]) -> Caller:
+    """The caller behind `token`, who must hold one of `roles` (admin always may)."""
+    settings: GatewaySettings = request.app.state.settings
+    if not settings.api_tokens:
+        return Caller(principal=None, role="admin", authenticated=False)
+    if not token:
+        raise HTTPException(401, "missing bearer token (Authorization: Bearer <token>)", headers=_CHALLENGE)
     grant = grant_for(settings.api_tokens, token)
-    return None if grant is None else (grant.principal, grant.role)
-
-
-def require_role(*roles: Role) -> Callable[..., Caller]:
-    """Dependency: the caller must hold one of `roles` (admin always may)."""
-
-    def dependency(request: Request, authorization: str | None = Header(default=None)) -> Caller:
-        settings: GatewaySettings = request.app.state.settings
-        if not settings.api_tokens:
-            return Caller(principal=None, role="admin", authenticated=False)
-        if not authorization or not authorization.lower().startswith("bearer "):
-            raise HTTPException(401, "missing bearer token (Authorization: Bearer <token>)",
-                                headers={"WWW-Authenticate": "Bearer"})
-        grant = _lookup(settings, authorization[7:].strip())
-        if grant is None:
-            raise HTTPException(401, "unknown bearer token", headers={"WWW-Authenticate": "Bearer"})
-        principal, role = grant
-        if role != "admin" and role not in roles:
-            raise HTTPException(403, f"role {role!r} of {principal!r} may not call {request.method} "
-                                     f"{request.url.path}; needs one of {list(roles)}")
-        return Caller(principal=principal, role=role, authenticated=True)
-
-    return dependency
+    if grant is None:
+        logger.warning("%s %s refused: unknown bearer token", request.method, request.url.path)
+        raise HTTPException(401, "unknown bearer token", headers=_CHALLENGE)
+    if grant.role != "admin" and grant.role not in roles:
+        logger.warning("%s %s refused: %s has role %s, needs %s", request.method, request.url.path,
+                       grant.principal, grant.role, "/".join(roles))
+        raise HTTPException(403, f"role {grant.role!r} of {grant.principal!r} may not call {request.method} "
+                                 f"{request.url.path}; needs role {' or '.join(roles)} (or admin)")
+    return Caller(principal=grant.principal, role=grant.role, authenticated=True)
 
 
 def check_principal(caller: Caller, claimed: str) -> None:

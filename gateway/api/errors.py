@@ -44,7 +44,8 @@ def _answer(status_code: int, error: str, reasons: list[str], **extra: Any) -> J
     return JSONResponse({"error": error, "reasons": reasons, **extra}, status_code=status_code)
 
 
-_HTTP_SLUGS = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
+_HTTP_SLUGS = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+               405: "method_not_allowed"}
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -80,3 +81,9 @@ def install_error_handlers(app: FastAPI) -> None:
             return _answer(502, "broker_error", [str(exc)])
         logger.exception("%s %s failed", request.method, request.url.path)
         return _answer(500, "gateway_error", [str(exc)])
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # A bug, not bad input: keep the one error shape for clients, the traceback for the log.
+        logger.exception("%s %s failed unexpectedly", request.method, request.url.path)
+        return _answer(500, "internal_error", [f"{type(exc).__name__}: the gateway hit an unexpected error"])

@@ -1,6 +1,11 @@
-"""Routes: decisions in; portfolio, state, audit out; kill switch and resume for operators."""
+"""Routes: decisions in; portfolio, state, exposure, alerts, audit out; operator controls.
+
+Every route is registered with `guarded(router, METHOD, PATH)`, which attaches the role rule of
+gateway.api.roles.ROUTE_ROLES; a handler that needs to know the caller names the same dependency.
+"""
 
 import logging
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -8,10 +13,25 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from contracts.audit import AuditKind
-from contracts.decisions import MasterDirective, TimestepDecisions
 from contracts.orders import TradingState
-from gateway.api.auth import ANY_ROLE, Caller, check_principal, require_role
-from gateway.api.schemas import StateChangeRequest, timestep_response
+from gateway.api.auth import Caller, check_principal
+from gateway.api.roles import guarded, role_for
+from gateway.api.schemas import (
+    MAX_PAGE,
+    MAX_SEQ,
+    AlertsAnswer,
+    AuditSummary,
+    DirectiveAccepted,
+    ErrorBody,
+    EventsPage,
+    FlattenAnswer,
+    MasterDirectiveRequest,
+    OperatorRequest,
+    StateAnswer,
+    TimestepDecisionsRequest,
+    timestep_response,
+)
+from gateway.audit.store import AuditStore
 from gateway.domain.trading_state import StateChange
 from gateway.errors import GatewayNotReadyError
 from gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
@@ -21,12 +41,12 @@ logger = logging.getLogger(__name__)
 
 router = APIRouter()
 
-# Who may call what (admin always may): reads need any role; halting needs a trader or a risk
-# officer (stopping is always allowed to the people operating); resuming needs a risk officer.
-AnyRole = Annotated[Caller, Depends(require_role(*ANY_ROLE))]
-Trader = Annotated[Caller, Depends(require_role("trader"))]
-Operator = Annotated[Caller, Depends(require_role("trader", "risk_officer"))]
-RiskOfficer = Annotated[Caller, Depends(require_role("risk_officer"))]
+_UNAVAILABLE = {503: {"model": ErrorBody,
+                      "description": "Not started yet, or the audit store or broker is unreachable"}}
+_BROKER = {**_UNAVAILABLE, 502: {"model": ErrorBody, "description": "The broker answered with an error"}}
+
+Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description="at most this many events")]
+BeforeSeq = Annotated[int | None, Query(ge=1, le=MAX_SEQ, description="only events older than this seq")]
 
 
 def service_of(request: Request) -> GatewayService:
@@ -45,7 +65,23 @@ def _state_answer(service: GatewayService, change: StateChange | None) -> dict[s
     }
 
 
-@router.get("/healthz")
+def _recent_events(store: AuditStore, kinds: Sequence[AuditKind], limit: int,
+                   before_seq: int | None) -> list[dict[str, Any]]:
+    """The newest `limit` events of any of `kinds`, newest first (one query per kind, merged by seq)."""
+    merged = [e for kind in kinds for e in store.list(kind, limit, before_seq=before_seq)]
+    merged.sort(key=lambda e: e["seq"], reverse=True)
+    return merged[:limit]
+
+
+async def _events_page(request: Request, kinds: Sequence[AuditKind], limit: int,
+                       before_seq: int | None) -> dict[str, Any]:
+    service = service_of(request)
+    events = await run_in_threadpool(_recent_events, service.audit, kinds, limit, before_seq)
+    return {"events": events, "count": len(events)}
+
+
+# ---- public ---------------------------------------------------------------------------------
+@guarded(router, "GET", "/healthz", responses={503: {"description": "Starting: not reconciled with the broker yet"}})
 def healthz(request: Request) -> JSONResponse:
     service: GatewayService | None = getattr(request.app.state, "service", None)
     if service is None or not service.started:
@@ -53,30 +89,82 @@ def healthz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok", "trading_state": service.trading_state.value})
 
 
-@router.get("/metrics")
+@guarded(router, "GET", "/metrics", response_class=Response,
+         responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}, "description": "Prometheus text"}})
 def metrics(request: Request) -> Response:
     registry: GatewayMetrics = request.app.state.metrics
     return Response(registry.render(), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.post("/v1/decisions")
-def post_decisions(batch: TimestepDecisions, request: Request, _caller: Trader) -> dict[str, Any]:
+# ---- decisions and directives in -------------------------------------------------------------
+@guarded(router, "POST", "/v1/decisions", responses={
+    **_BROKER, 409: {"model": ErrorBody, "description": "A symbol was already decided at this bar (stale_timestep)"}})
+def post_decisions(batch: TimestepDecisionsRequest, request: Request) -> dict[str, Any]:
     return timestep_response(service_of(request).handle_timestep(batch))
 
 
-@router.post("/v1/directives", status_code=202)
-def post_directive(directive: MasterDirective, request: Request, _caller: Operator) -> dict[str, Any]:
+@guarded(router, "POST", "/v1/directives", status_code=202, response_model=DirectiveAccepted, responses=_UNAVAILABLE)
+def post_directive(directive: MasterDirectiveRequest, request: Request) -> dict[str, Any]:
     service_of(request).receive_directive(directive)
     return {"accepted": True, "directive_id": directive.directive_id}
 
 
-@router.get("/v1/portfolio")
-def get_portfolio(request: Request, _caller: AnyRole) -> dict[str, Any]:
+# ---- operator controls ----------------------------------------------------------------------
+@guarded(router, "POST", "/v1/kill-switch", response_model=StateAnswer, responses=_UNAVAILABLE)
+def kill_switch(body: OperatorRequest, request: Request,
+                caller: Caller = Depends(role_for("POST", "/v1/kill-switch"))) -> dict[str, Any]:
+    check_principal(caller, body.principal)
+    service = service_of(request)
+    return _state_answer(service, service.change_state(TradingState.HALTED, principal=body.principal,
+                                                       reason=body.reason))
+
+
+@guarded(router, "POST", "/v1/reduce-only", response_model=StateAnswer, responses=_UNAVAILABLE)
+def reduce_only(body: OperatorRequest, request: Request,
+                caller: Caller = Depends(role_for("POST", "/v1/reduce-only"))) -> dict[str, Any]:
+    check_principal(caller, body.principal)
+    service = service_of(request)
+    return _state_answer(service, service.change_state(TradingState.REDUCING, principal=body.principal,
+                                                       reason=body.reason))
+
+
+@guarded(router, "POST", "/v1/resume", response_model=StateAnswer, responses=_UNAVAILABLE)
+def resume(body: OperatorRequest, request: Request,
+           caller: Caller = Depends(role_for("POST", "/v1/resume"))) -> dict[str, Any]:
+    check_principal(caller, body.principal)
+    service = service_of(request)
+    return _state_answer(service, service.change_state(TradingState.ACTIVE, principal=body.principal,
+                                                       reason=body.reason))
+
+
+@guarded(router, "POST", "/v1/flatten", response_model=FlattenAnswer, responses=_BROKER)
+def flatten(body: OperatorRequest, request: Request,
+            caller: Caller = Depends(role_for("POST", "/v1/flatten"))) -> dict[str, Any]:
+    """Safe mode: halt new orders and close every position gradually, on the configured schedule."""
+    check_principal(caller, body.principal)
+    service = service_of(request)
+    change = service.flatten(principal=body.principal, reason=body.reason)
+    # Safe mode starts even when the state was already HALTED, so the plan is part of the answer.
+    return {**_state_answer(service, change), "safe_mode": service.status()["safe_mode"]}
+
+
+@guarded(router, "POST", "/v1/reconcile", responses=_BROKER)
+def reconcile(body: OperatorRequest, request: Request,
+              caller: Caller = Depends(role_for("POST", "/v1/reconcile"))) -> dict[str, Any]:
+    """Compare open and recent orders and positions with the broker now; the report says what differed."""
+    check_principal(caller, body.principal)
+    logger.info("reconcile requested by %s: %s", body.principal, body.reason)
+    return service_of(request).reconcile_now(principal=body.principal, reason=body.reason)
+
+
+# ---- reads ----------------------------------------------------------------------------------
+@guarded(router, "GET", "/v1/portfolio", responses=_UNAVAILABLE)
+def get_portfolio(request: Request) -> dict[str, Any]:
     return service_of(request).portfolio_summary()
 
 
-@router.get("/v1/state")
-def get_state(request: Request, _caller: AnyRole) -> dict[str, Any]:
+@guarded(router, "GET", "/v1/state", responses=_UNAVAILABLE)
+def get_state(request: Request) -> dict[str, Any]:
     service = service_of(request)
     latest = service.directives.latest()
     return {
@@ -86,46 +174,53 @@ def get_state(request: Request, _caller: AnyRole) -> dict[str, Any]:
     }
 
 
-@router.post("/v1/kill-switch")
-def kill_switch(body: StateChangeRequest, request: Request, caller: Operator) -> dict[str, Any]:
-    check_principal(caller, body.principal)
+@guarded(router, "GET", "/v1/whoami")
+def whoami(caller: Caller = Depends(role_for("GET", "/v1/whoami"))) -> dict[str, Any]:
+    """The token's principal and role (the console uses it to offer only the controls the role may use)."""
+    return {"principal": caller.principal, "role": caller.role, "authenticated": caller.authenticated}
+
+
+@guarded(router, "GET", "/v1/status", responses=_UNAVAILABLE)
+def get_status(request: Request) -> dict[str, Any]:
+    """Trading state, safe mode progress, kill-switch triggers and the last reconciliation."""
+    return service_of(request).status()
+
+
+@guarded(router, "GET", "/v1/alerts", response_model=AlertsAnswer, responses=_UNAVAILABLE)
+def get_alerts(request: Request) -> dict[str, Any]:
+    return {"alerts": service_of(request).alerts()}
+
+
+@guarded(router, "GET", "/v1/exposure", responses=_UNAVAILABLE)
+def get_exposure(request: Request) -> dict[str, Any]:
+    """Long, short, gross and net exposure per sector, in currency and as a fraction of equity."""
+    return service_of(request).exposure_by_sector()
+
+
+@guarded(router, "GET", "/v1/orders", response_model=EventsPage, responses=_UNAVAILABLE)
+async def get_orders(request: Request, limit: Limit = 100, before_seq: BeforeSeq = None) -> dict[str, Any]:
+    """Recent order and fill audit events, newest first."""
+    return await _events_page(request, ("order", "fill"), limit, before_seq)
+
+
+@guarded(router, "GET", "/v1/decisions", response_model=EventsPage, responses=_UNAVAILABLE)
+async def get_decisions(request: Request, limit: Limit = 100, before_seq: BeforeSeq = None) -> dict[str, Any]:
+    """Recent symbol decisions and their risk decisions, newest first."""
+    return await _events_page(request, ("decision", "risk_decision"), limit, before_seq)
+
+
+@guarded(router, "GET", "/v1/audit", response_model=EventsPage, responses=_UNAVAILABLE)
+async def get_audit(request: Request, kind: AuditKind | None = None, limit: Limit = 100,
+                    before_seq: BeforeSeq = None) -> dict[str, Any]:
     service = service_of(request)
-    return _state_answer(service, service.change_state(TradingState.HALTED, principal=body.principal,
-                                                       reason=body.reason))
-
-
-@router.post("/v1/reduce-only")
-def reduce_only(body: StateChangeRequest, request: Request, caller: Operator) -> dict[str, Any]:
-    check_principal(caller, body.principal)
-    service = service_of(request)
-    return _state_answer(service, service.change_state(TradingState.REDUCING, principal=body.principal,
-                                                       reason=body.reason))
-
-
-@router.post("/v1/resume")
-def resume(body: StateChangeRequest, request: Request, caller: RiskOfficer) -> dict[str, Any]:
-    check_principal(caller, body.principal)
-    service = service_of(request)
-    return _state_answer(service, service.change_state(TradingState.ACTIVE, principal=body.principal,
-                                                       reason=body.reason))
-
-
-@router.get("/v1/audit")
-async def get_audit(
-    request: Request,
-    _caller: AnyRole,
-    kind: AuditKind | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> dict[str, Any]:
-    service = service_of(request)
-    events = await run_in_threadpool(service.audit.list, kind, limit)
+    events = await run_in_threadpool(service.audit.list, kind, limit, before_seq=before_seq)
     return {"events": events, "count": len(events)}
 
 
-@router.get("/v1/audit/summary")
-async def get_audit_summary(request: Request, _caller: AnyRole) -> dict[str, Any]:
+@guarded(router, "GET", "/v1/audit/summary", response_model=AuditSummary, responses=_UNAVAILABLE)
+async def get_audit_summary(request: Request) -> dict[str, Any]:
     service = service_of(request)
     counts = await run_in_threadpool(service.audit.counts_by_kind)
     broken = await run_in_threadpool(service.audit.first_broken_seq)
-    return {"counts": counts, "total": sum(counts.values()), "chain_ok": broken is None, "first_broken_seq": broken}
-
+    return {"counts": counts, "total": sum(counts.values()), "chain_ok": broken is None,
+            "first_broken_seq": broken}

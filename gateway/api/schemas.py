@@ -1,17 +1,134 @@
 """Request bodies and response shapes of the gateway's HTTP API."""
 
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from contracts.decisions import MasterDirective, SymbolDecision, TimestepDecisions
 from gateway.service import TimestepOutcome
 
+# Bounds for query parameters: enough for a console page, small enough to keep one answer cheap.
+MAX_PAGE = 1000
+MAX_SEQ = 2**63 - 1  # SQL BIGINT; a larger number would overflow the driver instead of matching nothing
 
-class StateChangeRequest(BaseModel):
+
+# ---- the HTTP boundary of the wire contracts ---------------------------------------------------
+# The contracts say what a decision or directive is; these subclasses add what a request from
+# outside must also respect, so absurd values get a 422 naming the field instead of reaching the
+# domain (a price of 1e-323 makes an infinite share count; a year-1 timestamp with an offset
+# overflows when moved to UTC; a huge bar index overflows a SQL integer). They are still the
+# contract types, so the service receives a TimestepDecisions / MasterDirective as before.
+_FIRST_YEAR, _LAST_YEAR = 1900, 2200
+MAX_SYMBOLS = 10_000
+MAX_INT64 = 2**63 - 1
+
+
+def _plausible_time(value: datetime) -> datetime:
+    if not _FIRST_YEAR <= value.year <= _LAST_YEAR:
+        raise ValueError(f"year must be between {_FIRST_YEAR} and {_LAST_YEAR}")
+    return value
+
+
+ApiDatetime = Annotated[datetime, AfterValidator(_plausible_time)]
+Symbol = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9][A-Za-z0-9./_-]*$",
+                              description="ticker, e.g. AAPL, BRK.B, BTC/USD")]
+Label = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[\x21-\x7E]+$",
+                             description="printable ASCII, no spaces")]
+
+
+class SymbolDecisionRequest(SymbolDecision):
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    symbol: Symbol
+    action: int = Field(ge=0, le=2**31 - 1)
+    probabilities: tuple[Annotated[float, Field(ge=0.0, le=1.0)], ...] = Field(default=(), max_length=256)
+    price: float = Field(ge=1e-6, le=1e9, description="the bar close the decision was made on")
+
+
+class TimestepDecisionsRequest(TimestepDecisions):
+    """POST /v1/decisions: one decision interval for the whole universe."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    timestep: ApiDatetime
+    bar_index: int = Field(ge=0, le=MAX_INT64)
+    policy_version: Label
+    observation_checksum: str = Field(default="", max_length=128)
+    decisions: tuple[SymbolDecisionRequest, ...] = Field(min_length=1, max_length=MAX_SYMBOLS)
+    decision_latency_ms: float | None = Field(default=None, ge=0, le=86_400_000)
+
+
+class MasterDirectiveRequest(MasterDirective):
+    """POST /v1/directives: a risk directive from the master agent service."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    directive_id: Label
+    issued_at: ApiDatetime
+    ttl_seconds: float = Field(gt=0, le=10 * 365 * 86400)
+    policy_version: str = Field(default="unknown", min_length=1, max_length=200)
+
+
+class OperatorRequest(BaseModel):
+    """Who asks for an operator action, and why (both go into the audit trail)."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    reason: str = Field(min_length=1, max_length=2000)
-    principal: str = Field(min_length=1, max_length=200)
+    reason: str = Field(min_length=1, max_length=2000, pattern=r"\S", description="why, for the audit trail")
+    principal: str = Field(min_length=1, max_length=200, pattern=r"^\S(.*\S)?$",
+                           description="who asks; must be the token's principal when tokens are configured")
+
+
+class ErrorBody(BaseModel):
+    """Every refusal: a slug and one readable reason per problem."""
+
+    error: str
+    reasons: list[str]
+    detail: Any = None
+
+
+class StateAnswer(BaseModel):
+    trading_state: str
+    changed: bool
+    event: dict[str, Any] | None = Field(description="the audited state change; null when nothing changed")
+
+
+class FlattenAnswer(StateAnswer):
+    safe_mode: dict[str, Any] | None = Field(description="the flatten schedule and how much is left to close")
+
+
+class DirectiveAccepted(BaseModel):
+    accepted: bool
+    directive_id: str
+
+
+class AuditEventOut(BaseModel):
+    seq: int
+    kind: str
+    occurred_at: str
+    principal: str
+    payload: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+class EventsPage(BaseModel):
+    """Audit events, newest first; pass the last `seq` as `before_seq` for the next page."""
+
+    events: list[AuditEventOut]
+    count: int
+
+
+class AuditSummary(BaseModel):
+    counts: dict[str, int]
+    total: int
+    chain_ok: bool
+    first_broken_seq: int | None
+
+
+class AlertsAnswer(BaseModel):
+    alerts: list[dict[str, Any]]
 
 
 def timestep_response(outcome: TimestepOutcome) -> dict[str, Any]:

@@ -25,10 +25,19 @@ from alpaca.trading.requests import GetOrdersRequest, MarketOrderRequest
 from requests.adapters import HTTPAdapter
 
 from contracts.orders import OrderIntent, OrderSide
-from gateway.brokers.base import AccountSnapshot, BrokerPosition, MarketClock, OrderResult
+from gateway.brokers.base import (
+    AccountSnapshot,
+    BrokerPosition,
+    MarketClock,
+    OrderResult,
+)
 from gateway.brokers.rate_limit import RateLimitGovernor
 from gateway.brokers.retry import RetryPolicy
-from gateway.errors import BrokerConfigError, BrokerRejectedError, BrokerUnavailableError
+from gateway.errors import (
+    BrokerConfigError,
+    BrokerRejectedError,
+    BrokerUnavailableError,
+)
 from gateway.settings import RetrySettings
 
 logger = logging.getLogger(__name__)

@@ -30,9 +30,24 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway.brokers.paper_book import OPEN_STATUSES, PaperBook, PaperOrder, PaperRejection
-from gateway.brokers.paper_faults import FILL_RATIO_STATE, FaultInjector, FaultPlan, apply_fault
-from gateway.brokers.paper_wire import account_json, clock_json, order_json, position_json
+from gateway.brokers.paper_book import (
+    OPEN_STATUSES,
+    PaperBook,
+    PaperOrder,
+    PaperRejection,
+)
+from gateway.brokers.paper_faults import (
+    FILL_RATIO_STATE,
+    FaultInjector,
+    FaultPlan,
+    apply_fault,
+)
+from gateway.brokers.paper_wire import (
+    account_json,
+    clock_json,
+    order_json,
+    position_json,
+)
 from gateway.brokers.rate_limit import FixedWindowRateLimit
 
 logger = logging.getLogger(__name__)

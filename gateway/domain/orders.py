@@ -39,7 +39,8 @@ def target_qty(target_weight: float, equity: float, price: float) -> float:
 def whole_target_qty(target_weight: float, equity: float, price: float) -> float:
     """Target in whole shares, truncated toward zero so rounding never pushes a position past its cap."""
     raw = target_qty(target_weight, equity, price)
-    if raw == 0.0:
+    if raw == 0.0 or not math.isfinite(raw):
+        # A denormal price makes the share count overflow: no order is the only sane size.
         return 0.0
     # The epsilon keeps 9.999999999 (float noise for 10) from truncating to 9.
     return float(math.trunc(raw + math.copysign(1e-9, raw)))

@@ -23,8 +23,20 @@ from contracts.decisions import MasterDirective, SymbolDecision, TimestepDecisio
 from contracts.orders import OrderIntent, RiskDecision, TradingState
 from gateway.domain import risk as rules
 from gateway.domain.costs import estimate_cost
-from gateway.domain.orders import client_order_id, format_qty, intent_text, order_delta, side_of, whole_target_qty
-from gateway.domain.overlay import DEFENSIVE_MODE, EffectiveOverlay, apply_overlay, resolve_overlay
+from gateway.domain.orders import (
+    client_order_id,
+    format_qty,
+    intent_text,
+    order_delta,
+    side_of,
+    whole_target_qty,
+)
+from gateway.domain.overlay import (
+    DEFENSIVE_MODE,
+    EffectiveOverlay,
+    apply_overlay,
+    resolve_overlay,
+)
 from gateway.domain.portfolio import Portfolio
 
 logger = logging.getLogger(__name__)

@@ -132,7 +132,7 @@ def test_kill_switch_when_posted_then_halted_audited_and_next_timestep_denied(
 ) -> None:
     response = httpx.post(gateway.url + "/v1/kill-switch", json={"reason": "drill", "principal": "alice"})
     assert response.json() == {"trading_state": "HALTED", "changed": True, "event": {
-        "previous": "ACTIVE", "current": "HALTED", "principal": "alice", "reason": "drill"}}
+        "previous": "ACTIVE", "current": "HALTED", "principal": "alice", "reason": "drill", "trigger": "manual"}}
     assert httpx.get(gateway.url + "/v1/state").json()["trading_state"] == "HALTED"
     event = httpx.get(gateway.url + "/v1/audit", params={"kind": "state_change", "limit": 1}).json()["events"][0]
     assert event["principal"] == "alice" and event["payload"]["reason"] == "drill"
@@ -272,3 +272,111 @@ def test_auth_when_tokens_configured_then_roles_enforced(make_gateway: GatewayFa
     assert trader_resume.status_code == 403
     resumed = httpx.post(url + "/v1/resume", json={"reason": "y", "principal": "rita"}, headers=auth("t-risk"))
     assert resumed.json()["trading_state"] == "ACTIVE"
+
+
+def test_flatten_when_positions_held_then_halted_with_safe_mode_plan_and_alert(gateway: ServerHandle) -> None:
+    assert post(gateway, batch({"AAPL": (1.0, 100.0)})).status_code == 200
+    answer = httpx.post(gateway.url + "/v1/flatten", json={"principal": "rita", "reason": "desk closing"})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["trading_state"] == "HALTED" and body["changed"] is True
+    assert body["event"]["principal"] == "rita" and body["event"]["reason"] == "desk closing"
+    assert body["safe_mode"] is not None and body["safe_mode"]["remaining_positions"] == 1
+    status = httpx.get(gateway.url + "/v1/status").json()
+    assert status["trading_state"] == "HALTED" and status["safe_mode"]["flat"] is False
+    alerts = httpx.get(gateway.url + "/v1/alerts").json()["alerts"]
+    assert any(a["severity"] == "critical" and "safe mode by rita" in a["detail"] for a in alerts), alerts
+
+
+def test_flatten_when_principal_blank_then_422_and_still_active(gateway: ServerHandle) -> None:
+    answer = httpx.post(gateway.url + "/v1/flatten", json={"principal": " ", "reason": "x"})
+    assert answer.status_code == 422 and answer.json()["reasons"][0].startswith("body.principal")
+    assert httpx.get(gateway.url + "/v1/status").json()["trading_state"] == "ACTIVE"
+
+
+def test_reconcile_when_posted_then_report_names_requester_and_is_audited(gateway: ServerHandle) -> None:
+    before = audit_counts(gateway).get("state_change", 0)
+    answer = httpx.post(gateway.url + "/v1/reconcile", json={"principal": "rita", "reason": "eod check"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["requested_by"] == "rita" and answer.json()["trading_state"] == "ACTIVE"
+    assert audit_counts(gateway)["state_change"] > before
+    assert httpx.get(gateway.url + "/v1/status").json()["last_reconcile"] is not None
+
+
+def test_orders_when_listed_then_orders_and_fills_only_newest_first(gateway: ServerHandle) -> None:
+    post(gateway, batch({"AAPL": (1.0, 100.0), "MSFT": (-0.5, 200.0)}))
+    counts = audit_counts(gateway)
+    page = httpx.get(gateway.url + "/v1/orders").json()
+    assert page["count"] == counts["order"] + counts["fill"] == len(page["events"])
+    assert {e["kind"] for e in page["events"]} == {"order", "fill"}
+    seqs = [e["seq"] for e in page["events"]]
+    assert seqs == sorted(seqs, reverse=True)
+    newest = httpx.get(gateway.url + "/v1/orders", params={"limit": 2}).json()["events"]
+    assert [e["seq"] for e in newest] == seqs[:2]
+    older = httpx.get(gateway.url + "/v1/orders", params={"before_seq": seqs[1]}).json()["events"]
+    assert [e["seq"] for e in older] == seqs[2:]
+
+
+def test_decisions_when_listed_then_decisions_and_risk_decisions_newest_first(gateway: ServerHandle) -> None:
+    post(gateway, batch({"AAPL": (1.0, 100.0), "MSFT": (-0.5, 200.0)}))
+    events = httpx.get(gateway.url + "/v1/decisions", params={"limit": 1000}).json()["events"]
+    assert sorted(e["kind"] for e in events) == ["decision", "decision", "risk_decision", "risk_decision"]
+    assert [e["seq"] for e in events] == sorted((e["seq"] for e in events), reverse=True)
+    assert {e["payload"]["symbol"] for e in events} == {"AAPL", "MSFT"}
+
+
+@pytest.mark.parametrize("params", [{"limit": 0}, {"limit": 1001}, {"before_seq": 0}, {"before_seq": 2**63},
+                                    {"limit": "many"}])
+def test_event_listings_when_paging_out_of_range_then_422_naming_parameter(
+    gateway: ServerHandle, params: dict[str, Any]
+) -> None:
+    for path in ("/v1/orders", "/v1/decisions", "/v1/audit"):
+        answer = httpx.get(gateway.url + path, params=params)
+        assert answer.status_code == 422, (path, answer.text)
+        assert answer.json()["reasons"][0].startswith(f"query.{next(iter(params))}")
+
+
+def test_exposure_when_positions_in_sectors_then_long_short_and_weights_per_sector(
+    make_gateway: GatewayFactory, bus: InProcessDirectiveSource, exchange_http: httpx.Client
+) -> None:
+    exchange_http.post("/_sim/prices", json={"prices": {"AAPL": 100.0, "MSFT": 200.0, "XOM": 50.0}}).raise_for_status()
+    handle = make_gateway(sectors={"AAPL": "tech", "MSFT": "tech"})
+    bus.publish(directive("normal"))
+    post(handle, batch({"AAPL": (1.0, 100.0), "MSFT": (-0.5, 200.0), "XOM": (0.5, 50.0)}))
+    exposure = httpx.get(handle.url + "/v1/exposure").json()
+    assert set(exposure["sectors"]) == {"tech", "unclassified"}
+    tech = exposure["sectors"]["tech"]
+    assert tech["long"] == pytest.approx(100_000.0) and tech["short"] == pytest.approx(-50_000.0)
+    assert tech["gross"] == pytest.approx(150_000.0) and tech["net"] == pytest.approx(50_000.0)
+    assert tech["gross_weight"] == pytest.approx(150_000.0 / exposure["equity"])
+    assert exposure["sectors"]["unclassified"]["net"] == pytest.approx(50_000.0)
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("price", 1e-323), ("price", 1e12), ("symbol", "AA PL"), ("symbol", "\u0000"), ("probabilities", [2.0]),
+])
+def test_post_decisions_when_value_absurd_then_422_names_field_and_nothing_audited(
+    gateway: ServerHandle, exchange_http: httpx.Client, field: str, value: Any
+) -> None:
+    before = audit_counts(gateway)
+    body = batch({"AAPL": (1.0, 100.0)}).model_dump(mode="json")
+    body["decisions"][0][field] = value
+    answer = httpx.post(gateway.url + "/v1/decisions", json=body)
+    assert answer.status_code == 422, answer.text
+    assert any(r.startswith(f"body.decisions.0.{field}") for r in answer.json()["reasons"])
+    assert audit_counts(gateway) == before
+    assert exchange_http.get("/_sim/state").json()["orders"] == 0
+
+
+@pytest.mark.parametrize("timestep", ["0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00"])
+def test_post_decisions_when_timestep_outside_plausible_years_then_422(gateway: ServerHandle, timestep: str) -> None:
+    body = batch({"AAPL": (1.0, 100.0)}).model_dump(mode="json") | {"timestep": timestep}
+    answer = httpx.post(gateway.url + "/v1/decisions", json=body)
+    assert answer.status_code == 422 and "year must be between" in answer.json()["reasons"][0]
+
+
+def test_post_body_when_not_utf8_then_400_not_500(gateway: ServerHandle) -> None:
+    answer = httpx.post(gateway.url + "/v1/kill-switch", content=b"\xff\xfe{",
+                        headers={"content-type": "application/json"})
+    assert answer.status_code == 400 and answer.json()["error"] == "bad_request"
+    assert httpx.get(gateway.url + "/v1/state").json()["trading_state"] == "ACTIVE"
