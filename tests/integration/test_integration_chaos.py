@@ -10,14 +10,12 @@ from typing import Any
 
 import httpx
 import pytest
-import sqlalchemy as sa
 import yaml
 
 from contracts.config import load_risk
 from gateway.brokers.paper_exchange import create_paper_exchange_app
 from gateway.serve import ServerHandle, free_port, serve_app_in_thread
 from marlops.chaos import (
-    DEFAULT_PG_URL,
     REPORT_KEYS,
     main,
     page_broker_orders,
@@ -31,16 +29,6 @@ pytestmark = pytest.mark.integration
 PV = "chaos-v1"
 
 
-def _postgres_unreachable() -> str | None:
-    engine = sa.create_engine(DEFAULT_PG_URL, connect_args={"connect_timeout": 2})
-    try:
-        with engine.connect() as conn:
-            conn.execute(sa.text("select 1"))
-        return None
-    except sa.exc.SQLAlchemyError as exc:
-        return f"PostgreSQL at {DEFAULT_PG_URL} not reachable: {str(exc).splitlines()[0]}"
-    finally:
-        engine.dispose()
 
 
 # ---- the checking function on hand-made inputs -------------------------------------------------
@@ -164,9 +152,11 @@ def test_page_broker_orders_when_more_orders_than_a_page_then_every_order_once(e
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_chaos_when_gateway_killed_during_replay_then_no_intent_lost_or_doubled(backend: str, tmp_path: Path) -> None:
-    if backend == "postgresql" and (why := _postgres_unreachable()) is not None:
-        pytest.skip(why)
+def test_chaos_when_gateway_killed_during_replay_then_no_intent_lost_or_doubled(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if backend == "postgresql":
+        request.getfixturevalue("postgres_url")
     out = tmp_path / "chaos"
     code = main(["--backend", backend, "--orders", "300", "--kills", "5", "--symbols", "20", "--seed", "3",
                  "--out", str(out)])
