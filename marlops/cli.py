@@ -277,11 +277,24 @@ def cmd_chaos(args: argparse.Namespace) -> int:
     return chaos_main(args.chaos_argv)
 
 
+def _command_index(raw: list[str]) -> int | None:
+    """Position of the sub-command in `raw` (the first word that is not a global option or its value)."""
+    i = 0
+    while i < len(raw):
+        if raw[i] == "--config-dir":
+            i += 2
+        elif raw[i].startswith("-"):
+            i += 1
+        else:
+            return i
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
-    if "chaos" in raw:
+    at = _command_index(raw)
+    if at is not None and raw[at] == "chaos":
         # `marlops chaos` owns its options (its own parser prints them with --help).
-        at = raw.index("chaos")
         args = build_parser().parse_args(raw[: at + 1])
         args.chaos_argv = raw[at + 1:]
         _setup_logging(args.verbose)

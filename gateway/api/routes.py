@@ -110,31 +110,28 @@ def post_directive(directive: MasterDirectiveRequest, request: Request) -> dict[
 
 
 # ---- operator controls ----------------------------------------------------------------------
+def _change_state(request: Request, caller: Caller, body: OperatorRequest, target: TradingState) -> dict[str, Any]:
+    check_principal(caller, body.principal)
+    service = service_of(request)
+    return _state_answer(service, service.change_state(target, principal=body.principal, reason=body.reason))
+
+
 @guarded(router, "POST", "/v1/kill-switch", response_model=StateAnswer, responses=_UNAVAILABLE)
 def kill_switch(body: OperatorRequest, request: Request,
                 caller: Caller = Depends(role_for("POST", "/v1/kill-switch"))) -> dict[str, Any]:
-    check_principal(caller, body.principal)
-    service = service_of(request)
-    return _state_answer(service, service.change_state(TradingState.HALTED, principal=body.principal,
-                                                       reason=body.reason))
+    return _change_state(request, caller, body, TradingState.HALTED)
 
 
 @guarded(router, "POST", "/v1/reduce-only", response_model=StateAnswer, responses=_UNAVAILABLE)
 def reduce_only(body: OperatorRequest, request: Request,
                 caller: Caller = Depends(role_for("POST", "/v1/reduce-only"))) -> dict[str, Any]:
-    check_principal(caller, body.principal)
-    service = service_of(request)
-    return _state_answer(service, service.change_state(TradingState.REDUCING, principal=body.principal,
-                                                       reason=body.reason))
+    return _change_state(request, caller, body, TradingState.REDUCING)
 
 
 @guarded(router, "POST", "/v1/resume", response_model=StateAnswer, responses=_UNAVAILABLE)
 def resume(body: OperatorRequest, request: Request,
            caller: Caller = Depends(role_for("POST", "/v1/resume"))) -> dict[str, Any]:
-    check_principal(caller, body.principal)
-    service = service_of(request)
-    return _state_answer(service, service.change_state(TradingState.ACTIVE, principal=body.principal,
-                                                       reason=body.reason))
+    return _change_state(request, caller, body, TradingState.ACTIVE)
 
 
 @guarded(router, "POST", "/v1/flatten", response_model=FlattenAnswer, responses=_BROKER)
