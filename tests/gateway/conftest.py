@@ -1,3 +1,4 @@
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,3 +30,18 @@ def audit_store(tmp_path: Path) -> Iterator[AuditStore]:
     store = AuditStore(f"sqlite:///{tmp_path / 'audit' / 'audit.db'}")
     yield store
     store.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AuditStore]:
+    """An audit store on each backend: SQLite in tmp_path, and a throwaway table on the real PostgreSQL."""
+    if request.param == "sqlite":
+        s = AuditStore(f"sqlite:///{tmp_path / 'nested' / 'audit.db'}")
+        yield s
+        s.close()
+        return
+    url: str = request.getfixturevalue("postgres_url")
+    s = AuditStore(url, table=f"gateway_audit_test_{uuid.uuid4().hex[:12]}")
+    yield s
+    s.drop()
+    s.close()

@@ -11,28 +11,11 @@ from contracts.audit import AuditEvent
 from gateway.audit.store import AuditStore
 from gateway.errors import AuditError
 
-PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
 def event(kind: str = "order", **payload: object) -> AuditEvent:
     return AuditEvent(kind=kind, occurred_at=datetime(2024, 1, 2, 21, tzinfo=timezone.utc),  # type: ignore[arg-type]
                       principal="gateway", payload=dict(payload) or {"n": 1})
-
-
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AuditStore]:
-    if request.param == "sqlite":
-        s = AuditStore(f"sqlite:///{tmp_path / 'nested' / 'audit.db'}")
-        yield s
-        s.close()
-        return
-    request.getfixturevalue("postgres_url")
-    s = AuditStore(PG_URL, table=f"gateway_audit_test_{uuid.uuid4().hex[:12]}")
-    yield s
-    s.drop()
-    s.close()
 
 
 def drop_guards(store: AuditStore) -> None:
@@ -273,9 +256,9 @@ def test_open_when_plain_role_without_ddl_rights_then_appends_and_delete_still_r
     """Production runs the gateway as a role that may insert but not alter tables."""
     suffix = uuid.uuid4().hex[:12]
     table, role = f"gateway_audit_role_{suffix}", f"audit_writer_{suffix}"
-    owner = AuditStore(PG_URL, table=table)
+    owner = AuditStore(postgres_url, table=table)
     owner.append(event(n=1))
-    admin = sa.create_engine(PG_URL)
+    admin = sa.create_engine(postgres_url)
     with admin.begin() as conn:
         conn.execute(sa.text(f'CREATE ROLE "{role}" LOGIN'))
         conn.execute(sa.text(f'GRANT SELECT, INSERT, DELETE ON "{table}" TO "{role}"'))

@@ -1,8 +1,6 @@
 """Verification catches every edit or deletion; retention archives a prefix and verification still holds."""
 
 import json
-import uuid
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -15,29 +13,12 @@ from gateway.audit.store import AuditStore
 from gateway.audit.verify import verify_audit
 from gateway.errors import AuditError
 
-PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 T0 = datetime(2015, 3, 2, 21, tzinfo=timezone.utc)
 NOW = datetime(2024, 6, 3, 21, tzinfo=timezone.utc)
 
 
 def event(n: int, at: datetime = T0) -> AuditEvent:
     return AuditEvent(kind="order", occurred_at=at, principal="gateway", payload={"n": n})
-
-
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AuditStore]:
-    if request.param == "sqlite":
-        s = AuditStore(f"sqlite:///{tmp_path / 'audit.db'}")
-        yield s
-        s.close()
-        return
-    request.getfixturevalue("postgres_url")
-    s = AuditStore(PG_URL, table=f"gateway_audit_verify_{uuid.uuid4().hex[:12]}")
-    yield s
-    s.drop()
-    s.close()
 
 
 def tamper(store: AuditStore, *statements: str) -> None:
