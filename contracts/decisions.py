@@ -64,3 +64,22 @@ def directive_from_preset(
         defensive=preset.defensive,
         policy_version=policy_version,
     )
+
+
+class MasterDirectivePublished(Frozen):
+    """Envelope stamp: when (wall clock, UTC) a directive left the master service, for propagation latency."""
+
+    directive: MasterDirective
+    published_at: datetime
+
+
+class MarketSnapshotMessage(Frozen):
+    """What the trading service publishes on the `market-snapshots` channel for each bar it decides:
+    the market-level (master) features at that bar, so the master agent service needs no feed of its own."""
+
+    timestamp: datetime  # market time of the bar (tz-aware UTC)
+    bar_index: int = Field(ge=0)
+    master_features: dict[str, float]  # raw MASTER_MARKET_FEATURES at `timestamp` (name -> value)
+    regime_shift: bool = False
+    feature_spec_hash: str = ""
+    published_at: datetime  # wall clock, UTC

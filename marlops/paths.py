@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 STATE_ENV = "MARLOPS_HOME"
+STATE_URL_ENV = "MARLOPS_STATE_URL"
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,22 @@ class StatePaths:
     @property
     def audit_url(self) -> str:
         return f"sqlite:///{self.root / 'gateway' / 'audit.db'}"
+
+    @property
+    def state_url(self) -> str:
+        """The marlops state store (routing table, trading cursor, alerts): SQLite by default,
+        PostgreSQL when MARLOPS_STATE_URL says so."""
+        return os.environ.get(STATE_URL_ENV) or f"sqlite:///{self.root / 'state.db'}"
+
+    @property
+    def token_store(self) -> Path:
+        """Hashed API tokens of every marlops service (gateway, routing, approvals)."""
+        return self.root / "auth" / "tokens.yaml"
+
+    @property
+    def tokens_dir(self) -> Path:
+        """Raw local tokens, one owner-only (0600) file per role, for the local CLI (like a kubeconfig)."""
+        return self.root / "tokens"
 
     @property
     def staging_dir(self) -> Path:
