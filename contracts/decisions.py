@@ -17,6 +17,9 @@ class SymbolDecision(Frozen):
     target_level: float = Field(ge=-1.0, le=1.0)  # fraction of the per-symbol cap; <0 is short
     probabilities: tuple[float, ...] = ()
     price: float = Field(gt=0)  # the bar close the decision was made on
+    # The policy that made this decision when symbols of one timestep are routed to different
+    # versions (canary, fallback); None = the timestep's policy_version.
+    policy_version: str | None = None
 
 
 class TimestepDecisions(Frozen):

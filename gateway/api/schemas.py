@@ -44,6 +44,8 @@ class SymbolDecisionRequest(SymbolDecision):
     action: int = Field(ge=0, le=2**31 - 1)
     probabilities: tuple[Annotated[float, Field(ge=0.0, le=1.0)], ...] = Field(default=(), max_length=256)
     price: float = Field(ge=1e-6, le=1e9, description="the bar close the decision was made on")
+    policy_version: Label | None = Field(default=None, description="the routed policy that decided this symbol "
+                                                                    "(default: the timestep's policy_version)")
 
 
 class TimestepDecisionsRequest(TimestepDecisions):

@@ -248,7 +248,8 @@ def _finish(item: _Symbol, equity: float, marks: dict[str, float], safe_mode_not
 
 
 def _order_intent(
-    batch: TimestepDecisions, policy_tag: str, symbol: str, delta: float, price: float, risk: RiskOverlaysConfig
+    batch: TimestepDecisions, policy_tag: str, symbol: str, delta: float, price: float, risk: RiskOverlaysConfig,
+    *, policy_version: str | None = None,
 ) -> OrderIntent:
     side = side_of(delta)
     qty = abs(delta)
@@ -258,7 +259,7 @@ def _order_intent(
         side=side,
         qty=qty,
         reference_price=price,
-        policy_version=batch.policy_version,
+        policy_version=policy_version or batch.policy_version,
         bar_index=batch.bar_index,
         timestep=batch.timestep,
         estimated_cost=estimate_cost(qty, price, risk),
@@ -409,7 +410,8 @@ def plan_timestep(
         _finish(item, equity, marks, safe_mode.detail.get(item.decision.symbol)) for item in items
     )
     policy_intents = tuple(
-        _order_intent(batch, batch.policy_version, item.decision.symbol, item.delta, item.price, risk)
+        _order_intent(batch, item.decision.policy_version or batch.policy_version, item.decision.symbol, item.delta,
+                      item.price, risk, policy_version=item.decision.policy_version)
         for item in orders
     )
     return TimestepPlan(
