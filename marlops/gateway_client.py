@@ -5,10 +5,18 @@ from typing import Any
 
 import httpx
 
-from contracts.decisions import TimestepDecisions
+from contracts.decisions import MasterDirective, TimestepDecisions
 from marlops.errors import StackError
 
 logger = logging.getLogger(__name__)
+
+
+class GatewayCallError(StackError):
+    """A gateway call failed: `status_code` is the HTTP status, or None when the gateway was not reached."""
+
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
 
 
 class GatewayClient:
@@ -19,20 +27,40 @@ class GatewayClient:
 
     def _check(self, response: httpx.Response) -> dict[str, Any]:
         if response.status_code >= 400:
-            raise StackError(f"gateway {response.request.method} {response.request.url.path} -> "
-                             f"{response.status_code}: {response.text[:500]}")
+            raise GatewayCallError(f"gateway {response.request.method} {response.request.url.path} -> "
+                                   f"{response.status_code}: {response.text[:500]}", response.status_code)
         body: dict[str, Any] = response.json()
         return body
 
+    def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise GatewayCallError(f"gateway {method} {self.base_url}{path} unreachable: {exc}") from exc
+        return self._check(response)
+
     def post_decisions(self, decisions: TimestepDecisions) -> dict[str, Any]:
-        return self._check(self._http.post("/v1/decisions", content=decisions.model_dump_json(),
-                                           headers={"content-type": "application/json"}))
+        return self._request("POST", "/v1/decisions", content=decisions.model_dump_json(),
+                             headers={"content-type": "application/json"})
+
+    def post_directive(self, directive: MasterDirective) -> dict[str, Any]:
+        return self._request("POST", "/v1/directives", content=directive.model_dump_json(),
+                             headers={"content-type": "application/json"})
 
     def portfolio(self) -> dict[str, Any]:
-        return self._check(self._http.get("/v1/portfolio"))
+        return self._request("GET", "/v1/portfolio")
 
     def state(self) -> dict[str, Any]:
-        return self._check(self._http.get("/v1/state"))
+        return self._request("GET", "/v1/state")
+
+    def alerts(self) -> dict[str, Any]:
+        return self._request("GET", "/v1/alerts")
+
+    def healthy(self) -> bool:
+        try:
+            return self._http.get("/healthz").status_code == 200
+        except httpx.HTTPError:
+            return False
 
     def audit_summary(self) -> dict[str, Any]:
         return self._check(self._http.get("/v1/audit/summary"))

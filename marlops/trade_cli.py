@@ -1,0 +1,135 @@
+"""`marlops trade`: the long-running trading service (replay or live; only the source and the clock differ).
+
+    marlops trade --source synthetic:planted-alpha --speed 2
+    marlops trade --source bars.parquet --speed realtime
+    marlops trade --source alpaca --symbols AAPL,MSFT,NVDA    # keys from APCA_API_KEY_ID / APCA_API_SECRET_KEY
+
+The routing table (`marlops route show`) says which policy version decides each symbol; the
+gateway token is read from `<MARLOPS_HOME>/tokens/trader.token` unless `--token-file` names another.
+SIGTERM / Ctrl-C finish the bar in progress and exit 0; a restart resumes at the next bar.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from contracts.config import RLConfig, load_rl_config
+from market_data.bar_source import BarSource, ReplayBarSource
+from marlops.errors import MarlopsError
+from marlops.paths import StatePaths
+
+logger = logging.getLogger(__name__)
+
+
+def add_trade_parser(subparsers: Any) -> argparse.ArgumentParser:
+    trade = subparsers.add_parser("trade", help="run the trading service until stopped (replay or live)")
+    trade.add_argument("--source", default="synthetic:planted-alpha",
+                       help="synthetic:<preset> | path to CSV/Parquet bars | alpaca (alpaca-py historical + stream)")
+    trade.add_argument("--symbols", default=None,
+                       help="synthetic/files: universe size N; alpaca: comma-separated tickers (required)")
+    trade.add_argument("--days", type=int, default=None, help="synthetic: bars per symbol (default 504)")
+    trade.add_argument("--seed", type=int, default=7)
+    trade.add_argument("--speed", default=None,
+                       help="bars per second, or 'realtime' (one bar per bar_seconds); default: as fast as possible")
+    trade.add_argument("--start", default=None,
+                       help="replay: first bar to trade (default: the production policy's held-out start)")
+    trade.add_argument("--name", default="default", help="the service's name: its cursor in the state store")
+    trade.add_argument("--gateway-url", default="http://127.0.0.1:8080")
+    trade.add_argument("--token-file", type=Path, default=None,
+                       help="gateway token (default <MARLOPS_HOME>/tokens/trader.token)")
+    trade.add_argument("--insecure-no-auth", action="store_true", help="send no token (a gateway without auth)")
+    trade.add_argument("--triton-url", default=None, help="host:port of Triton for inference (default from config)")
+    trade.add_argument("--triton-http-url", default=None, help="Triton HTTP endpoint for model control")
+    trade.add_argument("--directive-bus", default=None,
+                       help="redis://...: publish market snapshots for `marlops master` (and directives)")
+    trade.add_argument("--master", choices=("inprocess", "external", "off"), default=None,
+                       help="who runs the master agent (default: external with --directive-bus, else inprocess, "
+                            "publishing directives to the gateway over HTTP)")
+    trade.add_argument("--sim-exchange", default=None,
+                       help="URL of the local paper exchange: feed it each bar's closes (replays only)")
+    trade.add_argument("--state-url", default=None, help="state store URL (default MARLOPS_STATE_URL or SQLite)")
+    trade.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics here (0 = off)")
+    trade.add_argument("--max-bars", type=int, default=None, help="stop after N bars (tests, smoke runs)")
+    trade.add_argument("--reset", action="store_true", help="forget the cursor and start the source over")
+    trade.set_defaults(func=run_trade)
+    return trade
+
+
+def read_token(path: Path) -> str:
+    try:
+        from gateway.token_file import read_token_file
+    except ImportError:  # pragma: no cover - older gateway package
+        return path.read_text().strip()
+    return read_token_file(path)
+
+
+def _pace(speed: str | None) -> tuple[float | None, bool]:
+    if speed is None:
+        return None, False
+    if speed == "realtime":
+        return None, True
+    try:
+        value = float(speed)
+    except ValueError as exc:
+        raise MarlopsError(f"--speed must be a number of bars per second or 'realtime', got {speed!r}") from exc
+    if value <= 0:
+        raise MarlopsError(f"--speed must be > 0, got {value}")
+    return value, False
+
+
+def build_source(args: argparse.Namespace, config: RLConfig, default_start: pd.Timestamp | None) -> tuple[BarSource, tuple[str, ...]]:
+    """The bar source named by --source, and the tradable universe."""
+    bars_per_second, realtime = _pace(args.speed)
+    bar_seconds = config.serving.loop.bar_seconds
+    if args.source == "alpaca":
+        from market_data.alpaca_source import AlpacaBarSource, AlpacaDataSettings
+
+        if not args.symbols or args.symbols.isdigit():
+            raise MarlopsError("--source alpaca needs --symbols AAPL,MSFT,... (the tickers the policy trades)")
+        symbols = tuple(s.strip().upper() for s in args.symbols.split(",") if s.strip())
+        return AlpacaBarSource.from_settings(AlpacaDataSettings(), symbols=symbols, bar_seconds=bar_seconds), symbols
+    from market_data.source import load_market, trading_symbols
+
+    n_symbols = int(args.symbols) if args.symbols else None
+    synthetic = args.source.split(":", 1)[0] == "synthetic"
+    bars = load_market(args.source, seed=args.seed, n_symbols=n_symbols or (20 if synthetic else None),
+                       n_days=args.days or (504 if synthetic else None))
+    start = pd.Timestamp(args.start) if args.start else default_start
+    stamps = pd.DatetimeIndex(sorted(bars["timestamp"].unique()))
+    if start is None or start <= stamps[0]:
+        start = stamps[min(len(stamps) - 1, 64)]
+    if start.tzinfo is None:
+        start = start.tz_localize("UTC")
+    return (ReplayBarSource(bars, start=start, bars_per_second=bars_per_second, realtime=realtime,
+                            bar_seconds=bar_seconds, name=args.source), trading_symbols(bars))
+
+
+def run_trade(args: argparse.Namespace) -> int:
+    from marlops.trading_runtime import TradingRuntime
+
+    paths = StatePaths.from_env().ensure()
+    config = load_rl_config(Path(args.config_dir))
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: object) -> None:
+        logger.info("signal %d: finishing the bar in progress, then stopping", signum)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _stop)
+    runtime = TradingRuntime.from_args(args, paths, config)
+    try:
+        outcomes = runtime.run(stop, max_bars=args.max_bars)
+    finally:
+        runtime.close()
+    decided = sum(1 for o in outcomes if o.status in ("decided", "already_decided"))
+    print(f"trading service {args.name}: {decided} bars decided this run, last bar {runtime.service.cursor.bar_index} "
+          f"({runtime.service.cursor.bar_timestamp})")
+    return 0

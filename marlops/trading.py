@@ -1,0 +1,354 @@
+"""The trading service: bar source -> feature service -> routing table -> Triton -> gateway, until stopped.
+
+The same loop trades a replay and a live feed; only the `BarSource` (and so the clock) differs.
+Per bar: the routing table is refreshed (one revision read), the bar goes through one feature
+service per feature spec in use, the market snapshot is published for the master agent, ONE
+Triton request is sent per routed policy version (always with an explicit model_version), shadow
+versions are scored but not traded, and the timestep goes to the gateway. The cursor (last bar
+decided) is saved after the gateway's answer; a restart resumes after it. A bar the gateway
+already holds (the process died after sending it) is answered 409 and counted as decided.
+SIGTERM sets `stop`: the bar in progress is finished, then the service returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from contracts.decisions import MarketSnapshotMessage, SymbolDecision, TimestepDecisions
+from contracts.features import FeatureSpec
+from contracts.policy import DEFAULT_ACTION_LEVELS
+from features.errors import FeatureError
+from features.observation import ObservationBuilder, observation_checksum
+from features.service import FeatureService, MarketSnapshot
+from market_data.bar_source import BarBatch, BarSource
+from marlops.errors import StackError
+from marlops.gateway_client import GatewayCallError, GatewayClient
+from marlops.policy_router import PolicyRouter
+from marlops.routing import PolicyRef
+from marlops.trading_state import TradingCursor, TradingStateStore
+from serving.errors import InferenceError
+from serving.master_service import MasterAgentService
+
+logger = logging.getLogger(__name__)
+
+ALERT_GATEWAY_UNREACHABLE = "GATEWAY_UNREACHABLE"
+ALERT_BAR_SKIPPED = "BAR_SKIPPED"
+ALERT_INFERENCE_FAILED = "INFERENCE_FAILED"
+ALERT_BAR_REFUSED = "BAR_REFUSED"
+
+
+class TradingMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.bars = Counter("marlops_trading_bars_decided_total", "Bars whose decisions the gateway accepted", registry=r)
+        self.skipped = Counter("marlops_trading_bars_skipped_total", "Bars not decided, by reason", ["reason"], registry=r)
+        self.latency = Histogram("marlops_trading_decision_latency_seconds", "Bar in -> decisions accepted by the gateway",
+                                 buckets=(.005, .01, .025, .05, .1, .15, .25, .5, 1, 2.5, 5), registry=r)
+        self.inference = Histogram("marlops_trading_inference_seconds", "One batched Triton request",
+                                   ["model", "version"], buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, 1),
+                                   registry=r)
+        self.decisions = Counter("marlops_trading_decisions_total", "Symbol decisions by acting policy",
+                                 ["model", "version"], registry=r)
+        self.shadow_agree = Counter("marlops_trading_shadow_decisions_total", "Shadow decisions by agreement",
+                                    ["model", "version", "agrees"], registry=r)
+        self.alert = Gauge("marlops_trading_alert_active", "1 while the alert is active", ["name"], registry=r)
+        self.last_bar = Gauge("marlops_trading_last_bar_timestamp_seconds", "Market time of the last bar decided",
+                              registry=r)
+        self.routing_revision = Gauge("marlops_trading_routing_revision", "Routing table revision in force", registry=r)
+
+
+@dataclass
+class AlertBook:
+    metrics: TradingMetrics
+    active: dict[str, str] = field(default_factory=dict)
+
+    def __call__(self, name: str, detail: str | None) -> None:
+        if detail is None:
+            if self.active.pop(name, None) is not None:
+                logger.info("alert %s cleared", name)
+                self.metrics.alert.labels(name).set(0)
+            return
+        if self.active.get(name) != detail:
+            logger.warning("ALERT %s: %s", name, detail)
+        self.active[name] = detail
+        self.metrics.alert.labels(name).set(1)
+
+
+@dataclass(frozen=True)
+class BarOutcome:
+    bar_index: int
+    timestamp: pd.Timestamp
+    status: str  # decided | already_decided | skipped | refused
+    n_orders: int = 0
+    latency_ms: float = 0.0
+    policies: dict[str, int] = field(default_factory=dict)  # "model/version" -> symbols decided
+    trading_state: str = ""
+
+
+class TradingService:
+    def __init__(
+        self,
+        *,
+        name: str,
+        source: BarSource,
+        symbols: Sequence[str],
+        router: PolicyRouter,
+        gateway: GatewayClient,
+        state: TradingStateStore,
+        window: int = 64,
+        action_levels: Sequence[float] = DEFAULT_ACTION_LEVELS,
+        publish_snapshot: Callable[[MarketSnapshotMessage], None] | None = None,
+        master: Callable[[PolicyRef, FeatureSpec], MasterAgentService] | None = None,
+        set_exchange_prices: Callable[[dict[str, float]], None] | None = None,
+        metrics: TradingMetrics | None = None,
+        gateway_retry_s: float = 1.0,
+        on_bar: Callable[[BarOutcome], None] | None = None,
+    ) -> None:
+        self.name = name
+        self._source = source
+        self.symbols = tuple(symbols)
+        self._router = router
+        self._gateway = gateway
+        self._state = state
+        self._window = window
+        self._levels = np.asarray(action_levels, dtype=float)
+        self._publish_snapshot = publish_snapshot
+        self._master_factory = master
+        self._master: tuple[PolicyRef, MasterAgentService] | None = None
+        self._set_prices = set_exchange_prices
+        self.metrics = metrics or TradingMetrics()
+        self.alerts = AlertBook(self.metrics)
+        self._retry_s = gateway_retry_s
+        self._on_bar = on_bar
+        self._features: dict[str, FeatureService] = {}
+        self._builders: dict[str, ObservationBuilder] = {}
+        self._recent = pd.DataFrame()
+        cursor = state.load(name)
+        self.cursor = cursor if cursor is not None else TradingCursor.fresh(name, source.name)
+        self._portfolio: dict[str, object] = {}
+        self._bar_obs: list[np.ndarray] = []
+
+    # -- features, one service per feature spec in use ------------------------------------------------------
+
+    def _warm_up(self) -> None:
+        self._recent = self._source.history(self.cursor.bar_timestamp if self.cursor.bar_timestamp is not None
+                                            else None, self._window)
+        logger.info("%s: warm-up history %d bars (%d timestamps) from %s", self.name, len(self._recent),
+                    self._recent["timestamp"].nunique() if not self._recent.empty else 0, self._source.name)
+
+    def _feature_service(self, spec: FeatureSpec) -> FeatureService:
+        key = spec.spec_hash()
+        if key not in self._features:
+            self._features[key] = FeatureService(spec, self.symbols, history=self._recent, window=self._window)
+            self._builders[key] = ObservationBuilder(spec)
+            logger.info("%s: feature service for spec %s (%d bars of history)", self.name, key[:12],
+                        self._features[key].n_bars)
+        return self._features[key]
+
+    def _remember(self, bars: pd.DataFrame) -> None:
+        frame = pd.concat([self._recent, bars], ignore_index=True) if not self._recent.empty else bars
+        stamps = np.sort(frame["timestamp"].unique())[-self._window:]
+        self._recent = frame[frame["timestamp"].isin(stamps)].reset_index(drop=True)
+
+    # -- the loop ------------------------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event, *, max_bars: int | None = None) -> list[BarOutcome]:
+        self._warm_up()
+        self._portfolio = self._call_gateway(stop, self._gateway.portfolio) or {}
+        outcomes: list[BarOutcome] = []
+        logger.info("%s: trading %d symbols from %s, resuming after bar %d (%s)", self.name, len(self.symbols),
+                    self._source.name, self.cursor.bar_index, self.cursor.bar_timestamp)
+        for batch in self._source.batches(self.cursor.bar_timestamp, stop):
+            outcome = self.on_batch(batch, stop)
+            if outcome is None:  # stopped while the gateway was unreachable: the bar stays undecided
+                break
+            outcomes.append(outcome)
+            if self._on_bar is not None:
+                self._on_bar(outcome)
+            if stop.is_set() or (max_bars is not None and len(outcomes) >= max_bars):
+                break
+        logger.info("%s: stopped after bar %d (%d bars this run)", self.name, self.cursor.bar_index, len(outcomes))
+        return outcomes
+
+    def on_batch(self, batch: BarBatch, stop: threading.Event) -> BarOutcome | None:
+        bar_index = self.cursor.bar_index + 1
+        ts = pd.Timestamp(batch.timestamp)
+        if self._set_prices is not None:
+            self._set_prices({str(r.symbol): float(r.close) for r in batch.bars.itertuples()})
+        t0 = time.perf_counter()
+        table = self._router.refresh()
+        self.metrics.routing_revision.set(table.revision)
+        groups, orphans = self._router.acting(self.symbols)
+        specs = {ref: self._router.info(ref).spec for ref in [*groups, *self._router.shadows(self.symbols)]}
+        master_ref = self._router.master()
+        if master_ref is not None and self._master_factory is not None:
+            specs[master_ref] = self._router.info(master_ref).spec
+        for spec in specs.values():
+            self._feature_service(spec)
+        snapshots: dict[str, MarketSnapshot] = {}
+        try:
+            for key, service in self._features.items():
+                snapshots[key] = service.on_bars(batch.bars)
+        except FeatureError as exc:
+            self._remember(batch.bars)
+            return self._skip(bar_index, ts, f"features at {ts}: {exc}")
+        self._remember(batch.bars)
+        self.alerts(ALERT_BAR_SKIPPED, None)
+        self._run_master(master_ref, specs, snapshots, bar_index)
+        decisions: list[SymbolDecision] = []
+        self._bar_obs: list[np.ndarray] = []
+        used: dict[str, int] = {}
+        gross = float(self._portfolio.get("gross_exposure", 0.0) or 0.0)  # type: ignore[arg-type]
+        for ref, members in groups.items():
+            actions = self._infer(ref, specs[ref], snapshots, members, gross)
+            if actions is None:
+                fallback = self._router.fallback()
+                if fallback is None or fallback == ref:
+                    continue
+                actions = self._infer(fallback, self._router.info(fallback).spec, snapshots, members, gross)
+                if actions is None:
+                    continue
+                ref = fallback
+            probabilities, chosen = actions
+            snap = snapshots[specs[ref].spec_hash()] if ref in specs else snapshots[self._router.info(ref).spec.spec_hash()]
+            for i, symbol in enumerate(members):
+                decisions.append(SymbolDecision(
+                    symbol=symbol, action=int(chosen[i]), target_level=float(self._levels[int(chosen[i])]),
+                    probabilities=tuple(float(p) for p in probabilities[i]), price=float(snap.prices[symbol]),
+                    policy_version=str(ref)))
+            used[str(ref)] = used.get(str(ref), 0) + len(members)
+            self.metrics.decisions.labels(ref.model, str(ref.version)).inc(len(members))
+        acted_obs = list(self._bar_obs)
+        self._score_shadows(specs, snapshots, decisions, gross)
+        if not decisions:
+            return self._skip(bar_index, ts, f"no policy could decide any symbol at {ts} (orphans {orphans[:5]})")
+        main_ref = table.policies.get("production")
+        batch_decisions = TimestepDecisions(
+            timestep=ts.to_pydatetime(), bar_index=bar_index,
+            policy_version=str(main_ref) if main_ref is not None else next(iter(used)),
+            observation_checksum=observation_checksum(np.concatenate(acted_obs)),
+            decisions=tuple(decisions), decision_latency_ms=(time.perf_counter() - t0) * 1000,
+        )
+        return self._send(batch_decisions, ts, t0, used, stop)
+
+    def _infer(self, ref: PolicyRef, spec: FeatureSpec, snapshots: dict[str, MarketSnapshot], members: list[str],
+               gross: float) -> tuple[np.ndarray, np.ndarray] | None:
+        key = spec.spec_hash()
+        snap = snapshots[key]
+        levels = np.array([self.cursor.held_levels.get(s, 0.0) for s in members], dtype=np.float32)
+        obs = self._builders[key].symbol_observations(snap.market_rows.loc[members], levels, gross)
+        self._bar_obs.append(obs)
+        t = time.perf_counter()
+        try:
+            out = self._router.client(ref).infer(obs)
+        except InferenceError as exc:
+            self.alerts(ALERT_INFERENCE_FAILED, f"{ref}: {exc}")
+            return None
+        self.metrics.inference.labels(ref.model, str(ref.version)).observe(time.perf_counter() - t)
+        self.alerts(ALERT_INFERENCE_FAILED, None)
+        return np.asarray(out.probabilities), np.asarray(out.actions).reshape(-1)
+
+    def _score_shadows(self, specs: dict[PolicyRef, FeatureSpec], snapshots: dict[str, MarketSnapshot],
+                       decisions: list[SymbolDecision], gross: float) -> None:
+        acted = {d.symbol: d.action for d in decisions}
+        for ref, members in self._router.shadows(self.symbols).items():
+            members = [s for s in members if s in acted]
+            if not members:
+                continue
+            result = self._infer(ref, specs[ref], snapshots, members, gross)
+            if result is None:
+                continue
+            for symbol, action in zip(members, result[1], strict=True):
+                self.metrics.shadow_agree.labels(ref.model, str(ref.version), str(int(action) == acted[symbol])).inc()
+
+    def _run_master(self, ref: PolicyRef | None, specs: dict[PolicyRef, FeatureSpec],
+                    snapshots: dict[str, MarketSnapshot], bar_index: int) -> None:
+        spec = specs.get(ref) if ref is not None else None
+        snap = snapshots.get(spec.spec_hash()) if spec is not None else next(iter(snapshots.values()), None)
+        if snap is None:
+            return
+        if self._publish_snapshot is not None:
+            self._publish_snapshot(MarketSnapshotMessage(
+                timestamp=snap.timestamp.to_pydatetime(), bar_index=bar_index,
+                master_features={str(k): float(v) for k, v in snap.master_row.items()},
+                regime_shift=snap.regime_shift, feature_spec_hash=spec.spec_hash() if spec is not None else "",
+                published_at=datetime.now(UTC)))
+        if ref is None or spec is None or self._master_factory is None:
+            return
+        if self._master is None or self._master[0] != ref:
+            self._master = (ref, self._master_factory(ref, spec))
+        drawdown = float(self._portfolio.get("drawdown", 0.0) or 0.0)  # type: ignore[arg-type]
+        gross = float(self._portfolio.get("gross_exposure", 0.0) or 0.0)  # type: ignore[arg-type]
+        obs = self._builders[spec.spec_hash()].master_observation(snap.master_row, drawdown, gross)
+        try:
+            self._master[1].step(snap.timestamp.to_pydatetime(), bar_index, obs, snap.regime_shift)
+        except (InferenceError, StackError) as exc:
+            self.alerts(ALERT_INFERENCE_FAILED, f"master {ref}: {exc}")
+
+    def _send(self, batch: TimestepDecisions, ts: pd.Timestamp, t0: float, used: dict[str, int],
+              stop: threading.Event) -> BarOutcome | None:
+        while True:
+            try:
+                response = self._gateway.post_decisions(batch)
+                status = "decided"
+                break
+            except GatewayCallError as exc:
+                code = exc.status_code
+                if code == 409:
+                    logger.warning("%s: bar %d (%s) was already decided by the gateway (the service stopped after "
+                                   "sending it); counted as decided", self.name, batch.bar_index, ts)
+                    response, status = {}, "already_decided"
+                    break
+                if code is not None and 400 <= code < 500 and code not in (401, 403, 408, 429):
+                    self.alerts(ALERT_BAR_REFUSED, f"gateway refused bar {batch.bar_index} ({ts}): {exc}")
+                    self.metrics.skipped.labels("refused").inc()
+                    response, status = {}, "refused"
+                    break
+                self.alerts(ALERT_GATEWAY_UNREACHABLE, str(exc))
+                if stop.wait(self._retry_s):
+                    return None
+        self.alerts(ALERT_GATEWAY_UNREACHABLE, None)
+        latency = time.perf_counter() - t0
+        held = dict(self.cursor.held_levels)
+        if status != "refused":
+            held.update({d.symbol: d.target_level for d in batch.decisions})
+        if response:
+            self._portfolio = dict(response.get("portfolio") or self._portfolio)
+        self.cursor = self._state.save(replace(
+            self.cursor, bar_index=batch.bar_index, bar_timestamp=ts, bars_decided=self.cursor.bars_decided + 1,
+            held_levels=held, source=self._source.name, alerts=dict(self.alerts.active)))
+        if status != "refused":
+            self.metrics.bars.inc()
+            self.metrics.latency.observe(latency)
+        self.metrics.last_bar.set(ts.timestamp())
+        return BarOutcome(bar_index=batch.bar_index, timestamp=ts, status=status,
+                          n_orders=len(response.get("orders", [])) if response else 0, latency_ms=latency * 1000,
+                          policies=used, trading_state=str(response.get("trading_state", "")) if response else "")
+
+    def _skip(self, bar_index: int, ts: pd.Timestamp, why: str) -> BarOutcome:
+        self.alerts(ALERT_BAR_SKIPPED, why)
+        self.metrics.skipped.labels("data").inc()
+        self.cursor = self._state.save(replace(self.cursor, bar_index=bar_index, bar_timestamp=ts,
+                                               alerts=dict(self.alerts.active)))
+        return BarOutcome(bar_index=bar_index, timestamp=ts, status="skipped")
+
+    def _call_gateway(self, stop: threading.Event, call: Callable[[], dict[str, object]]) -> dict[str, object] | None:
+        while not stop.is_set():
+            try:
+                result = call()
+                self.alerts(ALERT_GATEWAY_UNREACHABLE, None)
+                return result
+            except GatewayCallError as exc:
+                self.alerts(ALERT_GATEWAY_UNREACHABLE, str(exc))
+                stop.wait(self._retry_s)
+        return None

@@ -1,0 +1,183 @@
+"""Wires the trading service from settings: stores, routing, Triton, gateway, source, master, metrics.
+
+Kept apart from `marlops.trading` so the loop itself is built from plain callables in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+from prometheus_client import start_http_server
+
+from contracts.config import RLConfig
+from contracts.decisions import MasterDirective
+from contracts.features import FeatureSpec
+from marlops.errors import MarlopsError
+from marlops.gateway_client import GatewayClient
+from marlops.paths import StatePaths
+from marlops.policy_router import PolicyRouter, read_version_manifest
+from marlops.routing import PolicyRef, RoutingStore
+from marlops.trade_cli import build_source, read_token
+from marlops.trading import BarOutcome, TradingService
+from marlops.trading_state import TradingStateStore
+from registry.keys import PUBLIC_KEY_FILENAME, TRUSTED_PUBLIC_KEY_ENV
+from serving.master_service import MasterAgentService
+
+logger = logging.getLogger(__name__)
+
+PAPER_KEY_ENV = ("APCA_API_KEY_ID", "APCA_API_SECRET_KEY")
+LOCAL_PAPER_KEYS = ("marlops-paper", "marlops-paper-secret")
+
+
+class HttpDirectiveBus:
+    """Publishes directives to one gateway over HTTP (POST /v1/directives), for runs without Redis."""
+
+    def __init__(self, gateway: GatewayClient) -> None:
+        self._gateway = gateway
+
+    def publish(self, directive: MasterDirective) -> None:
+        self._gateway.post_directive(directive)
+
+    def subscribe(self, callback: Any) -> None:  # pragma: no cover - publish-only
+        raise MarlopsError("the HTTP directive bus only publishes")
+
+    def close(self) -> None:
+        return None
+
+
+class SimPriceFeed:
+    """Moves the local paper exchange's market to each replayed bar's closes (`/_sim/prices`)."""
+
+    def __init__(self, url: str) -> None:
+        key, secret = (os.environ.get(k) or d for k, d in zip(PAPER_KEY_ENV, LOCAL_PAPER_KEYS, strict=True))
+        self._http = httpx.Client(base_url=url.rstrip("/"), timeout=10.0,
+                                  headers={"APCA-API-KEY-ID": key, "APCA-API-SECRET-KEY": secret})
+
+    def __call__(self, prices: dict[str, float]) -> None:
+        response = self._http.post("/_sim/prices", json={"prices": prices})
+        if response.status_code >= 400:
+            raise MarlopsError(f"paper exchange refused prices: {response.status_code} {response.text[:200]}")
+
+    def close(self) -> None:
+        self._http.close()
+
+
+def public_key_path(paths: StatePaths) -> Path:
+    override = os.environ.get(TRUSTED_PUBLIC_KEY_ENV)
+    path = Path(override) if override else paths.keys_dir / PUBLIC_KEY_FILENAME
+    if not path.is_file():
+        raise MarlopsError(f"trusted public key {path} not found: train and register a policy first "
+                           f"(`make demo` or `marlops train`), or set {TRUSTED_PUBLIC_KEY_ENV}")
+    return path
+
+
+@dataclass
+class TradingRuntime:
+    service: TradingService
+    closers: list[Any] = field(default_factory=list)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, paths: StatePaths, config: RLConfig) -> TradingRuntime:
+        closers: list[Any] = []
+        triton = config.serving.triton
+        repository = Path(triton.model_repository)
+        repository = repository if repository.is_absolute() else paths.project_root / repository
+        key_path = public_key_path(paths)
+        routing = RoutingStore(args.state_url or paths.state_url)
+        closers.append(routing)
+        table = routing.read()
+        production = table.policies.get("production")
+        if production is None:
+            raise MarlopsError("the routing table names no production policy: set one with `marlops route set "
+                               "--policy production=symbol_agent/<version> --policy sl_fallback=sl_fallback/<version> "
+                               "--reason ...` (`make up` does this for the demo policy)")
+        state = TradingStateStore(args.state_url or paths.state_url)
+        closers.append(state)
+        if args.reset:
+            state.reset(args.name)
+        start = _holdout_start(repository, production, key_path)
+        source, symbols = build_source(args, config, start)
+        closers.append(source)
+        token = None
+        if not args.insecure_no_auth:
+            token = read_token(args.token_file or paths.tokens_dir / "trader.token")
+        gateway = GatewayClient(args.gateway_url, token=token)
+        closers.append(gateway)
+        infer_url = args.triton_url or f"127.0.0.1:{triton.grpc_port if triton.protocol == 'grpc' else triton.http_port}"
+        http_url = args.triton_http_url or f"http://127.0.0.1:{triton.http_port}"
+        service_ref: dict[str, TradingService] = {}
+        router = PolicyRouter(routing, triton_http_url=http_url, infer_url=infer_url, protocol=triton.protocol,
+                              repository=repository, public_key_path=key_path, triton=triton,
+                              alert=lambda name, detail: service_ref["s"].alerts(name, detail))
+        closers.append(router)
+        master_mode = args.master or ("external" if args.directive_bus else "inprocess")
+        publish_snapshot = None
+        bus: Any = None
+        if args.directive_bus:
+            from serving.snapshot_bus import SnapshotPublisher
+
+            publisher = SnapshotPublisher(args.directive_bus)
+            closers.append(publisher)
+            publish_snapshot = publisher.publish if master_mode == "external" else None
+            if master_mode == "inprocess":
+                from serving.directive_bus import RedisDirectiveBus
+
+                bus = RedisDirectiveBus(args.directive_bus, config.serving.directive_bus.channel)
+                closers.append(bus)
+        if master_mode == "inprocess" and bus is None:
+            bus = HttpDirectiveBus(gateway)
+        loop = config.serving.loop
+
+        def master_factory(ref: PolicyRef, _spec: FeatureSpec) -> MasterAgentService:
+            return MasterAgentService(router.client(ref).infer, bus, config.risk, every_bars=loop.master_every_bars,
+                                      ttl_seconds=loop.directive_ttl_bars * loop.bar_seconds, policy_version=str(ref))
+
+        prices = None
+        if args.sim_exchange:
+            prices = SimPriceFeed(args.sim_exchange)
+            closers.append(prices)
+        service = TradingService(
+            name=args.name, source=source, symbols=symbols, router=router, gateway=gateway, state=state,
+            publish_snapshot=publish_snapshot, master=master_factory if master_mode == "inprocess" else None,
+            set_exchange_prices=prices, on_bar=_log_bar,
+        )
+        service_ref["s"] = service
+        if args.metrics_port:
+            start_http_server(args.metrics_port, addr="127.0.0.1", registry=service.metrics.registry)
+            logger.info("trading metrics on http://127.0.0.1:%d/metrics", args.metrics_port)
+        return cls(service=service, closers=closers)
+
+    def run(self, stop: threading.Event, *, max_bars: int | None = None) -> list[BarOutcome]:
+        return self.service.run(stop, max_bars=max_bars)
+
+    def close(self) -> None:
+        for closer in reversed(self.closers):
+            try:
+                closer.close()
+            except Exception as exc:  # keep closing the rest; each failure is reported
+                logger.error("closing %s failed: %s", type(closer).__name__, exc)
+        self.closers.clear()
+
+
+def _holdout_start(repository: Path, ref: PolicyRef, key_path: Path) -> pd.Timestamp | None:
+    try:
+        manifest = read_version_manifest(repository, ref, key_path).manifest
+    except Exception as exc:  # the start is a default only; the router reports an unservable version itself
+        logger.warning("cannot read the held-out start of %s: %s", ref, exc)
+        return None
+    value = manifest.get("holdout_start")
+    return pd.Timestamp(str(value)) if value else None
+
+
+def _log_bar(outcome: BarOutcome) -> None:
+    logger.info("bar %d %s: %s, %d orders, %.1f ms, policies %s, state %s", outcome.bar_index,
+                outcome.timestamp.isoformat()[:19], outcome.status, outcome.n_orders, outcome.latency_ms,
+                outcome.policies, outcome.trading_state or "-")
