@@ -6,12 +6,20 @@
         token_sha256: 3f0c...   # gateway.tokens.hash_token(token); the token itself is never stored
 
 YAML (.yaml/.yml, or any other suffix) or JSON (.json). `marlops token create` writes it.
+
+The token store shared by every marlops service is `<MARLOPS_HOME>/auth/tokens.yaml` (this format);
+`bootstrap_token_store` fills an absent or empty one with an admin, a risk_officer and a trader
+token whose raw values go to `<MARLOPS_HOME>/tokens/<role>.token` (0600, directory 0700), and
+`read_token_file` reads such a file back, refusing one that others could read.
 """
 
 import json
 import logging
 import os
+import secrets
+import stat
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +27,8 @@ import yaml
 from pydantic import ValidationError
 
 from gateway.errors import GatewayError
-from gateway.settings import ROLES, ApiToken
+from gateway.settings import ROLES, ApiToken, Role
+from gateway.tokens import new_token
 
 logger = logging.getLogger(__name__)
 
@@ -112,3 +121,119 @@ def append_token(path: Path | str, grant: ApiToken) -> tuple[ApiToken, ...]:
         raise
     logger.info("added a %s token for %s to %s", grant.role, grant.principal, path)
     return grants
+
+
+# --- The local token store: bootstrap on first start, raw tokens in owner-only files ---------------
+
+# The roles a fresh store gets a token for, and the principal each token speaks for.
+BOOTSTRAP_PRINCIPALS: dict[Role, str] = {
+    "admin": "local-admin",
+    "risk_officer": "local-risk-officer",
+    "trader": "local-trader",
+}
+RAW_TOKEN_SUFFIX = ".token"
+
+
+@dataclass(frozen=True)
+class BootstrapResult:
+    """What `bootstrap_token_store` did. `created` is False when the store already held tokens (then
+    nothing was written and `token_files` is empty). Never holds a raw token."""
+
+    store: Path
+    raw_dir: Path
+    created: bool
+    grants: tuple[ApiToken, ...]
+    token_files: dict[str, Path] = field(default_factory=dict)
+
+
+def raw_token_path(raw_dir: Path | str, role: str) -> Path:
+    """Where the local raw token of `role` lives: `<raw_dir>/<role>.token`."""
+    return Path(raw_dir) / f"{role}{RAW_TOKEN_SUFFIX}"
+
+
+def _private_dir(path: Path) -> None:
+    """Create `path` (and parents) owner-only (0700); tighten an existing one that is group/world-accessible."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        logger.warning("%s was accessible by group/others (%04o); restricting it to the owner (0700)", path, mode)
+        os.chmod(path, 0o700)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write `text` to `path` through a file that is 0600 from the moment it exists (os.open with the
+    mode, O_EXCL, no chmod afterwards), then rename it over `path`."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _write_store(path: Path, grants: tuple[ApiToken, ...]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_private(path, _dump(path, grants))
+
+
+def bootstrap_token_store(store: Path | str, raw_dir: Path | str) -> BootstrapResult:
+    """On first start (no store, or a store without any token) create one token each for admin,
+    risk_officer and trader: only their SHA-256 goes into `store`; each raw token goes to
+    `<raw_dir>/<role>.token`, owner-only (0600, in a 0700 directory). A store that already holds
+    tokens is left exactly as it is (idempotent). Raw tokens are never logged; their paths are.
+
+    The raw files are written before the store: a crash in between leaves no store, so the next
+    start simply bootstraps again (replacing the raw files) instead of locking everyone out."""
+    store, raw_dir = Path(store), Path(raw_dir)
+    existing = load_tokens(store) if store.exists() else ()
+    if existing:
+        logger.info("token store %s holds %d token(s); not bootstrapping", store, len(existing))
+        return BootstrapResult(store=store, raw_dir=raw_dir, created=False, grants=existing)
+    _private_dir(raw_dir)
+    _private_dir(store.parent)
+    grants: list[ApiToken] = []
+    files: dict[str, Path] = {}
+    for role, principal in BOOTSTRAP_PRINCIPALS.items():
+        token, grant = new_token(principal, role)
+        path = raw_token_path(raw_dir, role)
+        if path.exists():
+            logger.warning("replacing %s: the token store %s had no tokens, so the old token there is void",
+                           path, store)
+        _write_private(path, token + "\n")
+        grants.append(grant)
+        files[role] = path
+    _write_store(store, tuple(grants))
+    for role, path in files.items():
+        logger.warning("created a %s token for %s: its hash is in %s, the token itself in %s (owner-only)",
+                       role, BOOTSTRAP_PRINCIPALS[role], store, path)
+    return BootstrapResult(store=store, raw_dir=raw_dir, created=True, grants=tuple(grants), token_files=files)
+
+
+def read_token_file(path: Path | str) -> str:
+    """The raw token in `path`. Like ssh with a private key, refuses a file that someone other than
+    its owner could read (group/world permission bits), or that belongs to another user."""
+    path = Path(path)
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise TokenFileError(f"{path}: cannot read the token file: {exc}") from exc
+    if not stat.S_ISREG(st.st_mode):
+        raise TokenFileError(f"{path}: not a regular file")
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o077:
+        raise TokenFileError(
+            f"{path}: permissions {mode:04o} are too open: a token file must be readable by its owner only. "
+            f"This token may have been seen by others; run `chmod 600 {path}`, or better, create a new token "
+            "and delete this one"
+        )
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        raise TokenFileError(f"{path}: owned by uid {st.st_uid}, not by you (uid {os.getuid()}); refusing it")
+    token = path.read_text(encoding="utf-8").strip()
+    if not token or len(token.split()) != 1:
+        raise TokenFileError(f"{path}: expected exactly one token on one line")
+    return token

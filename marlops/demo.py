@@ -22,19 +22,50 @@ QUIET_EVENTS = ("LOADED_INPUT", "HANDLED_OUTPUT", "STEP_OUTPUT", "ASSET_MATERIAL
                 "RUN_STARTING", "ASSET_CHECK_EVALUATION_PLANNED", "Loading file", "No dagster instance")
 
 
+# First line of every dagster.yaml marlops writes; a dagster.yaml without it is the user's, never touched.
+DAGSTER_YAML_MARKER = "# marlops-managed dagster.yaml"
+
+
+def is_marlops_dagster_yaml(path: Path) -> bool:
+    try:
+        with path.open(encoding="utf-8", errors="replace") as handle:
+            return handle.readline().strip().startswith(DAGSTER_YAML_MARKER)
+    except OSError:
+        return False
+
+
+def _is_legacy_marlops_yaml(path: Path, config: dict[str, Any]) -> bool:
+    """A file written by marlops before the marker existed: exactly our config, nothing else."""
+    try:
+        return bool(yaml.safe_load(path.read_text(encoding="utf-8")) == config)
+    except (OSError, yaml.YAMLError):
+        return False
+
+
 def write_dagster_instance(paths: StatePaths) -> Path:
-    """DAGSTER_HOME under .marlops so runs survive and show in the UI; our loggers become Dagster logs."""
+    """The Dagster instance config in DAGSTER_HOME (the user's when set, else <MARLOPS_HOME>/dagster) so
+    runs survive and show in the UI, with our loggers as Dagster logs. A dagster.yaml that marlops did not
+    write (no marker line) is the user's: it is left exactly as it is and used as is."""
     paths.dagster_home.mkdir(parents=True, exist_ok=True)
+    target = paths.dagster_home / "dagster.yaml"
     config = {
         "python_logs": {"python_log_level": "INFO", "managed_python_loggers": MANAGED_LOGGERS},
         "telemetry": {"enabled": False},
     }
-    target = paths.dagster_home / "dagster.yaml"
-    target.write_text(yaml.safe_dump(config, sort_keys=False))
+    if target.exists() and not is_marlops_dagster_yaml(target) and not _is_legacy_marlops_yaml(target, config):
+        logger.info("using the existing Dagster instance config %s as is (not written by marlops, so not changed; "
+                    "marlops's loggers show in Dagster only if it lists them under python_logs)", target)
+        return target
+    text = (f"{DAGSTER_YAML_MARKER} (marlops/demo.py rewrites this file; delete this line to keep your edits)\n"
+            + yaml.safe_dump(config, sort_keys=False))
+    if not target.exists() or target.read_text(encoding="utf-8") != text:
+        target.write_text(text, encoding="utf-8")
     return target
 
 
 def dagster_env(paths: StatePaths, environment: str = "dev") -> dict[str, str]:
+    """The environment of a Dagster run: DAGSTER_HOME is paths.dagster_home (which is the user's DAGSTER_HOME
+    when they set one)."""
     env = dict(os.environ)
     env.update({"DAGSTER_HOME": str(paths.dagster_home), "MARLOPS_HOME": str(paths.root), "MARLOPS_ENV": environment,
                 "MARLOPS_NO_PROGRESS": "1", "PYTHONUNBUFFERED": "1"})

@@ -6,26 +6,44 @@ from pathlib import Path
 
 STATE_ENV = "MARLOPS_HOME"
 STATE_URL_ENV = "MARLOPS_STATE_URL"
+MLFLOW_URI_ENV = "MLFLOW_TRACKING_URI"
+DAGSTER_HOME_ENV = "DAGSTER_HOME"
 
 
 @dataclass(frozen=True)
 class StatePaths:
     root: Path
     project_root: Path
+    # From MarlopsSettings (environment, then <project_root>/.env) when built by from_env; when None,
+    # the environment variable is still honoured and then the default under `root` applies.
+    mlflow_tracking_uri: str | None = None
+    dagster_home_dir: Path | None = None
+    state_store_url: str | None = None
 
     @classmethod
     def from_env(cls, project_root: Path | None = None) -> "StatePaths":
+        from marlops.settings import MarlopsSettings  # marlops.settings is the one reader of env and .env
+
         project = (project_root or Path.cwd()).resolve()
-        root = Path(os.environ.get(STATE_ENV, project / ".marlops")).resolve()
-        return cls(root=root, project_root=project)
+        settings = MarlopsSettings.load(project)
+        given = settings.model_fields_set
+        root = settings.marlops_home.expanduser().resolve() if "marlops_home" in given else project / ".marlops"
+        dagster = settings.dagster_home.expanduser().resolve() if settings.dagster_home else None
+        return cls(root=root.resolve(), project_root=project, mlflow_tracking_uri=settings.mlflow_tracking_uri,
+                   dagster_home_dir=dagster, state_store_url=settings.state_url)
 
     @property
     def dagster_home(self) -> Path:
-        return self.root / "dagster"
+        """The user's DAGSTER_HOME when set (their instance, their dagster.yaml), else <root>/dagster."""
+        if self.dagster_home_dir is not None:
+            return self.dagster_home_dir
+        user = os.environ.get(DAGSTER_HOME_ENV)
+        return Path(user).expanduser().resolve() if user else self.root / "dagster"
 
     @property
     def mlflow_uri(self) -> str:
-        return f"sqlite:///{self.root / 'mlflow.db'}"
+        """MLFLOW_TRACKING_URI when set (a user's tracking server), else the embedded SQLite store under root."""
+        return self.mlflow_tracking_uri or os.environ.get(MLFLOW_URI_ENV) or f"sqlite:///{self.root / 'mlflow.db'}"
 
     @property
     def keys_dir(self) -> Path:
@@ -52,7 +70,7 @@ class StatePaths:
     def state_url(self) -> str:
         """The marlops state store (routing table, trading cursor, alerts): SQLite by default,
         PostgreSQL when MARLOPS_STATE_URL says so."""
-        return os.environ.get(STATE_URL_ENV) or f"sqlite:///{self.root / 'state.db'}"
+        return self.state_store_url or os.environ.get(STATE_URL_ENV) or f"sqlite:///{self.root / 'state.db'}"
 
     @property
     def token_store(self) -> Path:
