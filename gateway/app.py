@@ -4,7 +4,9 @@
 
 Lifespan: open the audit store, restore the kill-switch state and durable state from it, recover
 in-flight orders, reconcile the book with the broker (account + positions), subscribe to the
-directive source, and reconcile again every `reconcile_interval_s`; on stop, close what it opened.
+directive source (and, with `directive_bus_url`, to the Redis directive channel itself: alert
+DIRECTIVE_BUS_DOWN while Redis is unreachable), and reconcile again every `reconcile_interval_s`;
+on stop, close what it opened.
 """
 
 import logging
@@ -21,6 +23,7 @@ from gateway.api.routes import router
 from gateway.audit.store import AuditStore
 from gateway.brokers.alpaca_broker import AlpacaBroker
 from gateway.brokers.base import Broker
+from gateway.directive_subscriber import RedisDirectiveSubscriber
 from gateway.directives import DirectiveSource
 from gateway.errors import GatewayError
 from gateway.metrics import GatewayMetrics
@@ -63,6 +66,7 @@ def create_app(
             raise
         if directive_source is not None:
             directive_source.subscribe(service.receive_directive)
+        subscriber = await run_in_threadpool(_start_directive_subscriber, service, settings)
         app.state.service = service
         logger.info("gateway ready: trading state %s, equity %.2f", service.trading_state.value,
                     service.portfolio_summary()["equity"])
@@ -72,6 +76,8 @@ def create_app(
             yield
         finally:
             stop_reconciling.set()
+            if subscriber is not None:
+                await run_in_threadpool(subscriber.close)
             if reconciler is not None:
                 reconciler.join(timeout=30)
             service.stop()
@@ -85,6 +91,25 @@ def create_app(
     app.include_router(router)
     app.include_router(console_router)
     return app
+
+
+def _start_directive_subscriber(
+    service: GatewayService, settings: GatewaySettings
+) -> RedisDirectiveSubscriber | None:
+    """With `directive_bus_url`, subscribe to the Redis directive channel (waits up to 2 s for the first
+    subscription; Redis down at start only raises DIRECTIVE_BUS_DOWN, the listener keeps trying)."""
+    if settings.directive_bus_url is None:
+        return None
+    service.directive_bus_configured(settings.directive_bus_url, settings.directive_channel)
+    subscriber = RedisDirectiveSubscriber(
+        settings.directive_bus_url, settings.directive_channel, service.receive_published_directive,
+        on_up=service.directive_bus_up, on_down=service.directive_bus_down,
+    )
+    if not subscriber.start(wait_s=2.0):
+        logger.error("directive bus %s not reachable at start (%s); trading goes on, with the defensive "
+                     "fallback once the last directive's TTL has passed", settings.directive_channel,
+                     subscriber.last_error)
+    return subscriber
 
 
 def _start_reconciler(service: GatewayService, interval_s: float, stop: threading.Event) -> threading.Thread | None:

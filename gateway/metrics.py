@@ -42,6 +42,12 @@ class GatewayMetrics:
             registry=r,
         )
         self.directives = Counter("marlops_gateway_directives", "Master directives received", ["mode"], registry=r)
+        self.directive_propagation_seconds = Histogram(
+            "marlops_gateway_directive_propagation_seconds",
+            "Wall time from the master publishing a directive on the bus to the gateway's DirectiveBook holding it",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+            registry=r,
+        )
         self.decision_seconds = Histogram(
             "marlops_gateway_decision_seconds", "Wall time to handle one timestep (plan, audit, route, fills)",
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
 
 from contracts.audit import AuditEvent, AuditKind
@@ -67,6 +68,8 @@ _FILL_EPS = 1e-9
 NOT_AT_BROKER = frozenset({"not_sent", "rejected", "not_received"})
 RECONCILE_MISMATCH = "RECONCILE_MISMATCH"
 SAFE_MODE = "SAFE_MODE"
+# Raised while the gateway's own subscription to the Redis directive bus is down (settings.directive_bus_url).
+DIRECTIVE_BUS_DOWN = "DIRECTIVE_BUS_DOWN"
 
 
 def utc_now() -> datetime:
@@ -117,6 +120,15 @@ class Alert:
         return {"name": self.code, "severity": self.severity, "since": self.since.isoformat(), "detail": self.detail}
 
 
+def _redact_url(url: str) -> str:
+    """`redis://user:secret@host/0` -> `redis://user:***@host/0` (status and alerts must not show secrets)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def realized_cost(side: OrderSide, qty: float, price: float, reference_price: float, commission_bps: float) -> float:
     """What the fill cost against the decision's price: adverse price move plus commission."""
     sign = 1.0 if side == OrderSide.BUY else -1.0
@@ -159,6 +171,8 @@ class GatewayService:
         self._alert_names: set[str] = set()
         self._market_clock: tuple[float, bool] | None = None
         self._last_reconcile: dict[str, Any] | None = None
+        # The Redis directive subscription's health and the last propagation latency (None: no bus configured).
+        self._directive_bus: dict[str, Any] | None = None
         self._started = False
         self._stopped = False
 
@@ -352,6 +366,51 @@ class GatewayService:
         logger.info("directive %s (%s) issued %s, ttl %.0fs", directive.directive_id, directive.mode,
                     directive.issued_at.isoformat(), directive.ttl_seconds)
 
+    def receive_published_directive(self, directive: MasterDirective, published_at: datetime | None) -> None:
+        """Callback for the Redis directive subscription: apply the directive (receive_directive), then record
+        the propagation latency, publish time (wall clock) -> in the DirectiveBook, when the publisher stamped it."""
+        if self._stopped:
+            logger.warning("gateway stopped; directive %s dropped", directive.directive_id)
+            return
+        self.receive_directive(directive)
+        applied = datetime.now(timezone.utc)
+        seconds: float | None = None
+        if published_at is not None:
+            stamped = published_at if published_at.tzinfo is not None else published_at.replace(tzinfo=timezone.utc)
+            seconds = max(0.0, (applied - stamped).total_seconds())
+            self.metrics.directive_propagation_seconds.observe(seconds)
+        bus = self._directive_bus
+        if bus is not None:
+            bus.update(last_directive_id=directive.directive_id, last_applied_at=applied.isoformat(),
+                       last_propagation_seconds=seconds, directives_received=bus["directives_received"] + 1)
+        logger.info("directive %s applied %s after publication", directive.directive_id,
+                    "?" if seconds is None else f"{seconds * 1000:.1f} ms")
+
+    def directive_bus_configured(self, url: str, channel: str) -> None:
+        """The gateway subscribes to a directive bus itself: report it (down until the first subscription)."""
+        self._directive_bus = {"url": _redact_url(url), "channel": channel, "connected": False, "since": None,
+                               "last_error": None, "last_directive_id": None, "last_applied_at": None,
+                               "last_propagation_seconds": None, "directives_received": 0}
+
+    def directive_bus_up(self) -> None:
+        with self._state_lock:
+            if self._directive_bus is not None:
+                self._directive_bus.update(connected=True, since=self._clock().isoformat())
+            self._clear_alert(DIRECTIVE_BUS_DOWN)
+
+    def directive_bus_down(self, reason: str) -> None:
+        """Redis unreachable: alert. Directives already received stay live until their TTL (market time);
+        after that the missing-directive fallback (defensive) applies."""
+        with self._state_lock:
+            bus = self._directive_bus
+            if bus is not None:
+                if bus["connected"] or bus["since"] is None:
+                    bus["since"] = self._clock().isoformat()
+                bus.update(connected=False, last_error=reason)
+            where = f"{bus['url']} channel {bus['channel']}" if bus is not None else "directive bus"
+            self._raise_alert(DIRECTIVE_BUS_DOWN, "warning", f"{where} unreachable: {reason}; directives past "
+                                                             "their TTL fall back to the defensive preset")
+
     # ---- trading state -----------------------------------------------------------------------
     @property
     def trading_state(self) -> TradingState:
@@ -514,6 +573,7 @@ class GatewayService:
                 },
                 "alerts": self.alerts(),
                 "last_reconcile": self._last_reconcile,
+                "directive_bus": dict(self._directive_bus) if self._directive_bus is not None else None,
                 "inflight_orders": len(self._inflight),
                 "orders_in_rate_window": len(self._sent_at),
             }

@@ -67,6 +67,11 @@ class GatewaySettings(BaseModel):
     api_tokens: tuple[ApiToken, ...] = ()
     # Symbol -> sector, for exposure by sector on the console and /v1/exposure ("unclassified" if absent).
     sectors: dict[str, str] = Field(default_factory=dict)
+    # Redis URL of the master directive bus (`redis://host:6379/0`). Set: the gateway subscribes to
+    # `directive_channel` itself (alert DIRECTIVE_BUS_DOWN while Redis is unreachable). None: directives
+    # come only from an in-process source or POST /v1/directives.
+    directive_bus_url: str | None = Field(default=None, min_length=1)
+    directive_channel: str = Field(default="master-directives", min_length=1)
 
     @model_validator(mode="after")
     def _unique_tokens(self) -> "GatewaySettings":

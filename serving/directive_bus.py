@@ -1,31 +1,29 @@
 """Carries MasterDirectives from the master agent service to the gateway(s).
 
-In-process by default (one process runs both); Redis pub/sub when they are separate services.
+In-process by default (one process runs both); Redis pub/sub when they are separate services: on the
+channel (`master-directives`) each message is a `MasterDirectivePublished` envelope (the directive plus
+its wall-clock publish time, for propagation latency); a bare `MasterDirective` is still accepted.
 A subscriber that raises is logged and does not stop delivery to the others, on both buses.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
-import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
-import redis
-from pydantic import ValidationError
-
 from contracts.config import DirectiveBusConfig
-from contracts.decisions import MasterDirective
+from contracts.decisions import MasterDirective, MasterDirectivePublished
 from serving.errors import DirectiveBusError
+from serving.redis_channel import RECONNECT_PAUSE_S, ChannelHealth, HealthCallback, RedisChannel
 
 logger = logging.getLogger(__name__)
 
 DirectiveCallback = Callable[[MasterDirective], None]
-
-_POLL_S = 0.2
-_SUBSCRIBE_CONFIRM_S = 5.0
-_RECONNECT_PAUSE_S = 1.0
+PublishedCallback = Callable[[MasterDirective, "datetime | None"], None]
 
 
 @runtime_checkable
@@ -75,117 +73,95 @@ class InProcessDirectiveBus:
             raise DirectiveBusError("in-process directive bus is closed")
 
 
-class RedisDirectiveBus:
-    """Redis pub/sub on one channel; payload = MasterDirective JSON. A listener thread calls subscribers."""
+def parse_directive_payload(data: bytes | str) -> tuple[MasterDirective, datetime | None]:
+    """A `MasterDirectivePublished` envelope -> (directive, published_at); a bare `MasterDirective`
+    (what publishers sent before the envelope) -> (directive, None). Raises ValueError when it is neither."""
+    body = json.loads(data)
+    if isinstance(body, dict) and "directive" in body:
+        envelope = MasterDirectivePublished.model_validate(body)
+        return envelope.directive, envelope.published_at
+    return MasterDirective.model_validate(body), None
 
-    def __init__(self, url: str, channel: str = "master-directives", *, connect_timeout_s: float = 2.0) -> None:
+
+class RedisDirectiveBus:
+    """Redis pub/sub on one channel; payload = `MasterDirectivePublished` JSON (a bare `MasterDirective`
+    is accepted too). A listener thread calls subscribers; it reconnects and resubscribes by itself
+    when Redis comes back, and reports the connection health (`health`, `on_health`)."""
+
+    def __init__(
+        self,
+        url: str,
+        channel: str = "master-directives",
+        *,
+        connect_timeout_s: float = 2.0,
+        on_health: HealthCallback | None = None,
+        reconnect_pause_s: float = RECONNECT_PAUSE_S,
+    ) -> None:
         self.url = url
         self.channel = channel
-        self._redis = redis.Redis.from_url(url, socket_connect_timeout=connect_timeout_s)
         try:
-            self._redis.ping()
-        except redis.RedisError as exc:
-            self._redis.close()
-            raise DirectiveBusError(f"directive bus: redis at {url} unreachable: {exc}") from exc
-        self._subscribers: list[DirectiveCallback] = []
+            self._channel: RedisChannel[tuple[MasterDirective, datetime | None]] = RedisChannel(
+                url, channel, parse=parse_directive_payload, on_health=on_health,
+                connect_timeout_s=connect_timeout_s, reconnect_pause_s=reconnect_pause_s,
+            )
+        except DirectiveBusError as exc:
+            raise DirectiveBusError(f"directive bus: {exc}") from exc
+        self._subscribers: list[PublishedCallback] = []
         self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._pubsub: redis.client.PubSub | None = None
-        self._listener: threading.Thread | None = None
-        self._malformed = 0
-        self._closed = False
+        self._listening = False
 
     @property
     def malformed_count(self) -> int:
-        """Messages on the channel that were not a valid MasterDirective (logged and skipped)."""
-        return self._malformed
+        """Messages on the channel that were not a valid directive (logged and skipped)."""
+        return self._channel.malformed_count
+
+    @property
+    def health(self) -> ChannelHealth:
+        """connected / lost (with the reason) of the subscription; `connected=False` before subscribe()."""
+        return self._channel.health
 
     def publish(self, directive: MasterDirective) -> None:
-        if self._closed:
-            raise DirectiveBusError(f"directive bus on channel {self.channel!r} is closed")
+        """Publish `directive` in a `MasterDirectivePublished` envelope stamped with the wall-clock time."""
+        envelope = MasterDirectivePublished(directive=directive, published_at=datetime.now(UTC))
         try:
-            receivers = self._redis.publish(self.channel, directive.model_dump_json())
-        except redis.RedisError as exc:
-            raise DirectiveBusError(
-                f"directive bus: publishing {directive.directive_id} to {self.url} "
-                f"channel {self.channel!r} failed: {exc}"
-            ) from exc
+            receivers = self._channel.publish(envelope, what=f"directive {directive.directive_id}")
+        except DirectiveBusError as exc:
+            raise DirectiveBusError(f"directive bus: {exc}") from exc
         logger.debug("published directive %s on %s to %s receiver(s)", directive.directive_id, self.channel, receivers)
 
     def subscribe(self, callback: DirectiveCallback) -> None:
         """Register `callback`; returns once Redis confirms the subscription, so no later publish is missed."""
+        self.subscribe_published(lambda directive, _published_at: callback(directive))
+
+    def subscribe_published(self, callback: PublishedCallback) -> None:
+        """Like subscribe(), with the publish time (None for a bare directive) as second argument."""
         with self._lock:
-            if self._closed:
+            if self._channel.closed:
                 raise DirectiveBusError(f"directive bus on channel {self.channel!r} is closed")
             self._subscribers.append(callback)
-            if self._listener is None:
-                self._pubsub = self._subscribe_confirmed()
-                self._listener = threading.Thread(
-                    target=self._listen, args=(self._pubsub,), name=f"directive-bus-{self.channel}", daemon=True
-                )
-                self._listener.start()
+            start = not self._listening
+            self._listening = True
+        if start:
+            try:
+                self._channel.subscribe(self._deliver_published)
+            except DirectiveBusError as exc:
+                raise DirectiveBusError(f"directive bus: {exc}") from exc
+
+    def wait_connected(self, timeout_s: float) -> bool:
+        return self._channel.wait_connected(timeout_s)
 
     def close(self) -> None:
+        self._channel.close()
+
+    def _deliver_published(self, item: tuple[MasterDirective, datetime | None]) -> None:
+        directive, published_at = item
         with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._stopping.set()
-            listener, self._listener = self._listener, None
-        if listener is not None:
-            listener.join(timeout=5 * _POLL_S + _RECONNECT_PAUSE_S)
-        if self._pubsub is not None:
-            self._pubsub.close()
-        self._redis.close()
-
-    def _subscribe_confirmed(self) -> redis.client.PubSub:
-        pubsub = self._redis.pubsub()
-        try:
-            pubsub.subscribe(self.channel)
-            deadline = time.monotonic() + _SUBSCRIBE_CONFIRM_S
-            while time.monotonic() < deadline:
-                message = pubsub.get_message(timeout=_POLL_S)
-                if message is not None and message["type"] == "subscribe":
-                    return pubsub
-        except redis.RedisError as exc:
-            pubsub.close()
-            raise DirectiveBusError(
-                f"directive bus: subscribing to {self.channel!r} at {self.url} failed: {exc}"
-            ) from exc
-        pubsub.close()
-        raise DirectiveBusError(f"directive bus: redis did not confirm the subscription to {self.channel!r}")
-
-    def _listen(self, pubsub: redis.client.PubSub) -> None:
-        while not self._stopping.is_set():
+            subscribers = list(self._subscribers)
+        for callback in subscribers:
             try:
-                message = pubsub.get_message(ignore_subscribe_messages=True, timeout=_POLL_S)
-            except redis.RedisError as exc:
-                # redis-py reconnects and resubscribes on the next read.
-                logger.error("directive bus: reading %s failed (%s); retrying", self.channel, exc)
-                self._stopping.wait(_RECONNECT_PAUSE_S)
-                continue
-            if message is None or message.get("type") != "message":
-                continue
-            directive = self._parse(message["data"])
-            if directive is not None:
-                with self._lock:
-                    subscribers = list(self._subscribers)
-                _deliver(subscribers, directive)
-
-    def _parse(self, data: bytes | str) -> MasterDirective | None:
-        try:
-            return MasterDirective.model_validate_json(data)
-        except ValidationError as exc:
-            self._malformed += 1
-            preview = data[:200] if isinstance(data, str) else data[:200].decode(errors="replace")
-            logger.warning(
-                "directive bus: skipped malformed message on %s (%d error(s): %s): %r",
-                self.channel,
-                exc.error_count(),
-                exc.errors()[0]["msg"],
-                preview,
-            )
-            return None
+                callback(directive, published_at)
+            except Exception:  # a broken subscriber must not starve the others; its traceback is logged
+                logger.exception("directive subscriber %r failed on directive %s", callback, directive.directive_id)
 
 
 def make_bus(cfg: DirectiveBusConfig) -> DirectiveBus:
