@@ -2,16 +2,23 @@ from __future__ import annotations
 
 import os
 import queue
-from collections.abc import Iterator
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import redis
 
 from contracts.config import DirectiveBusConfig
-from contracts.decisions import MasterDirective
+from contracts.decisions import MarketSnapshotMessage, MasterDirective, MasterDirectivePublished
 from serving.directive_bus import DirectiveBus, InProcessDirectiveBus, RedisDirectiveBus, make_bus
 from serving.errors import DirectiveBusError
+from serving.redis_channel import ChannelHealth
+from serving.snapshot_bus import SNAPSHOT_CHANNEL, SnapshotBus
 
 REDIS_URL = os.environ.get("MARLOPS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 _WAIT_S = 5.0
@@ -129,3 +136,149 @@ def test_redis_bus_when_closed_then_publish_refused(redis_channel: str) -> None:
     bus.close()
     with pytest.raises(DirectiveBusError, match="closed"):
         bus.publish(_directive(0))
+
+
+# ---- envelope, health and reconnection, market snapshots --------------------------------------
+
+
+class _PrivateRedis:
+    """A throwaway redis-server on a free port (no persistence) that a test may kill and restart."""
+
+    def __init__(self, workdir: Path) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = int(s.getsockname()[1])
+        self.workdir = workdir
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        try:
+            _poll(lambda: _pings(client), "redis-server to answer")
+        finally:
+            client.close()
+
+    def kill(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait(10)
+        self._proc = None
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
+def _poll(condition: Callable[[], bool], what: str, timeout_s: float = _WAIT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[_PrivateRedis]:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    server = _PrivateRedis(tmp_path / "redis")
+    server.start()
+    yield server
+    server.kill()
+
+
+def test_redis_bus_when_published_then_envelope_carries_publish_time(private_redis: _PrivateRedis) -> None:
+    bus = RedisDirectiveBus(private_redis.url)
+    raw = redis.Redis.from_url(private_redis.url).pubsub()
+    try:
+        raw.subscribe("master-directives")
+        _poll(lambda: (m := raw.get_message(timeout=0.1)) is not None and m["type"] == "subscribe", "subscription")
+        before = datetime.now(UTC)
+        bus.publish(_directive(5))
+        message = None
+        deadline = time.monotonic() + _WAIT_S
+        while message is None and time.monotonic() < deadline:
+            message = raw.get_message(ignore_subscribe_messages=True, timeout=0.1)
+        assert message is not None
+        envelope = MasterDirectivePublished.model_validate_json(message["data"])
+        assert envelope.directive == _directive(5)
+        assert before <= envelope.published_at <= datetime.now(UTC)
+    finally:
+        raw.close()
+        bus.close()
+
+
+def test_redis_bus_when_bare_directive_published_then_still_delivered_without_publish_time(
+    private_redis: _PrivateRedis,
+) -> None:
+    bus = RedisDirectiveBus(private_redis.url)
+    inbox: queue.Queue[tuple[MasterDirective, datetime | None]] = queue.Queue()
+    raw = redis.Redis.from_url(private_redis.url)
+    try:
+        bus.subscribe_published(lambda d, at: inbox.put((d, at)))
+        raw.publish("master-directives", _directive(1).model_dump_json())
+        bus.publish(_directive(2))
+        first, second = inbox.get(timeout=_WAIT_S), inbox.get(timeout=_WAIT_S)
+        assert first == (_directive(1), None)
+        assert second[0] == _directive(2) and second[1] is not None
+    finally:
+        raw.close()
+        bus.close()
+
+
+def test_redis_bus_when_redis_restarts_then_health_lost_with_reason_and_resubscribed(
+    private_redis: _PrivateRedis,
+) -> None:
+    changes: list[ChannelHealth] = []
+    bus = RedisDirectiveBus(private_redis.url, on_health=changes.append, reconnect_pause_s=0.1)
+    inbox: queue.Queue[MasterDirective] = queue.Queue()
+    publisher = RedisDirectiveBus(private_redis.url)
+    try:
+        bus.subscribe(inbox.put)
+        assert bus.health.connected and [c.connected for c in changes] == [True]
+        private_redis.kill()
+        _poll(lambda: not bus.health.connected, "the health to report the loss")
+        assert bus.health.reason  # e.g. "ConnectionError: Connection closed by server."
+        with pytest.raises(DirectiveBusError, match="publishing directive master-v1-bar3"):
+            publisher.publish(_directive(3))
+        private_redis.start()  # same port
+        _poll(lambda: bus.health.connected, "the bus to resubscribe by itself")
+        assert "resubscribed" in bus.health.reason
+        publisher.publish(_directive(4))
+        assert _next(inbox) == _directive(4)
+        assert [c.connected for c in changes][0] is True and changes[-1].connected is True
+        assert any(not c.connected for c in changes)
+    finally:
+        publisher.close()
+        bus.close()
+
+
+def test_snapshot_bus_when_snapshot_published_then_subscriber_receives_it(private_redis: _PrivateRedis) -> None:
+    publisher = SnapshotBus(private_redis.url)
+    subscriber = SnapshotBus(private_redis.url)
+    inbox: queue.Queue[MarketSnapshotMessage] = queue.Queue()
+    try:
+        subscriber.subscribe(inbox.put)
+        sent = publisher.publish_snapshot(
+            timestamp=datetime(2026, 3, 2, 21, 0, tzinfo=UTC), bar_index=7,
+            master_features={"bench_ret_1": 0.01, "vix_level": 18.0}, regime_shift=True, feature_spec_hash="abc",
+        )
+        got = inbox.get(timeout=_WAIT_S)
+        assert got == sent
+        assert got.bar_index == 7 and got.regime_shift and got.master_features["vix_level"] == 18.0
+        assert subscriber.channel == SNAPSHOT_CHANNEL == "market-snapshots"
+        with pytest.raises(DirectiveBusError, match="timezone-aware"):
+            publisher.publish_snapshot(timestamp=datetime(2026, 3, 2), bar_index=8, master_features={})
+    finally:
+        publisher.close()
+        subscriber.close()
