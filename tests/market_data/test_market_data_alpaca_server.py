@@ -220,3 +220,17 @@ def test_stream_when_client_speaks_json_or_bad_auth_then_protocol_answers_in_kin
     assert subscribed[0]["T"] == "subscription" and subscribed[0]["bars"] == ["SPY"] and subscribed[0]["trades"] == []
     assert bar[0]["T"] == "b" and bar[0]["S"] == "SPY" and bar[0]["t"].endswith("Z")
     assert packed == [{"T": "success", "msg": "connected"}]
+
+
+def test_cli_when_flags_are_given_then_parsed_and_bad_spec_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from marlops.market_data_cli import add_market_data_parser
+
+    parser = argparse.ArgumentParser()
+    add_market_data_parser(parser.add_subparsers())
+    args = parser.parse_args(["market-data", "--source", "synthetic:nope", "--port", "5201", "--bars-per-second", "2",
+                              "--warmup-bars", "8", "--symbols", "3", "--days", "30"])
+    assert (args.port, args.bars_per_second, args.warmup_bars, args.symbols, args.days) == (5201, 2.0, 8, 3, 30)
+    assert args.func(args) == 2
+    assert "unknown synthetic preset" in capsys.readouterr().out
