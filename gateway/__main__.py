@@ -24,6 +24,7 @@ import yaml
 from pydantic import ValidationError
 
 from contracts.config import load_risk
+from contracts.errors import ConfigError
 from gateway.app import create_app
 from gateway.errors import GatewayError
 from gateway.process_settings import GatewayProcessSettings
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         tokens = resolve_tokens(process)
         settings = gateway_settings(process, tokens)
-    except GatewayError as exc:
+    except (GatewayError, ConfigError) as exc:
         logger.error("%s", exc)
         sys.exit(2)
     logger.info("gateway on %s:%d, broker %s, audit %s, directive bus %s", process.host, process.port,
