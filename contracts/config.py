@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -9,6 +10,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from contracts.bars import BENCHMARK_SYMBOL, VOLATILITY_INDEX_SYMBOL
 from contracts.errors import ConfigError
 
 DEFAULT_CONFIG_DIR = Path("config/rl")
@@ -48,11 +50,86 @@ class DirectiveBusConfig(_Config):
     channel: str = "master-directives"
 
 
+VolatilitySource = Literal["auto", "index", "etf", "realized"]
+_DEFAULT_PROXY_SYMBOL = {"auto": BENCHMARK_SYMBOL, "index": VOLATILITY_INDEX_SYMBOL, "realized": BENCHMARK_SYMBOL}
+
+
+class VolatilityProxyConfig(_Config):
+    """What fills the volatility-index input (symbol VIX) of the features.
+
+    `index`: the bars carry a VIX series (the synthetic market does). `etf`: a volatility ETF's bars
+    (`symbol`, e.g. VIXY) stand in for it; the ETF is then a market input, not a tradable symbol.
+    `realized`: annualised realized volatility of `symbol`'s (the benchmark's) log returns over `window`
+    bars, in VIX-like points. `auto`: `index` when the bars hold VIX, else `realized` from `symbol`
+    over `window` (with a warning). The proxy actually used is named in the feature spec
+    (`volatility_source`, e.g. "realized:SPY:21"), so serving applies the same one.
+    """
+
+    source: VolatilitySource = "auto"
+    symbol: str = ""  # index: VIX; etf: required (e.g. VIXY); realized/auto: the benchmark (default SPY)
+    window: int = Field(default=21, ge=2, le=1000)  # realized-volatility lookback in bars
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_symbol(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("symbol"):
+            source = data.get("source", "auto")
+            if source in _DEFAULT_PROXY_SYMBOL:
+                data = {**data, "symbol": _DEFAULT_PROXY_SYMBOL[source]}
+        return data
+
+    @model_validator(mode="after")
+    def _coherent(self) -> "VolatilityProxyConfig":
+        if not self.symbol:
+            raise ValueError(f"source {self.source!r} needs a symbol (e.g. VIXY for an etf proxy)")
+        if not re.fullmatch(r"[A-Z0-9._\-]+", self.symbol):
+            raise ValueError(f"symbol {self.symbol!r} must be an upper-case ticker (A-Z, 0-9, '.', '-', '_')")
+        if self.source == "index" and self.symbol != VOLATILITY_INDEX_SYMBOL:
+            raise ValueError(f"an index proxy reads {VOLATILITY_INDEX_SYMBOL}; use source etf for {self.symbol!r}")
+        if self.source == "etf" and self.symbol in (VOLATILITY_INDEX_SYMBOL, BENCHMARK_SYMBOL):
+            raise ValueError(f"an etf proxy cannot be {self.symbol!r}; name a volatility ETF such as VIXY")
+        if self.source in ("realized", "auto") and self.symbol == VOLATILITY_INDEX_SYMBOL:
+            raise ValueError(f"realized volatility is computed from a price series such as {BENCHMARK_SYMBOL}, "
+                             f"not from {VOLATILITY_INDEX_SYMBOL}")
+        return self
+
+    @property
+    def name(self) -> str:
+        """Canonical name, as stored in FeatureSpec.volatility_source: index:VIX, etf:VIXY, realized:SPY:21."""
+        if self.source == "auto":
+            raise ValueError("an auto proxy has no name until it is resolved against bars")
+        return f"{self.source}:{self.symbol}:{self.window}" if self.source == "realized" else f"{self.source}:{self.symbol}"
+
+    @property
+    def input_symbols(self) -> tuple[str, ...]:
+        """Symbols the bars must carry for this proxy (besides the benchmark, always needed); auto: none demanded."""
+        if self.source == "index":
+            return (VOLATILITY_INDEX_SYMBOL,)
+        if self.source in ("etf", "realized"):
+            return (self.symbol,)
+        return ()
+
+    @classmethod
+    def from_name(cls, name: str) -> "VolatilityProxyConfig":
+        """Inverse of `name`; raises ValueError on a malformed name."""
+        parts = name.split(":")
+        if len(parts) == 2 and parts[0] in ("index", "etf"):
+            return cls(source=parts[0], symbol=parts[1])  # type: ignore[arg-type]
+        if len(parts) == 3 and parts[0] == "realized" and parts[2].isdigit():
+            return cls(source="realized", symbol=parts[1], window=int(parts[2]))
+        raise ValueError(f"volatility source {name!r} is not index:VIX, etf:<SYMBOL> or realized:<SYMBOL>:<window>")
+
+
+class MarketDataConfig(_Config):
+    volatility_proxy: VolatilityProxyConfig = VolatilityProxyConfig()
+
+
 class ServingConfig(_Config):
     triton: TritonConfig = TritonConfig()
     models: ModelsConfig = ModelsConfig()
     loop: LoopConfig = LoopConfig()
     directive_bus: DirectiveBusConfig = DirectiveBusConfig()
+    market_data: MarketDataConfig = MarketDataConfig()
 
 
 class DirectivePreset(_Config):

@@ -7,6 +7,10 @@ from contracts.base import Frozen
 
 OBSERVATION_NAME = "HybridRLObservation"
 OBSERVATION_VERSION = 1
+# What filled the volatility-index input when the spec was fitted (contracts.config.VolatilityProxyConfig.name).
+# Specs written before the field existed were all fitted on a VIX series: they load with this default.
+DEFAULT_VOLATILITY_SOURCE = "index:VIX"
+VOLATILITY_SOURCE_PATTERN = r"^(index:VIX|etf:[A-Z0-9.\-_]+|realized:[A-Z0-9.\-_]+:[0-9]+)$"
 
 
 class FeatureBlock(Frozen):
@@ -47,9 +51,16 @@ class FeatureSpec(Frozen):
     clip: float = Field(default=5.0, gt=0)
     # Windows and thresholds of the feature definitions: changing one changes the hash.
     definitions: dict[str, float] = Field(default_factory=dict)
+    # The volatility proxy the features were computed with: training and serving apply the same one.
+    volatility_source: str = Field(default=DEFAULT_VOLATILITY_SOURCE, pattern=VOLATILITY_SOURCE_PATTERN)
 
     def canonical_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        data = self.model_dump(mode="json")
+        # The default is left out, so specs (and hashes) from before the field existed stay what they were;
+        # any other proxy is part of the JSON and therefore of the hash.
+        if data.get("volatility_source") == DEFAULT_VOLATILITY_SOURCE:
+            del data["volatility_source"]
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     def spec_hash(self) -> str:
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from contracts.bars import BAR_COLUMNS, BENCHMARK_SYMBOL, VOLATILITY_INDEX_SYMBOL
+from contracts.config import VolatilityProxyConfig
 from data_checks import gx_runtime
 from data_checks.results import CheckFailure, DataCheckResult, Severity, result_from_failures
 
@@ -142,12 +143,20 @@ def _timestamps_ok(frame: pd.DataFrame) -> CheckFailure | None:
     )
 
 
-def _pandas_failures(frame: pd.DataFrame) -> list[CheckFailure]:
+def required_symbols(proxy: VolatilityProxyConfig | None) -> tuple[str, ...]:
+    """The benchmark plus what the volatility proxy reads (None: index, i.e. a VIX series)."""
+    proxy = proxy or VolatilityProxyConfig(source="index")
+    return (BENCHMARK_SYMBOL, *(s for s in proxy.input_symbols if s != BENCHMARK_SYMBOL))
+
+
+def _pandas_failures(frame: pd.DataFrame, proxy: VolatilityProxyConfig | None = None) -> list[CheckFailure]:
     failures: list[CheckFailure] = []
     present = set(frame["symbol"].dropna().unique())
-    absent = [s for s in (BENCHMARK_SYMBOL, VOLATILITY_INDEX_SYMBOL) if s not in present]
+    absent = [s for s in required_symbols(proxy) if s not in present]
     if absent:
-        failures.append(CheckFailure(check="index_symbols_present", column="symbol", detail=f"no rows for {absent}"))
+        why = "" if proxy is None else f" (benchmark and volatility proxy source {proxy.source!r}, symbol {proxy.symbol})"
+        failures.append(CheckFailure(check="index_symbols_present", column="symbol",
+                                     detail=f"no rows for {absent}{why}"))
 
     stamp_problem = _timestamps_ok(frame)
     if stamp_problem is not None:
@@ -210,11 +219,13 @@ def _pandas_failures(frame: pd.DataFrame) -> list[CheckFailure]:
     return failures
 
 
-def validate_bars(bars: pd.DataFrame) -> DataCheckResult:
+def validate_bars(bars: pd.DataFrame, *, volatility_proxy: VolatilityProxyConfig | None = None) -> DataCheckResult:
+    """Check raw bars. The benchmark must be present, and what `volatility_proxy` reads: VIX for `index` (also
+    when None), the ETF for `etf`, the benchmark for `realized`; `auto` demands no VIX (it falls back)."""
     frame = bars.reset_index(drop=True)
     failures = _gx_failures(frame)
     if {"symbol", "timestamp", "close", "volume"} <= set(frame.columns):
-        failures += _pandas_failures(frame)
+        failures += _pandas_failures(frame, volatility_proxy)
     result = result_from_failures(SUITE_NAME, failures, len(frame))
     log = logger.info if result.success else logger.warning
     log("bars check %s: %d rows, %d errors, %d warnings", "passed" if result.success else "failed",

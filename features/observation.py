@@ -28,6 +28,8 @@ from features.errors import FeatureError, MissingDataError
 from features.market_features import MARKET_FEATURE_COLUMNS, to_wide
 from features.master_features import compute_feature_tables
 from features.sl_signal import predict_sl
+from market_data.errors import MarketDataError
+from market_data.volatility import apply_volatility_proxy, proxy_from_spec
 
 logger = logging.getLogger(__name__)
 
@@ -150,12 +152,21 @@ class ObservationBuilder:
 
     # -- training --------------------------------------------------------------------------------------
 
+    def market_inputs(self, bars: pd.DataFrame) -> pd.DataFrame:
+        """Raw bars -> the bars the features read, with the spec's volatility proxy applied."""
+        try:
+            return apply_volatility_proxy(bars, proxy_from_spec(self.spec))
+        except MarketDataError as exc:
+            raise MissingDataError(f"feature spec {self.spec_hash[:12]}: {exc}") from exc
+
     def training_tensors(self, bars: pd.DataFrame, *, sl_probabilities: pd.Series | None = None) -> TrainingTensors:
         """Dense tensors over the timestamps where every trading symbol and the master row are complete.
 
+        `bars` are raw bars: the spec's volatility proxy fills the volatility input (as FeatureService does).
         `sl_probabilities` (indexed by (timestamp, symbol)) replaces the spec's SL model output; timestamps where
         it lacks a value for some symbol are left out (walk-forward predictions start after a warm-up).
         """
+        bars = self.market_inputs(bars)
         market, master = compute_feature_tables(bars)
         if sl_probabilities is not None:
             known = sl_probabilities.reindex(market.index)

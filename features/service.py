@@ -4,6 +4,9 @@ Features are computed with the same code as training (compute_feature_tables = c
 compute_master_market_features in one pass), on a window at least WARMUP_BARS long; since every feature has finite memory, the snapshot at t
 equals the bulk computation at t (the parity tests check it bit for bit, via observation checksums).
 Parity of the cross-sectional master features assumes the service serves the training universe.
+The spec's volatility proxy (`volatility_source`) is applied to the buffer before every computation, as in
+training; the window must cover the proxy's own warm-up (a realized proxy needs `window` benchmark returns
+before its first value), and bars lacking the proxy's input are refused.
 """
 
 from __future__ import annotations
@@ -15,13 +18,21 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from contracts.bars import BAR_COLUMNS, BENCHMARK_SYMBOL, VOLATILITY_INDEX_SYMBOL
+from contracts.bars import BAR_COLUMNS
+from contracts.config import VolatilityProxyConfig
 from contracts.features import REGIME_FEATURES, FeatureSpec
 from features.errors import FeatureError, MissingDataError
 from features.market_features import WARMUP_BARS
-from features.master_features import compute_feature_tables
+from features.master_features import VIX_CHANGE_HORIZON, compute_feature_tables
 from features.observation import ObservationBuilder
-from market_data.source import INDEX_SYMBOLS
+from market_data.errors import MarketDataError
+from market_data.volatility import (
+    apply_volatility_proxy,
+    market_input_symbols,
+    non_tradable_symbols,
+    proxy_from_spec,
+    proxy_warmup_bars,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +47,12 @@ class MarketSnapshot:
     regime_shift: bool  # a regime flag changed since the previous snapshot
 
 
+def feature_warmup_bars(proxy: VolatilityProxyConfig) -> int:
+    """Bars (including the current one) before every feature is defined with `proxy` as the volatility input:
+    the market features' WARMUP_BARS, or the proxy's own warm-up plus the vix_change horizon if longer."""
+    return max(WARMUP_BARS, proxy_warmup_bars(proxy) + VIX_CHANGE_HORIZON)
+
+
 class FeatureService:
     def __init__(
         self,
@@ -45,25 +62,43 @@ class FeatureService:
         history: pd.DataFrame | None = None,
         window: int = 64,
     ) -> None:
-        if window < WARMUP_BARS:
-            raise FeatureError(f"window {window} is shorter than the feature warm-up of {WARMUP_BARS} bars")
+        try:
+            self.proxy = proxy_from_spec(spec)
+        except MarketDataError as exc:
+            raise FeatureError(str(exc)) from exc
+        self.warmup = feature_warmup_bars(self.proxy)
+        if window < self.warmup:
+            raise FeatureError(
+                f"window {window} is shorter than the feature warm-up of {self.warmup} bars"
+                + (f" (volatility proxy {self.proxy.name})" if self.warmup > WARMUP_BARS else "")
+            )
         symbols = tuple(symbols)
         if not symbols:
             raise FeatureError("feature service needs at least one symbol")
         repeated = sorted({s for s in symbols if symbols.count(s) > 1})
         if repeated:
             raise FeatureError(f"symbols listed more than once: {repeated}")
-        indices = sorted(set(symbols) & INDEX_SYMBOLS)
+        indices = sorted(set(symbols) & non_tradable_symbols(self.proxy))
         if indices:
-            raise FeatureError(f"{indices} are market inputs, not tradable symbols of the service")
+            raise FeatureError(
+                f"{indices} are market inputs, not tradable symbols of the service "
+                f"(volatility proxy {self.proxy.name})"
+            )
         self.symbols = symbols
         self.window = window
         self.builder = ObservationBuilder(spec)
-        self._wanted = set(symbols) | INDEX_SYMBOLS
+        # Benchmark + the proxy's input: what a feed must deliver on top of `symbols`.
+        self.market_inputs = market_input_symbols(self.proxy)
+        self._wanted = set(symbols) | set(self.market_inputs)
         self._buffer = pd.DataFrame({c: pd.Series(dtype=object) for c in BAR_COLUMNS})
         self._last_regime: tuple[float, ...] | None = None
         if history is not None and not history.empty:
             self._check_columns(history, "history")
+            absent = [s for s in self.market_inputs if not (history["symbol"] == s).any()]
+            if absent:
+                raise MissingDataError(
+                    f"history lacks {absent}: the benchmark and the spec's volatility proxy {self.proxy.name} need them"
+                )
             kept = history.loc[history["symbol"].isin(self._wanted), list(BAR_COLUMNS)]
             recent = np.sort(kept["timestamp"].unique())[-window:]
             self._buffer = kept[kept["timestamp"].isin(recent)].sort_values(["timestamp", "symbol"]).reset_index(drop=True)
@@ -99,9 +134,12 @@ class FeatureService:
         if last is not None and ts <= last:
             raise FeatureError(f"bars at {ts} arrive after {last}: bars must move forward in time")
         present = set(bars_at_t["symbol"])
-        missing = [s for s in (*self.symbols, BENCHMARK_SYMBOL, VOLATILITY_INDEX_SYMBOL) if s not in present]
+        missing = [s for s in (*self.symbols, *self.market_inputs) if s not in present]
         if missing:
-            raise MissingDataError(f"bars at {ts} lack symbols {missing}")
+            inputs = [s for s in missing if s in self.market_inputs]
+            why = (f" (market inputs {inputs}: the benchmark and the spec's volatility proxy {self.proxy.name})"
+                   if inputs else "")
+            raise MissingDataError(f"bars at {ts} lack symbols {missing}{why}")
         fresh = bars_at_t.loc[bars_at_t["symbol"].isin(self._wanted), list(BAR_COLUMNS)]
         buffer = pd.concat([self._buffer, fresh], ignore_index=True) if not self._buffer.empty else fresh.reset_index(drop=True)
         recent = np.sort(buffer["timestamp"].unique())[-self.window :]
@@ -109,7 +147,11 @@ class FeatureService:
         return self._snapshot(ts, fresh)
 
     def _snapshot(self, ts: pd.Timestamp, fresh: pd.DataFrame) -> MarketSnapshot:
-        market, master = compute_feature_tables(self._buffer)
+        try:
+            inputs = apply_volatility_proxy(self._buffer, self.proxy)
+        except MarketDataError as exc:
+            raise MissingDataError(f"features at {ts}: {exc}") from exc
+        market, master = compute_feature_tables(inputs)
         try:
             at_t = market.xs(ts, level="timestamp")
         except KeyError:
@@ -118,11 +160,11 @@ class FeatureService:
         if incomplete or ts not in master.index:
             have = self.n_bars
             reason = (
-                f"history too short: {have} bars held, {WARMUP_BARS} needed"
-                if have < WARMUP_BARS
-                else f"a bar in the last {WARMUP_BARS} is missing or invalid"
+                f"history too short: {have} bars held, {self.warmup} needed"
+                if have < self.warmup
+                else f"a bar in the last {self.warmup} is missing or invalid"
             )
-            what = f"symbols {incomplete}" if incomplete else "the master features (SPY/VIX/breadth)"
+            what = f"symbols {incomplete}" if incomplete else f"the master features (SPY/{self.proxy.name}/breadth)"
             raise MissingDataError(f"features at {ts} incomplete for {what}: {reason}")
         market_rows = at_t.loc[list(self.symbols)]
         master_row = master.loc[ts]

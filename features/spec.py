@@ -7,6 +7,7 @@ import logging
 import numpy as np
 import pandas as pd
 
+from contracts.config import VolatilityProxyConfig
 from contracts.features import (
     MASTER_FEATURES,
     MASTER_PORTFOLIO_FEATURES,
@@ -22,6 +23,8 @@ from features import master_features as ms
 from features.errors import MissingDataError
 from features.master_features import compute_feature_tables
 from features.sl_signal import fit_sl_model, predict_sl
+from market_data.errors import MarketDataError
+from market_data.volatility import apply_volatility_proxy, resolve_volatility_proxy
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +47,20 @@ def _block(names: tuple[str, ...], table: pd.DataFrame) -> FeatureBlock:
     return FeatureBlock(names=names, means=tuple(means), stds=tuple(stds))
 
 
-def fit_feature_spec(bars_train: pd.DataFrame, *, seed: int = 0, clip: float = 5.0) -> FeatureSpec:
+def fit_feature_spec(
+    bars_train: pd.DataFrame,
+    *,
+    seed: int = 0,
+    clip: float = 5.0,
+    volatility_proxy: VolatilityProxyConfig | None = None,
+) -> FeatureSpec:
+    """Fit on raw bars: `volatility_proxy` (default index:VIX; `auto` is resolved against the bars) fills the
+    volatility input, and the proxy used is named in the spec (`volatility_source`)."""
+    proxy = resolve_volatility_proxy(volatility_proxy or VolatilityProxyConfig(source="index"), bars_train)
+    try:
+        bars_train = apply_volatility_proxy(bars_train, proxy)
+    except MarketDataError as exc:
+        raise MissingDataError(str(exc)) from exc
     market, master = compute_feature_tables(bars_train)
     if market.empty or master.empty:
         raise MissingDataError(
@@ -59,8 +75,10 @@ def fit_feature_spec(bars_train: pd.DataFrame, *, seed: int = 0, clip: float = 5
         sl_model=sl_model,
         clip=clip,
         definitions=feature_definitions(),
+        volatility_source=proxy.name,
     )
-    logger.info("feature spec fitted on %d symbol rows, %d master rows: %s", len(market), len(master), spec.spec_hash()[:12])
+    logger.info("feature spec fitted on %d symbol rows, %d master rows, volatility input %s: %s", len(market),
+                len(master), spec.volatility_source, spec.spec_hash()[:12])
     return spec
 
 

@@ -31,7 +31,7 @@ from agents.export import (
 )
 from agents.fallback import sl_threshold_policy
 from agents.mappo import MAPPOConfig, train_mappo
-from contracts.config import RLConfig
+from contracts.config import RLConfig, VolatilityProxyConfig
 from contracts.features import FeatureSpec
 from contracts.policy import DEFAULT_ACTION_LEVELS, DIRECTIVE_MODES, PolicySignature
 from data_checks.bars_suite import validate_bars
@@ -67,9 +67,12 @@ class TrainingSettings:
 # ---------------------------------------------------------------------------------------------- data
 
 
-def check_bars(bars: pd.DataFrame) -> None:
-    """Refuse bars the data checks flag (gaps, suspected splits, bad rows), naming the rows and the checks."""
-    result = validate_bars(bars)
+def check_bars(bars: pd.DataFrame, volatility_proxy: VolatilityProxyConfig | None = None) -> None:
+    """Refuse bars the data checks flag (gaps, suspected splits, bad rows), naming the rows and the checks.
+
+    The volatility series demanded follows `volatility_proxy` (default: the config default, `auto`, which
+    demands no VIX: bars without one train on the realized-volatility fallback)."""
+    result = validate_bars(bars, volatility_proxy=volatility_proxy or VolatilityProxyConfig())
     if not result.success:
         raise DataQualityError(result)
 
@@ -91,11 +94,13 @@ def training_part(bars: pd.DataFrame, start: pd.Timestamp) -> pd.DataFrame:
 
 
 def fit_spec(bars: pd.DataFrame, config: RLConfig, *, seed: int) -> FeatureSpec:
-    """Feature spec and SL model fitted on the training part only."""
+    """Feature spec and SL model fitted on the training part only, with the configured volatility proxy
+    (`serving.market_data.volatility_proxy`) applied to the raw bars and named in the spec."""
     start = holdout_start(bars, config.evaluation.walk_forward.holdout_fraction)
-    spec = fit_feature_spec(training_part(bars, start), seed=seed)
-    logger.info("fitted %s v%d on bars before %s, spec hash %s", spec.name, spec.version, start.date(),
-                spec.spec_hash()[:12])
+    spec = fit_feature_spec(training_part(bars, start), seed=seed,
+                            volatility_proxy=config.serving.market_data.volatility_proxy)
+    logger.info("fitted %s v%d on bars before %s (volatility input %s), spec hash %s", spec.name, spec.version,
+                start.date(), spec.volatility_source, spec.spec_hash()[:12])
     return spec
 
 
@@ -115,9 +120,11 @@ def training_episode(bars: pd.DataFrame, spec: FeatureSpec, config: RLConfig) ->
     """The training bars with walk-forward (out-of-sample) SL predictions in the observations."""
     walk = config.evaluation.walk_forward
     train = training_part(bars, holdout_start(bars, walk.holdout_fraction))
-    sl = walk_forward_sl_probabilities(compute_market_features(train), train, min_train_bars=walk.sl_min_train_bars,
+    builder = ObservationBuilder(spec)
+    inputs = builder.market_inputs(train)  # the spec's volatility proxy applied, as in serving
+    sl = walk_forward_sl_probabilities(compute_market_features(inputs), inputs, min_train_bars=walk.sl_min_train_bars,
                                        refit_every=walk.sl_refit_every)
-    tensors = ObservationBuilder(spec).training_tensors(train, sl_probabilities=sl)
+    tensors = builder.training_tensors(train, sl_probabilities=sl)
     if len(tensors.timestamps) < 20:
         raise PipelineError(f"only {len(tensors.timestamps)} training bars after warm-up and SL walk-forward; need 20+")
     return episode_of(tensors, spec)

@@ -23,6 +23,7 @@ from gateway.serve import free_port
 from market_data.replay import ReplayClock
 from market_data.source import dataset_id, load_market, trading_symbols
 from market_data.synthetic import synthetic_sectors
+from market_data.volatility import non_tradable_symbols, proxy_from_spec
 from marlops.candidates import (
     MASTER_AGENT,
     SL_FALLBACK,
@@ -180,8 +181,9 @@ def run_replay(bars: pd.DataFrame, registered: RegisteredPolicies, ctx: Pipeline
     start = replay_start(bars, replay_days)
     history = bars[bars["timestamp"] < start]
     replay = bars[bars["timestamp"] >= start]
-    symbols = trading_symbols(bars)
     spec = registered.spec
+    # An etf volatility proxy (e.g. VIXY) is a market input of the features, not a tradable symbol.
+    symbols = tuple(s for s in trading_symbols(bars) if s not in non_tradable_symbols(proxy_from_spec(spec)))
     loop_cfg = ctx.config.serving.loop
     if audit_url is None:
         # One audit database per replay, so a summary counts only its own rows.
