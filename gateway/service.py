@@ -726,6 +726,7 @@ class GatewayService:
             events.append(AuditEvent(kind="decision", occurred_at=now, principal=who, payload={
                 **context, "observation_checksum": batch.observation_checksum,
                 "decision_latency_ms": batch.decision_latency_ms, **d.model_dump(mode="json"),
+                "policy_version": d.policy_version or batch.policy_version,
             }))
         for r in plan.risk:
             events.append(AuditEvent(kind="risk_decision", occurred_at=now, principal=who, payload={

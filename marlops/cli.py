@@ -157,39 +157,19 @@ def _wait_for_signal() -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from marlops.demo import dagster_env, write_dagster_instance
-    from marlops.pipeline import PipelineContext
-    from marlops.stack import ServingStack, StackPorts
+    from marlops.up import UpOptions, run_up
 
     paths = StatePaths.from_env().ensure()
     config = load_rl_config(Path(args.config_dir))
-    ctx = PipelineContext.create(paths, config)
-    models = tuple(m for m in ("symbol_agent", "master_agent") if (ctx.model_repository / m / "config.pbtxt").is_file())
-    write_dagster_instance(paths)
-    webserver = subprocess.Popen(
-        [str(Path(sys.executable).parent / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1",
-         "-p", str(args.dagster_port)],
-        env=dagster_env(paths), cwd=paths.project_root, stdout=(paths.logs_dir / "dagster-webserver.log").open("ab"),
-        stderr=subprocess.STDOUT)
-    if not models:
-        logger.warning("no exported policies in %s yet: run `make demo` first; starting the stack without models",
-                       ctx.model_repository)
-    stack = ServingStack(paths, config, ports=StackPorts.configured(config, exchange=args.exchange_port,
-                                                                     gateway=args.gateway_port),
-                         model_repository=ctx.model_repository, models=models)
-    try:
-        stack.start()
-        urls = {"dagster_ui": f"http://127.0.0.1:{args.dagster_port}", **stack.urls()}
-        print("marlops stack is up:")
-        for name, url in urls.items():
-            print(f"  {name:<16} {url}")
-        print("Ctrl-C stops everything.", flush=True)
-        _wait_for_signal()
-    finally:
-        stack.stop()
-        webserver.terminate()
-        webserver.wait(timeout=30)
-    return 0
+    options = UpOptions(dagster_port=args.dagster_port, gateway_port=args.gateway_port,
+                        exchange_port=args.exchange_port, market_data_port=args.market_data_port,
+                        mlflow_port=args.mlflow_port, trading_metrics_port=args.trading_metrics_port,
+                        bars_per_second=args.bars_per_second, symbols=args.symbols, days=args.days,
+                        iterations=args.iterations, redis_url=args.redis_url,
+                        with_dagster=not args.no_dagster, with_mlflow=not args.no_mlflow,
+                        triton_http=args.triton_http_port, triton_grpc=args.triton_grpc_port,
+                        triton_metrics=args.triton_metrics_port)
+    return run_up(paths, config, options, args.config_dir)
 
 
 def cmd_paper_exchange(args: argparse.Namespace) -> int:
@@ -238,10 +218,23 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--fail-on-no-go", action="store_true", help="exit 3 when the verdict is NO-GO")
     evaluate.set_defaults(func=cmd_evaluate)
 
-    up = sub.add_parser("up", help="start Dagster UI, Triton, paper exchange and gateway; print their URLs")
+    up = sub.add_parser("up", help="run the whole system (trains the demo policy on a fresh clone); Ctrl-C stops it")
     up.add_argument("--dagster-port", type=int, default=3000)
     up.add_argument("--gateway-port", type=int, default=8080)
     up.add_argument("--exchange-port", type=int, default=5100)
+    up.add_argument("--market-data-port", type=int, default=5200)
+    up.add_argument("--mlflow-port", type=int, default=5000)
+    up.add_argument("--trading-metrics-port", type=int, default=9101)
+    up.add_argument("--triton-http-port", type=int, default=None, help="default from config/rl/serving.yaml")
+    up.add_argument("--triton-grpc-port", type=int, default=None)
+    up.add_argument("--triton-metrics-port", type=int, default=None)
+    up.add_argument("--bars-per-second", type=float, default=1.0, help="pace of the replayed synthetic market")
+    up.add_argument("--symbols", type=int, default=20, help="demo universe size")
+    up.add_argument("--days", type=int, default=504, help="demo market length (bars per symbol)")
+    up.add_argument("--iterations", type=int, default=80, help="MAPPO iterations when the demo policy is trained")
+    up.add_argument("--redis-url", default=None, help="directive bus (default from config; used when reachable)")
+    up.add_argument("--no-dagster", action="store_true", help="skip the Dagster webserver and daemon")
+    up.add_argument("--no-mlflow", action="store_true", help="skip the MLflow UI")
     up.set_defaults(func=cmd_up)
 
     bench = sub.add_parser("bench", help="decision latency for 100 symbols; writes .marlops/bench/report.json")
@@ -260,10 +253,20 @@ def build_parser() -> argparse.ArgumentParser:
     exchange.set_defaults(func=cmd_paper_exchange)
 
     from marlops.audit_cli import add_audit_parser
+    from marlops.market_data_cli import add_market_data_parser
+    from marlops.master_process import add_master_parser
+    from marlops.route_cli import add_route_parser
+    from marlops.status_cli import add_status_parser
     from marlops.token_cli import add_token_parser
+    from marlops.trade_cli import add_trade_parser
 
     add_audit_parser(sub)
     add_token_parser(sub)
+    add_trade_parser(sub)
+    add_master_parser(sub)
+    add_route_parser(sub)
+    add_status_parser(sub)
+    add_market_data_parser(sub)
     chaos = sub.add_parser("chaos", add_help=False,
                            help="kill -9 the gateway during a replay (SQLite + PostgreSQL); writes "
                                 ".marlops/chaos/report.json (see `marlops chaos --help`)")

@@ -84,8 +84,10 @@ def _pace(speed: str | None) -> tuple[float | None, bool]:
     return value, False
 
 
-def build_source(args: argparse.Namespace, config: RLConfig, default_start: pd.Timestamp | None) -> tuple[BarSource, tuple[str, ...]]:
-    """The bar source named by --source, and the tradable universe."""
+def build_source(args: argparse.Namespace, config: RLConfig, default_start: pd.Timestamp | None,
+                 market_inputs: tuple[str, ...] = ("SPY", "VIX")) -> tuple[BarSource, tuple[str, ...]]:
+    """The bar source named by --source, and the tradable universe. `market_inputs`: the benchmark and the
+    volatility input the policy's feature spec needs (a live feed subscribes to them too)."""
     bars_per_second, realtime = _pace(args.speed)
     bar_seconds = config.serving.loop.bar_seconds
     if args.source == "alpaca":
@@ -94,7 +96,8 @@ def build_source(args: argparse.Namespace, config: RLConfig, default_start: pd.T
         if not args.symbols or args.symbols.isdigit():
             raise MarlopsError("--source alpaca needs --symbols AAPL,MSFT,... (the tickers the policy trades)")
         symbols = tuple(s.strip().upper() for s in args.symbols.split(",") if s.strip())
-        return AlpacaBarSource.from_settings(AlpacaDataSettings(), symbols=symbols, bar_seconds=bar_seconds), symbols
+        universe = (*symbols, *(s for s in market_inputs if s not in symbols))
+        return AlpacaBarSource(AlpacaDataSettings.from_env(), universe), symbols
     from market_data.source import load_market, trading_symbols
 
     n_symbols = int(args.symbols) if args.symbols else None

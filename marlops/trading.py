@@ -35,7 +35,7 @@ from marlops.gateway_client import GatewayCallError, GatewayClient
 from marlops.policy_router import PolicyRouter
 from marlops.routing import PolicyRef
 from marlops.trading_state import TradingCursor, TradingStateStore
-from serving.errors import InferenceError
+from serving.errors import InferenceError, ServingError
 from serving.master_service import MasterAgentService
 
 logger = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ ALERT_GATEWAY_UNREACHABLE = "GATEWAY_UNREACHABLE"
 ALERT_BAR_SKIPPED = "BAR_SKIPPED"
 ALERT_INFERENCE_FAILED = "INFERENCE_FAILED"
 ALERT_BAR_REFUSED = "BAR_REFUSED"
+ALERT_SNAPSHOT_BUS_DOWN = "SNAPSHOT_BUS_DOWN"
 
 
 class TradingMetrics:
@@ -191,7 +192,7 @@ class TradingService:
         groups, orphans = self._router.acting(self.symbols)
         specs = {ref: self._router.info(ref).spec for ref in [*groups, *self._router.shadows(self.symbols)]}
         master_ref = self._router.master()
-        if master_ref is not None and self._master_factory is not None:
+        if master_ref is not None and (self._master_factory is not None or self._publish_snapshot is not None):
             specs[master_ref] = self._router.info(master_ref).spec
         for spec in specs.values():
             self._feature_service(spec)
@@ -278,7 +279,7 @@ class TradingService:
         if snap is None:
             return
         if self._publish_snapshot is not None:
-            self._publish_snapshot(MarketSnapshotMessage(
+            self._publish(MarketSnapshotMessage(
                 timestamp=snap.timestamp.to_pydatetime(), bar_index=bar_index,
                 master_features={str(k): float(v) for k, v in snap.master_row.items()},
                 regime_shift=snap.regime_shift, feature_spec_hash=spec.spec_hash() if spec is not None else "",
@@ -294,6 +295,15 @@ class TradingService:
             self._master[1].step(snap.timestamp.to_pydatetime(), bar_index, obs, snap.regime_shift)
         except (InferenceError, StackError) as exc:
             self.alerts(ALERT_INFERENCE_FAILED, f"master {ref}: {exc}")
+
+    def _publish(self, message: MarketSnapshotMessage) -> None:
+        assert self._publish_snapshot is not None
+        try:
+            self._publish_snapshot(message)
+        except ServingError as exc:  # the bus is down: the master's directives age out, the gateway goes defensive
+            self.alerts(ALERT_SNAPSHOT_BUS_DOWN, str(exc))
+            return
+        self.alerts(ALERT_SNAPSHOT_BUS_DOWN, None)
 
     def _send(self, batch: TimestepDecisions, ts: pd.Timestamp, t0: float, used: dict[str, int],
               stop: threading.Event) -> BarOutcome | None:

@@ -104,7 +104,7 @@ class TradingRuntime:
         if args.reset:
             state.reset(args.name)
         start = _holdout_start(repository, production, key_path)
-        source, symbols = build_source(args, config, start)
+        source, symbols = build_source(args, config, start, _market_inputs(repository, production, key_path))
         closers.append(source)
         token = None
         if not args.insecure_no_auth:
@@ -122,9 +122,9 @@ class TradingRuntime:
         publish_snapshot = None
         bus: Any = None
         if args.directive_bus:
-            from serving.snapshot_bus import SnapshotPublisher
+            from serving.snapshot_bus import SnapshotBus
 
-            publisher = SnapshotPublisher(args.directive_bus)
+            publisher = SnapshotBus(args.directive_bus)
             closers.append(publisher)
             publish_snapshot = publisher.publish if master_mode == "external" else None
             if master_mode == "inprocess":
@@ -175,6 +175,17 @@ def _holdout_start(repository: Path, ref: PolicyRef, key_path: Path) -> pd.Times
         return None
     value = manifest.get("holdout_start")
     return pd.Timestamp(str(value)) if value else None
+
+
+def _market_inputs(repository: Path, ref: PolicyRef, key_path: Path) -> tuple[str, ...]:
+    from market_data.volatility import market_input_symbols, proxy_from_spec
+
+    try:
+        spec = read_version_manifest(repository, ref, key_path).spec
+    except Exception as exc:  # the default inputs apply; the router reports an unservable version itself
+        logger.warning("cannot read the feature spec of %s: %s", ref, exc)
+        return ("SPY", "VIX")
+    return market_input_symbols(proxy_from_spec(spec))
 
 
 def _log_bar(outcome: BarOutcome) -> None:

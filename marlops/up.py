@@ -1,0 +1,317 @@
+"""`make up`: the whole system, each service its own process, until Ctrl-C.
+
+Order: tokens (generated on first start, hashes only in the store) → the demo policy (trained,
+registered and exported on a fresh clone; routed) → Redis check → paper exchange → local
+Alpaca-compatible market-data server (the synthetic market replayed at a visible pace) → Triton
+→ gateway (auth on, subscribed to Redis) → master agent service → trading service (alpaca-py
+against the local market-data server) → Dagster webserver + daemon → MLflow UI. Every URL goes to
+stdout and to `<MARLOPS_HOME>/up.json` (read by `marlops status`); Ctrl-C / SIGTERM stops every
+process it started, in reverse order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from contracts.config import RLConfig
+from market_data.source import load_market, trading_symbols
+from market_data.synthetic import synthetic_sectors
+from marlops.errors import StackError
+from marlops.net import http_ok
+from marlops.paths import StatePaths
+from marlops.processes import ManagedProcess, ProcessGroup
+from marlops.routing import PolicyRef, RoutingChange, RoutingStore
+
+logger = logging.getLogger(__name__)
+
+DEMO_SOURCE = "synthetic:planted-alpha"
+UP_PRINCIPAL = "marlops-up"
+# The local paper exchange and market-data server accept the same local key pair (not a secret:
+# neither reaches a real account); real Alpaca keys come only from APCA_API_KEY_ID / APCA_API_SECRET_KEY.
+LOCAL_PAPER_KEYS = ("marlops-paper", "marlops-paper-secret")
+LOCAL_DATA_KEYS = LOCAL_PAPER_KEYS
+
+
+@dataclass(frozen=True)
+class UpOptions:
+    dagster_port: int = 3000
+    gateway_port: int = 8080
+    exchange_port: int = 5100
+    market_data_port: int = 5200
+    mlflow_port: int = 5000
+    master_port: int = 0
+    trading_metrics_port: int = 9101
+    triton_http: int | None = None
+    triton_grpc: int | None = None
+    triton_metrics: int | None = None
+    bars_per_second: float = 1.0
+    symbols: int = 20
+    days: int = 504
+    seed: int = 7
+    iterations: int = 80
+    redis_url: str | None = None
+    with_dagster: bool = True
+    with_mlflow: bool = True
+
+
+def _bin(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+def _marlops(*args: str) -> list[str]:
+    return [sys.executable, "-m", "marlops.cli", *args]
+
+
+def redis_reachable(url: str) -> bool:
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=1.0)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except redis.RedisError:
+        return False
+
+
+def ensure_demo_policy(paths: StatePaths, config: RLConfig, options: UpOptions) -> dict[str, Any]:
+    """The routing table in force; on a fresh clone the demo policy is trained, registered, exported, routed."""
+    from marlops.context import PipelineContext
+    from serving.model_repository import exported_versions
+
+    routing = RoutingStore(paths.state_url)
+    try:
+        table = routing.read()
+        if table.policies.get("production") is not None:
+            logger.info("routing table revision %d: %s", table.revision,
+                        {k: str(v) for k, v in table.policies.items()})
+            return table.to_dict()
+        ctx = PipelineContext.create(paths, config)
+        names = ("symbol_agent", "sl_fallback", "master_agent")
+        exported = {m: exported_versions(ctx.model_repository, m) for m in names}
+        go = True
+        if not all(exported.values()):
+            print("==> no exported policy yet: training the demo policy (one-off, a few minutes)", flush=True)
+            exported, go = _train_demo(ctx, options)
+        versions = {m: max(v) for m, v in exported.items()}
+        change = RoutingChange(
+            policies={"production": PolicyRef("symbol_agent", versions["symbol_agent"]),
+                      "sl_fallback": PolicyRef("sl_fallback", versions["sl_fallback"]),
+                      "master": PolicyRef("master_agent", versions["master_agent"])},
+            routes={"*": ("production" if go else "sl_fallback", None)},
+        )
+        reason = ("initial routing of the demo policy (passed Go/No-Go)" if go else
+                  "initial routing: the demo policy failed Go/No-Go, every symbol on sl_fallback")
+        table = routing.apply(change, principal=UP_PRINCIPAL, reason=reason)
+        logger.info("routing table set: %s", reason)
+        return table.to_dict()
+    finally:
+        routing.close()
+
+
+def _train_demo(ctx: Any, options: UpOptions) -> tuple[dict[str, list[int]], bool]:
+    from marlops.pipeline import (
+        TrainingSettings,
+        check_bars,
+        deploy_to_triton,
+        fit_spec,
+        register_candidate,
+        train_candidate,
+        validate_candidate,
+    )
+
+    bars = load_market(DEMO_SOURCE, seed=options.seed, n_symbols=options.symbols, n_days=options.days)
+    check_bars(bars)
+    spec = fit_spec(bars, ctx.config, seed=options.seed)
+    candidate = train_candidate(bars, spec, ctx, training=TrainingSettings(seed=options.seed,
+                                                                           iterations=options.iterations))
+    registered = register_candidate(candidate, ctx)
+    verdict = validate_candidate(bars, registered, ctx).evaluation.report.verdict
+    print(f"==> demo policy registered {registered.versions()}; Go/No-Go: {'GO' if verdict.passed else 'NO-GO'}",
+          flush=True)
+    deployment = deploy_to_triton(registered, ctx, smoke_test=False)
+    return {m: [v] for m, v in deployment.models.items()}, verdict.passed
+
+
+def _env(paths: StatePaths, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({"MARLOPS_HOME": str(paths.root), "PYTHONUNBUFFERED": "1", **extra})
+    return env
+
+
+def start_system(paths: StatePaths, config: RLConfig, options: UpOptions, group: ProcessGroup,
+                 config_dir: str = "config/rl") -> dict[str, str]:
+    """Start every service into `group`; the URLs by name."""
+    from gateway.token_file import bootstrap_token_store
+
+    boot = bootstrap_token_store(paths.token_store, paths.tokens_dir)
+    routing = ensure_demo_policy(paths, config, options)
+    redis_url = options.redis_url or config.serving.directive_bus.redis_url
+    use_redis = redis_reachable(redis_url)
+    if not use_redis:
+        logger.warning("Redis at %s is not reachable: the master agent runs inside the trading service and sends "
+                       "directives to the gateway over HTTP", redis_url)
+    logs = paths.logs_dir
+    triton = config.serving.triton
+    t_http, t_grpc, t_metrics = (options.triton_http or triton.http_port, options.triton_grpc or triton.grpc_port,
+                                 options.triton_metrics or triton.metrics_port)
+    urls = {
+        "paper_exchange": f"http://127.0.0.1:{options.exchange_port}",
+        "market_data": f"http://127.0.0.1:{options.market_data_port}",
+        "triton_http": f"http://127.0.0.1:{t_http}",
+        "triton_grpc": f"127.0.0.1:{t_grpc}",
+        "triton_metrics": f"http://127.0.0.1:{t_metrics}/metrics",
+        "gateway": f"http://127.0.0.1:{options.gateway_port}",
+        "console": f"http://127.0.0.1:{options.gateway_port}/console",
+        "trading_metrics": f"http://127.0.0.1:{options.trading_metrics_port}/metrics",
+    }
+    if use_redis:
+        urls["redis"] = redis_url
+    bars = load_market(DEMO_SOURCE, seed=options.seed, n_symbols=options.symbols, n_days=options.days)
+    symbols = trading_symbols(bars)
+    start = _replay_start(paths, config, bars, routing)
+    paper_env = _env(paths, APCA_API_KEY_ID=LOCAL_PAPER_KEYS[0], APCA_API_SECRET_KEY=LOCAL_PAPER_KEYS[1])
+    data_env = _env(paths, APCA_API_KEY_ID=LOCAL_DATA_KEYS[0], APCA_API_SECRET_KEY=LOCAL_DATA_KEYS[1],
+                    APCA_DATA_URL=urls["market_data"],
+                    APCA_DATA_STREAM_URL=f"ws://127.0.0.1:{options.market_data_port}/v2/iex")
+
+    group.start(ManagedProcess(
+        "paper exchange", [sys.executable, "-m", "gateway.brokers.paper_exchange", "--host", "127.0.0.1",
+                           "--port", str(options.exchange_port)],
+        logs / "paper_exchange.log", env=paper_env,
+        ready=http_ok(f"{urls['paper_exchange']}/v2/clock", {"APCA-API-KEY-ID": LOCAL_PAPER_KEYS[0],
+                                                             "APCA-API-SECRET-KEY": LOCAL_PAPER_KEYS[1]})))
+    group.start(ManagedProcess(
+        "market-data server", _marlops("market-data", "--source", DEMO_SOURCE, "--port", str(options.market_data_port),
+                                       "--symbols", str(options.symbols), "--days", str(options.days),
+                                       "--warmup-bars", str(int((bars["timestamp"].unique() < start).sum())),
+                                       "--bars-per-second", str(options.bars_per_second)),
+        logs / "market_data.log", env=data_env, ready=http_ok(f"{urls['market_data']}/healthz")))
+    from serving.triton_process import find_tritonserver, prepare_backend_directory
+
+    repository = Path(triton.model_repository)
+    repository = repository if repository.is_absolute() else paths.project_root / repository
+    backends = prepare_backend_directory(paths.triton_workdir)
+    from serving.triton_process import TritonServer
+
+    triton_env = TritonServer(repository, http_port=t_http, grpc_port=t_grpc, metrics_port=t_metrics,
+                              workdir=paths.triton_workdir)._environment()
+    group.start(ManagedProcess(
+        "tritonserver", [str(find_tritonserver()), f"--model-repository={repository}",
+                         f"--backend-directory={backends}", "--model-control-mode=explicit",
+                         "--http-address=127.0.0.1", f"--http-port={t_http}", "--grpc-address=127.0.0.1",
+                         f"--grpc-port={t_grpc}", "--metrics-address=127.0.0.1", f"--metrics-port={t_metrics}",
+                         "--exit-on-error=true"],
+        logs / "tritonserver.log", env=triton_env, ready=http_ok(f"{urls['triton_http']}/v2/health/ready"),
+        ready_timeout_s=triton.startup_timeout_s))
+    sectors = paths.root / "sectors.json"
+    sectors.write_text(json.dumps(synthetic_sectors(symbols), indent=1))
+    gateway_args = [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(options.gateway_port),
+                    "--broker-url", urls["paper_exchange"], "--audit-url", paths.audit_url,
+                    "--tokens-file", str(paths.token_store), "--sectors-file", str(sectors)]
+    if use_redis:
+        gateway_args += ["--directive-bus", redis_url]
+    group.start(ManagedProcess("gateway", gateway_args, logs / "gateway.log", env=paper_env,
+                               ready=http_ok(f"{urls['gateway']}/healthz")))
+    if use_redis:
+        group.start(ManagedProcess(
+            "master agent service", _marlops("--config-dir", config_dir, "master", "--redis-url", redis_url,
+                                             "--gateway-url", urls["gateway"], "--triton-url", urls["triton_grpc"],
+                                             "--protocol", "grpc", "--model-repository", str(repository),
+                                             "--gateway-token-file", str(paths.tokens_dir / "trader.token")),
+            logs / "master.log", env=_env(paths)))
+    trade_args = _marlops("--config-dir", config_dir, "trade", "--source", "alpaca", "--symbols", ",".join(symbols),
+                          "--gateway-url", urls["gateway"], "--triton-url", urls["triton_grpc"],
+                          "--triton-http-url", urls["triton_http"], "--sim-exchange", urls["paper_exchange"],
+                          "--metrics-port", str(options.trading_metrics_port), "--name", "up")
+    if use_redis:
+        trade_args += ["--directive-bus", redis_url]
+    group.start(ManagedProcess("trading service", trade_args, logs / "trading.log", env=data_env,
+                               ready=http_ok(urls["trading_metrics"])))
+    if options.with_dagster:
+        from marlops.demo import dagster_env, write_dagster_instance
+
+        write_dagster_instance(paths)
+        denv = dagster_env(paths)
+        urls["dagster_ui"] = f"http://127.0.0.1:{options.dagster_port}"
+        group.start(ManagedProcess(
+            "dagster webserver", [_bin("dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p",
+                                  str(options.dagster_port)],
+            logs / "dagster-webserver.log", env=denv, cwd=paths.project_root,
+            ready=http_ok(f"{urls['dagster_ui']}/server_info"), ready_timeout_s=180))
+        group.start(ManagedProcess("dagster daemon", [_bin("dagster-daemon"), "run", "-w", "workspace.yaml"],
+                                   logs / "dagster-daemon.log", env=denv, cwd=paths.project_root))
+    if options.with_mlflow:
+        urls["mlflow_ui"] = f"http://127.0.0.1:{options.mlflow_port}"
+        group.start(ManagedProcess(
+            "mlflow ui", [_bin("mlflow"), "ui", "--backend-store-uri", paths.mlflow_uri, "--host", "127.0.0.1",
+                          "--port", str(options.mlflow_port)],
+            logs / "mlflow.log", env=_env(paths), ready=http_ok(f"{urls['mlflow_ui']}/health"), ready_timeout_s=180))
+    record = {"urls": urls, "pids": {p.name: p.pid for p in group.processes}, "tokens": boot_paths(paths),
+              "symbols": list(symbols), "redis": use_redis, "trading_name": "up"}
+    (paths.root / "up.json").write_text(json.dumps(record, indent=2))
+    return urls
+
+
+def boot_paths(paths: StatePaths) -> dict[str, str]:
+    return {p.stem: str(p) for p in sorted(paths.tokens_dir.glob("*.token"))}
+
+
+def _replay_start(paths: StatePaths, config: RLConfig, bars: pd.DataFrame, routing: dict[str, Any]) -> pd.Timestamp:
+    """The demo replays the held-out part: the bars the production policy never trained on."""
+    from marlops.trading_runtime import _holdout_start, public_key_path
+
+    production = routing.get("policies", {}).get("production")
+    stamps = pd.DatetimeIndex(sorted(bars["timestamp"].unique()))
+    if production:
+        repository = Path(config.serving.triton.model_repository)
+        repository = repository if repository.is_absolute() else paths.project_root / repository
+        start = _holdout_start(repository, PolicyRef(production["model"], int(production["version"])),
+                               public_key_path(paths))
+        if start is not None and stamps[0] < start <= stamps[-1]:
+            return start
+    return stamps[max(0, len(stamps) - 120)]
+
+
+def run_up(paths: StatePaths, config: RLConfig, options: UpOptions, config_dir: str = "config/rl") -> int:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    group = ProcessGroup()
+    try:
+        urls = start_system(paths, config, options, group, config_dir)
+        print("\nmarlops is up:")
+        for name, url in urls.items():
+            print(f"  {name:<16} {url}")
+        print(f"\n  tokens           {paths.tokens_dir}/<role>.token (admin, risk_officer, trader; owner-only files)")
+        print(f"  token store      {paths.token_store} (SHA-256 hashes only)")
+        print(f"  logs             {paths.logs_dir}")
+        print("  status           .venv/bin/marlops status")
+        print("Ctrl-C stops everything.", flush=True)
+        while not stop.wait(2.0):
+            dead = group.dead()
+            if dead:
+                names = ", ".join(p.name for p in dead)
+                logger.error("%s exited; stopping the system (see %s)", names, paths.logs_dir)
+                return 1
+        return 0
+    except StackError as exc:
+        logger.error("%s", exc)
+        return 1
+    finally:
+        killed = group.stop_all()
+        if killed:
+            logger.warning("had to kill: %s", ", ".join(killed))
+        (paths.root / "up.json").unlink(missing_ok=True)
+        print("marlops stopped.", flush=True)
