@@ -1,0 +1,360 @@
+"""`marlops master` as its own process: snapshots from Redis -> directives on Redis, read by a real gateway.
+
+The Triton call is the one thing injected (a deterministic callable at run_master's `infer`): the CLI
+path builds a PolicyClient, which needs a Triton server. Redis is the machine's (channels unique per
+test); the gateway and the paper exchange are real, served by uvicorn in threads."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import redis
+
+from contracts.config import LoopConfig, RiskOverlaysConfig
+from contracts.decisions import MarketSnapshotMessage, MasterDirective
+from contracts.features import (
+    MASTER_FEATURES,
+    MASTER_MARKET_FEATURES,
+    SYMBOL_FEATURES,
+    FeatureBlock,
+    FeatureSpec,
+    SLModelParams,
+)
+from contracts.policy import DIRECTIVE_MODES
+from gateway.app import create_app
+from gateway.brokers.paper_exchange import create_paper_exchange_app
+from gateway.serve import ServerHandle, serve_app_in_thread
+from gateway.settings import ApiToken, GatewaySettings
+from gateway.token_file import read_token_file
+from gateway.tokens import hash_token
+from marlops.gateway_client import GatewayClient
+from marlops.master_process import (
+    MasterProcessError,
+    MasterSnapshotHandler,
+    load_master_model,
+    run_master,
+)
+from serving.client import PolicyOutput
+from serving.directive_bus import InProcessDirectiveBus, RedisDirectiveBus
+from serving.snapshot_bus import SnapshotBus, snapshot_message
+
+REDIS_URL = os.environ.get("MARLOPS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+T0 = datetime(2026, 3, 2, 21, 0, tzinfo=UTC)
+HIGH_VOL = MASTER_FEATURES.index("regime_high_vol")
+_WAIT_S = 10.0
+
+
+def make_spec() -> FeatureSpec:
+    def block(names: tuple[str, ...]) -> FeatureBlock:
+        return FeatureBlock(names=names, means=(0.0,) * len(names), stds=(1.0,) * len(names))
+
+    return FeatureSpec(symbol=block(SYMBOL_FEATURES), master=block(MASTER_FEATURES),
+                       sl_model=SLModelParams(feature_names=("ret_1",), means=(0.0,), stds=(1.0,), coef=(0.5,),
+                                              intercept=0.0))
+
+
+SPEC = make_spec()
+
+
+class RegimePolicy:
+    """Stands in for Triton's master_agent: defensive in a high-volatility regime, else normal."""
+
+    def __init__(self) -> None:
+        self.observations: list[np.ndarray] = []
+
+    def __call__(self, observation: np.ndarray) -> PolicyOutput:
+        self.observations.append(observation)
+        action = DIRECTIVE_MODES.index("defensive" if observation[0, HIGH_VOL] > 0.5 else "normal")
+        probabilities = np.zeros((1, len(DIRECTIVE_MODES)), dtype=np.float32)
+        probabilities[0, action] = 1.0
+        return PolicyOutput(probabilities=probabilities, actions=np.array([action], dtype=np.int64))
+
+
+def snapshot(bar_index: int, *, high_vol: bool = False, regime_shift: bool = False, spec_hash: str | None = None,
+             at: datetime | None = None) -> MarketSnapshotMessage:
+    features = {name: 0.0 for name in MASTER_MARKET_FEATURES}
+    features["regime_high_vol"] = 1.0 if high_vol else 0.0
+    return snapshot_message(timestamp=at or T0 + timedelta(days=bar_index), bar_index=bar_index,
+                            master_features=features, regime_shift=regime_shift,
+                            feature_spec_hash=SPEC.spec_hash() if spec_hash is None else spec_hash)
+
+
+def wait_for(condition: Callable[[], Any], what: str, timeout_s: float = _WAIT_S) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+@pytest.fixture
+def channels(request: pytest.FixtureRequest) -> dict[str, str]:
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        pytest.skip(f"Redis not reachable at {REDIS_URL} ({exc}); set MARLOPS_TEST_REDIS_URL")
+    finally:
+        client.close()
+    suffix = f"{os.getpid()}-{request.node.name}"
+    return {"snapshots": f"test-market-snapshots-{suffix}", "directives": f"test-master-directives-{suffix}"}
+
+
+@pytest.fixture
+def gateway(tmp_path: Path, channels: dict[str, str]) -> Iterator[tuple[ServerHandle, Path]]:
+    """A real gateway (paper exchange broker) subscribed to the test's directive channel; token file for a viewer."""
+    exchange = serve_app_in_thread(create_paper_exchange_app(initial_cash=1_000_000.0))
+    token = "marlops-test-viewer-token"
+    token_file = tmp_path / "tokens" / "viewer.token"
+    token_file.parent.mkdir()
+    token_file.write_text(token + "\n")
+    token_file.chmod(0o600)
+    settings = GatewaySettings(
+        risk=RiskOverlaysConfig(), audit_url=f"sqlite:///{tmp_path / 'gateway' / 'audit.db'}",
+        broker_base_url=exchange.url, fill_wait_s=0.2, reconcile_interval_s=0,
+        api_tokens=(ApiToken(principal="master", role="viewer", token_sha256=hash_token(token)),),
+        directive_bus_url=REDIS_URL, directive_channel=channels["directives"],
+    )
+    handle = serve_app_in_thread(create_app(settings))
+    yield handle, token_file
+    handle.stop()
+    exchange.stop()
+
+
+@pytest.fixture
+def master(channels: dict[str, str], gateway: tuple[ServerHandle, Path]) -> Iterator[dict[str, Any]]:
+    """run_master in a thread, reading the portfolio from the real gateway with the token file's token."""
+    handle, token_file = gateway
+    client = GatewayClient(handle.url, token=read_token_file(token_file), timeout_s=5)
+    policy = RegimePolicy()
+    stop, ready = threading.Event(), threading.Event()
+    result: dict[str, Any] = {}
+
+    def _run() -> None:
+        result["summary"] = run_master(
+            redis_url=REDIS_URL, infer=policy, spec=SPEC, portfolio=client.portfolio, risk=RiskOverlaysConfig(),
+            loop=LoopConfig(master_every_bars=5, directive_ttl_bars=10, bar_seconds=86400),
+            policy_version="master_agent/7", snapshot_channel=channels["snapshots"],
+            directive_channel=channels["directives"], stop=stop, ready=ready, handle_signals=False,
+        )
+
+    thread = threading.Thread(target=_run, daemon=True)
+    thread.start()
+    assert ready.wait(_WAIT_S)
+    yield {"policy": policy, "stop": stop, "thread": thread, "result": result}
+    stop.set()
+    thread.join(5)
+    client.close()
+
+
+@pytest.fixture
+def directives(channels: dict[str, str]) -> Iterator[queue.Queue[tuple[MasterDirective, datetime | None]]]:
+    inbox: queue.Queue[tuple[MasterDirective, datetime | None]] = queue.Queue()
+    bus = RedisDirectiveBus(REDIS_URL, channels["directives"])
+    bus.subscribe_published(lambda d, at: inbox.put((d, at)))
+    yield inbox
+    bus.close()
+
+
+@pytest.fixture
+def snapshots(channels: dict[str, str]) -> Iterator[SnapshotBus]:
+    bus = SnapshotBus(REDIS_URL, channels["snapshots"])
+    yield bus
+    bus.close()
+
+
+def test_run_master_when_snapshots_published_then_directives_on_schedule_and_regime_shift_reach_gateway(
+    master: dict[str, Any], snapshots: SnapshotBus, gateway: tuple[ServerHandle, Path],
+    directives: queue.Queue[tuple[MasterDirective, datetime | None]],
+) -> None:
+    for bar in range(7):
+        snapshots.publish(snapshot(bar, high_vol=bar == 0, regime_shift=bar == 3))
+    snapshots.publish(snapshot(10))
+    got = [directives.get(timeout=_WAIT_S) for _ in range(4)]
+    ids = [d.directive_id for d, _ in got]
+    # Every 5 bars (0, 5, 10) and on the regime shift (3); bars 1, 2, 4 and 6 give nothing.
+    assert ids == ["master-master_agent/7-bar0", "master-master_agent/7-bar3", "master-master_agent/7-bar5",
+                   "master-master_agent/7-bar10"]
+    assert [d.mode for d, _ in got] == ["defensive", "normal", "normal", "normal"]
+    first, published_at = got[0]
+    assert first.issued_at == T0 and first.ttl_seconds == 10 * 86400 and first.policy_version == "master_agent/7"
+    assert first.defensive and published_at is not None
+    assert directives.empty()
+    # The observation: one row of the master features, the portfolio block from the gateway (flat book).
+    observations = master["policy"].observations
+    assert len(observations) == 4 and observations[0].shape == (1, len(MASTER_FEATURES))
+    assert observations[0][0, -2:].tolist() == [0.0, 0.0]  # drawdown, gross exposure (z-scored with 0/1)
+    # The gateway subscribed to the same channel applied them.
+    handle, token_file = gateway
+    client = GatewayClient(handle.url, token=read_token_file(token_file))
+    try:
+        wait_for(lambda: (client.state()["latest_directive"] or {}).get("directive_id") == ids[-1],
+                 "the gateway to apply bar 10's directive")
+        assert client.state()["latest_directive"]["mode"] == "normal"
+    finally:
+        client.close()
+
+    master["stop"].set()
+    master["thread"].join(5)
+    assert not master["thread"].is_alive()
+    summary = master["result"]["summary"]
+    assert summary.snapshots == 8 and summary.directives == ids and summary.refused == 0 and summary.failed == 0
+
+
+def test_snapshot_when_feature_spec_hash_differs_then_refused_with_logged_error_and_loop_goes_on(
+    master: dict[str, Any], snapshots: SnapshotBus, directives: queue.Queue[tuple[MasterDirective, datetime | None]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    snapshots.publish(snapshot(0, spec_hash="0" * 64))
+    snapshots.publish(snapshot(5))
+    directive, _ = directives.get(timeout=_WAIT_S)
+    assert directive.directive_id == "master-master_agent/7-bar5"
+    assert "snapshot of bar 0 refused: feature spec 000000000000 is not the master's" in caplog.text
+    master["stop"].set()
+    master["thread"].join(5)
+    assert master["result"]["summary"].refused == 1 and master["thread"].is_alive() is False
+
+
+def test_handler_when_every_seconds_then_acts_once_that_much_market_time_passed() -> None:
+    bus = InProcessDirectiveBus()
+    issued: list[MasterDirective] = []
+    bus.subscribe(issued.append)
+    handler = MasterSnapshotHandler(
+        infer=RegimePolicy(), spec=SPEC, portfolio=lambda: {"drawdown": 0.05, "gross_exposure": 0.8}, bus=bus,
+        risk=RiskOverlaysConfig(), loop=LoopConfig(master_every_bars=5, bar_seconds=60),
+        policy_version="master_agent/3", every_seconds=300,
+    )
+    minutes = [0, 2, 4, 6, 8, 10, 11, 12]  # irregular minute bars: 5 minutes of market time, not 5 bars
+    for bar, minute in enumerate(minutes):
+        handler.handle(snapshot(bar, at=T0 + timedelta(minutes=minute)))
+    assert [d.directive_id for d in issued] == ["master-master_agent/3-bar0", "master-master_agent/3-bar3",
+                                                "master-master_agent/3-bar6"]
+    assert issued[0].ttl_seconds == 10 * 60
+    # A re-sent (or late) snapshot of a handled bar is ignored, so its directive is not issued twice.
+    handler.handle(snapshot(6, at=T0 + timedelta(minutes=11), regime_shift=True))
+    assert len(issued) == 3 and handler.summary.refused == 1
+
+
+def test_handler_when_gateway_unreachable_then_last_known_portfolio_used_or_bar_skipped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    bus = InProcessDirectiveBus()
+    issued: list[MasterDirective] = []
+    bus.subscribe(issued.append)
+    answers: list[Any] = [httpx.ConnectError("gateway down"), {"drawdown": 0.1, "gross_exposure": 0.5},
+                          httpx.ConnectError("gateway down")]
+
+    def portfolio() -> dict[str, float]:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return dict(answer)
+
+    handler = MasterSnapshotHandler(infer=RegimePolicy(), spec=SPEC, portfolio=portfolio, bus=bus,
+                                    risk=RiskOverlaysConfig(), loop=LoopConfig(master_every_bars=1),
+                                    policy_version="master_agent/3")
+    for bar in range(3):
+        handler.handle(snapshot(bar))
+    assert [d.directive_id for d in issued] == ["master-master_agent/3-bar1", "master-master_agent/3-bar2"]
+    assert handler.summary.failed == 1 and "gateway portfolio unavailable and none known yet" in caplog.text
+    assert "using the last known drawdown 0.100, gross 0.500" in caplog.text
+
+
+def test_load_master_model_when_versions_exported_then_highest_and_its_spec_unless_pinned(tmp_path: Path) -> None:
+    other = SPEC.model_copy(update={"clip": 4.0})
+    for version, spec in ((2, other), (7, SPEC)):
+        folder = tmp_path / "master_agent" / str(version)
+        folder.mkdir(parents=True)
+        (folder / "model.ptc").write_bytes(b"artifact")
+        (folder / "model.manifest.json").write_text(json.dumps({
+            "agent": "master_agent", "feature_spec_hash": spec.spec_hash(),
+            "feature_spec": json.loads(spec.canonical_json())}))
+    latest = load_master_model(tmp_path)
+    assert (latest.version, latest.spec, latest.policy_version) == (7, SPEC, "master_agent/7")
+    assert load_master_model(tmp_path, 2).spec == other
+    with pytest.raises(MasterProcessError, match=r"version 5 not exported; versions are \[2, 7\]"):
+        load_master_model(tmp_path, 5)
+    (tmp_path / "master_agent" / "7" / "model.manifest.json").write_text(json.dumps({"agent": "master_agent"}))
+    with pytest.raises(MasterProcessError, match="cannot read the feature spec"):
+        load_master_model(tmp_path)
+    with pytest.raises(MasterProcessError, match="no exported master_agent version"):
+        load_master_model(tmp_path / "empty")
+
+
+_SUBPROCESS = textwrap.dedent("""
+    import sys
+    import numpy as np
+    from contracts.config import LoopConfig, RiskOverlaysConfig
+    from contracts.features import FeatureSpec
+    from marlops.master_process import run_master
+    from serving.client import PolicyOutput
+
+    SPEC = FeatureSpec.model_validate_json(sys.argv[4])
+
+    def infer(observation):
+        return PolicyOutput(np.array([[1.0, 0.0, 0.0]], dtype=np.float32), np.array([0]))
+
+    summary = run_master(redis_url=sys.argv[1], infer=infer, spec=SPEC,
+                         portfolio=lambda: {"drawdown": 0.0, "gross_exposure": 0.0},
+                         risk=RiskOverlaysConfig(), loop=LoopConfig(), policy_version="master_agent/1",
+                         snapshot_channel=sys.argv[2], directive_channel=sys.argv[3])
+    print("exited cleanly after", summary.snapshots, "snapshot(s)")
+""")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_run_master_when_signalled_then_exits_0_within_two_seconds(channels: dict[str, str], signum: int) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SUBPROCESS, REDIS_URL, channels["snapshots"], channels["directives"],
+         SPEC.canonical_json()],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=Path(__file__).parents[2],
+    )
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        wait_for(lambda: client.pubsub_numsub(channels["snapshots"])[0][1] == 1 or proc.poll() is not None,
+                 "the master to subscribe", timeout_s=60)
+        assert proc.poll() is None, proc.communicate()[0]
+        sent = time.monotonic()
+        proc.send_signal(signum)
+        output, _ = proc.communicate(timeout=10)
+        assert time.monotonic() - sent < 2.0
+        assert proc.returncode == 0, output
+        assert "exited cleanly after 0 snapshot(s)" in output
+    finally:
+        client.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_master_command_when_no_version_exported_then_clear_error(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    from marlops.master_process import add_master_parser
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config-dir", default=str(Path(__file__).parents[2] / "config" / "rl"))
+    add_master_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["master", "--version", "3", "--every-seconds", "300", "--redis-url", REDIS_URL])
+    assert (args.version, args.every_seconds, args.snapshot_channel) == (3, 300.0, "market-snapshots")
+    monkeypatch.setenv("MARLOPS_HOME", str(tmp_path / "home"))
+    with pytest.raises(MasterProcessError, match="no exported master_agent version"):
+        args.func(args)
