@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from contracts.config import VolatilityProxyConfig
 from features.market_features import compute_market_features
 from features.observation import ObservationBuilder
 from features.service import FeatureService
@@ -23,7 +24,7 @@ from gateway.serve import free_port
 from market_data.replay import ReplayClock
 from market_data.source import dataset_id, load_market, trading_symbols
 from market_data.synthetic import synthetic_sectors
-from market_data.volatility import non_tradable_symbols, proxy_from_spec
+from market_data.volatility import apply_volatility_proxy, non_tradable_symbols, proxy_from_spec
 from marlops.candidates import (
     MASTER_AGENT,
     SL_FALLBACK,
@@ -81,8 +82,9 @@ def replay_start(bars: pd.DataFrame, replay_days: int) -> pd.Timestamp:
     return pd.Timestamp(stamps[-replay_days])
 
 
-def compute_feature_table(bars: pd.DataFrame) -> pd.DataFrame:
-    return compute_market_features(bars)
+def compute_feature_table(bars: pd.DataFrame, volatility_proxy: VolatilityProxyConfig | None = None) -> pd.DataFrame:
+    """Market features of raw bars with the volatility proxy applied (default: the config default, `auto`)."""
+    return compute_market_features(apply_volatility_proxy(bars, volatility_proxy or VolatilityProxyConfig()))
 
 
 # ---------------------------------------------------------------------------------------------- triton

@@ -3,6 +3,7 @@
 import pandas as pd
 from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue, asset_check
 
+from contracts.config import VolatilityProxyConfig
 from contracts.features import REGIME_FEATURES, SYMBOL_MARKET_FEATURES
 from data_checks.bars_suite import validate_bars
 from data_checks.features_suite import validate_feature_table
@@ -22,7 +23,8 @@ def _as_check_result(result: DataCheckResult) -> AssetCheckResult:
 
 @asset_check(asset=market_bars, blocking=True, description="Great Expectations suite for OHLCV bars.")
 def market_bars_are_valid(market_bars: pd.DataFrame) -> AssetCheckResult:
-    return _as_check_result(validate_bars(market_bars))
+    # The default volatility proxy (auto) demands no VIX series: bars without one fall back to realized volatility.
+    return _as_check_result(validate_bars(market_bars, volatility_proxy=VolatilityProxyConfig()))
 
 
 @asset_check(asset=feature_table, blocking=True, description="Every observation feature present and finite.")
