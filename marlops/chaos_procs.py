@@ -4,6 +4,7 @@ started with this interpreter; its output goes to a log file whose tail every st
 """
 
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -40,7 +41,8 @@ class ManagedProcess:
     again with the same command line; ready = `ready_path` answers 200."""
 
     def __init__(self, name: str, command: Sequence[str], *, url: str, ready_path: str, log_path: Path,
-                 ready_headers: dict[str, str] | None = None, startup_timeout_s: float = 60.0) -> None:
+                 ready_headers: dict[str, str] | None = None, startup_timeout_s: float = 60.0,
+                 env: dict[str, str] | None = None) -> None:
         self.name = name
         self.command = list(command)
         self.url = url
@@ -48,6 +50,7 @@ class ManagedProcess:
         self.log_path = log_path
         self._ready_headers = ready_headers or {}
         self._startup_timeout_s = startup_timeout_s
+        self._env = env  # None: this process's environment
         self._proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -67,7 +70,7 @@ class ManagedProcess:
             log.write(f"\n=== chaos: {self.name} start #{self.starts} ===\n".encode())
             log.flush()
             self._proc = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT,
-                                          stdin=subprocess.DEVNULL)
+                                          stdin=subprocess.DEVNULL, env=self._env)
         self._wait_ready()
 
     def _wait_ready(self) -> None:
@@ -129,9 +132,11 @@ def exchange_process(port: int, log_path: Path, *, seed: int, initial_cash: floa
 
 def gateway_process(port: int, log_path: Path, *, broker_url: str, audit_url: str, audit_table: str,
                     risk_config: Path) -> ManagedProcess:
+    # The crash test is about kills, not auth: the gateway runs open on loopback (--insecure-no-auth), and
+    # its broker keys go through the environment, never the command line.
     command = [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(port),
                "--broker-url", broker_url, "--audit-url", audit_url, "--audit-table", audit_table,
-               "--risk-config", str(risk_config), "--key-id", PAPER_KEY_ID, "--secret-key", PAPER_SECRET,
-               "--log-level", "warning"]
+               "--risk-config", str(risk_config), "--insecure-no-auth", "--log-level", "warning"]
+    env = dict(os.environ, APCA_API_KEY_ID=PAPER_KEY_ID, APCA_API_SECRET_KEY=PAPER_SECRET)
     return ManagedProcess("gateway", command, url=f"http://127.0.0.1:{port}", ready_path="/healthz",
-                          log_path=log_path)
+                          log_path=log_path, env=env)
