@@ -15,8 +15,9 @@ Its observation is `ObservationBuilder(spec).master_observation(master_row, draw
 with drawdown and gross exposure from the gateway's `GET /v1/portfolio`; the directive's id is
 `directive_id_for("master_agent/<version>", bar_index)`, so a re-sent snapshot gives the same id.
 A snapshot whose `feature_spec_hash` is not the master's spec is refused (logged error), as is one at
-or before the bar last handled. A failing inference, gateway read or publish is logged and the next
-snapshot is handled as usual. SIGTERM / SIGINT stop the loop within about `_POLL_S`.
+or before the bar last handled. A failing inference, gateway read or publish is logged, and the next
+snapshot acts in place of the failed one (a gateway that does not answer: its last known portfolio is
+used). SIGTERM / SIGINT stop the loop within about `_POLL_S`.
 """
 
 from __future__ import annotations
@@ -166,6 +167,7 @@ class MasterSnapshotHandler:
             ttl_seconds=loop.directive_ttl_bars * loop.bar_seconds, policy_version=policy_version,
         )
         self._last_bar: int | None = None
+        self._missed: int | None = None  # a due bar whose directive failed: the next snapshot tries again
         self._last_portfolio: tuple[float, float] | None = None
         self.summary = MasterRunSummary()
 
@@ -184,6 +186,8 @@ class MasterSnapshotHandler:
             return None
         self._last_bar = snapshot.bar_index
         reason = self.schedule.due(snapshot)
+        if reason is None and self._missed is not None:
+            reason = f"retry: bar {self._missed} gave no directive"
         if reason is None:
             logger.debug("bar %d: no directive due", snapshot.bar_index)
             return None
@@ -193,11 +197,13 @@ class MasterSnapshotHandler:
             directive = self._service.step(snapshot.timestamp, snapshot.bar_index, observation, snapshot.regime_shift)
         except (MarlopsError, ServingError, FeatureError, ValueError, KeyError, OSError) as exc:
             self.summary.failed += 1
+            self._missed = snapshot.bar_index if self._missed is None else self._missed
             logger.error("bar %d (%s): no directive: %s: %s", snapshot.bar_index, reason, type(exc).__name__, exc)
             return None
         if directive is None:  # cannot happen with every_bars=1; kept for type narrowing
             return None
         self.schedule.acted(snapshot)
+        self._missed = None
         self.summary.directives.append(directive.directive_id)
         logger.info("bar %d %s (%s): published %s directive %s (drawdown %.3f, gross %.3f)", snapshot.bar_index,
                     snapshot.timestamp.isoformat(), reason, directive.mode, directive.directive_id, drawdown, gross)

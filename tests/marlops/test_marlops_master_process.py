@@ -252,7 +252,7 @@ def test_handler_when_every_seconds_then_acts_once_that_much_market_time_passed(
     assert len(issued) == 3 and handler.summary.refused == 1
 
 
-def test_handler_when_gateway_unreachable_then_last_known_portfolio_used_or_bar_skipped(
+def test_handler_when_gateway_unreachable_then_next_bar_retries_and_last_known_portfolio_used(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     bus = InProcessDirectiveBus()
@@ -268,11 +268,13 @@ def test_handler_when_gateway_unreachable_then_last_known_portfolio_used_or_bar_
         return dict(answer)
 
     handler = MasterSnapshotHandler(infer=RegimePolicy(), spec=SPEC, portfolio=portfolio, bus=bus,
-                                    risk=RiskOverlaysConfig(), loop=LoopConfig(master_every_bars=1),
+                                    risk=RiskOverlaysConfig(), loop=LoopConfig(master_every_bars=5),
                                     policy_version="master_agent/3")
-    for bar in range(3):
+    for bar in (0, 1, 2, 5):
         handler.handle(snapshot(bar))
-    assert [d.directive_id for d in issued] == ["master-master_agent/3-bar1", "master-master_agent/3-bar2"]
+    # Bar 0 was due but the gateway never answered yet: bar 1 acts in its place; bar 5 reuses bar 1's portfolio.
+    assert [d.directive_id for d in issued] == ["master-master_agent/3-bar1", "master-master_agent/3-bar5"]
+    assert answers == []
     assert handler.summary.failed == 1 and "gateway portfolio unavailable and none known yet" in caplog.text
     assert "using the last known drawdown 0.100, gross 0.500" in caplog.text
 
