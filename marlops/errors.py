@@ -18,3 +18,7 @@ class DataQualityError(PipelineError):
         text = summary() if callable(summary) else str(result)
         super().__init__(f"the bars failed their data checks; fix or drop the rows named below\n{text}")
         self.result = result
+
+
+class RoutingError(MarlopsError):
+    """A routing change was refused (invalid, or the store cannot be read or written)."""
