@@ -23,6 +23,7 @@ from gateway.app import create_app
 from gateway.directives import InProcessDirectiveSource
 from gateway.serve import ServerHandle, free_port, serve_app_in_thread
 from gateway.settings import GatewaySettings
+from gateway.token_file import read_token_file
 
 pytestmark = pytest.mark.integration
 
@@ -200,11 +201,17 @@ def test_gateway_when_timesteps_posted_then_exchange_portfolio_and_audit_agree(
 def test_gateway_cli_when_started_then_healthy_and_reconciled(exchange_url: str, tmp_path: Path) -> None:
     port = free_port()
     log = tmp_path / "gateway.log"
+    # Secure by default: the absent tokens file is bootstrapped, the raw tokens land in --tokens-dir.
     proc = start_process(["-m", "gateway", "--port", str(port), "--broker-url", exchange_url,
-                          "--audit-url", f"sqlite:///{tmp_path / 'cli' / 'audit.db'}", "--log-level", "warning"], log)
+                          "--audit-url", f"sqlite:///{tmp_path / 'cli' / 'audit.db'}", "--log-level", "warning",
+                          "--tokens-file", str(tmp_path / "auth" / "tokens.yaml"),
+                          "--tokens-dir", str(tmp_path / "tokens")], log)
     try:
         url = f"http://127.0.0.1:{port}"
         wait_for(lambda: proc.poll() is None and answers(url + "/healthz")(), f"gateway CLI on {url} (log {log})")
-        assert httpx.get(url + "/v1/portfolio").json()["equity"] == pytest.approx(1_000_000.0)
+        assert httpx.get(url + "/v1/portfolio").status_code == 401
+        token = read_token_file(tmp_path / "tokens" / "admin.token")
+        portfolio = httpx.get(url + "/v1/portfolio", headers={"Authorization": f"Bearer {token}"})
+        assert portfolio.json()["equity"] == pytest.approx(1_000_000.0)
     finally:
         stop_process(proc)
