@@ -158,6 +158,11 @@ def main(argv: list[str] | None = None) -> None:
     except (GatewayError, ConfigError) as exc:
         logger.error("%s", exc)
         sys.exit(2)
+    except ValidationError as exc:
+        # Names and messages only: the input values may include the broker secret.
+        logger.error("invalid gateway settings: %s", "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()))
+        sys.exit(2)
     logger.info("gateway on %s:%d, broker %s, audit %s, directive bus %s", process.host, process.port,
                 redact_url(process.broker_url), redact_url(settings.audit_url),
                 redact_url(process.directive_bus_url) or "none (HTTP only)")

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.__main__ import INSECURE_WARNING, load_process_settings, redact_url
+from gateway.__main__ import INSECURE_WARNING, gateway_settings, load_process_settings, redact_url
 from gateway.brokers.paper_exchange import create_paper_exchange_app
 from gateway.process_settings import GatewayProcessSettings
 from gateway.serve import ServerHandle, free_port, serve_app_in_thread
@@ -263,3 +263,14 @@ def test_redact_url_when_password_in_url_then_masked() -> None:
     assert redact_url("postgresql+psycopg://u:pw@db:5432/x") == "postgresql+psycopg://u:***@db:5432/x"
     assert redact_url("redis://:pw@r:6379/0") == "redis://:***@r:6379/0"
     assert redact_url("sqlite:///a/b.db") == "sqlite:///a/b.db"
+
+
+def test_gateway_settings_when_directive_bus_flag_then_gateway_subscribes_to_that_url(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("APCA_API_SECRET_KEY", SECRET)
+    process = load_process_settings(["--broker-url", "http://127.0.0.1:5100", "--risk-config", str(RISK_CONFIG),
+                                     "--directive-bus", "redis://127.0.0.1:6379/3", "--directive-channel", "dirs"])
+    settings = gateway_settings(process, ())
+    assert (settings.directive_bus_url, settings.directive_channel) == ("redis://127.0.0.1:6379/3", "dirs")
+    assert settings.broker_secret_key == SECRET and settings.broker_base_url == "http://127.0.0.1:5100"
