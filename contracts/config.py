@@ -40,6 +40,9 @@ class ModelsConfig(_Config):
 
 class LoopConfig(_Config):
     master_every_bars: int = Field(default=5, ge=1)
+    # With intraday bars: the master acts once this much MARKET time has passed since its last
+    # directive (300 = every 5 minutes), instead of every master_every_bars bars; null = use the bars.
+    master_every_seconds: float | None = Field(default=None, gt=0)
     directive_ttl_bars: int = Field(default=10, ge=1)
     bar_seconds: float = Field(default=86400.0, gt=0)
 

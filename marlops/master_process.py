@@ -160,7 +160,8 @@ class MasterSnapshotHandler:
         self._builder = ObservationBuilder(spec)
         self.spec_hash = self._builder.spec_hash
         self._portfolio = portfolio
-        self.schedule = MasterSchedule(every_bars or loop.master_every_bars, every_seconds)
+        self.schedule = MasterSchedule(every_bars or loop.master_every_bars,
+                                       every_seconds if every_seconds is not None else loop.master_every_seconds)
         # every_bars=1: the service issues whenever asked; MasterSchedule decides when to ask.
         self._service = MasterAgentService(
             infer, bus, risk, every_bars=1,

@@ -84,7 +84,13 @@ class PolicyRouter:
             return self._table
         table = self._store.read()
         missing: set[PolicyRef] = set()
-        for model, versions in sorted(table.served().items()):
+        wanted = {model: set(versions) for model, versions in table.served().items()}
+        fallback = table.policies.get(FALLBACK_SLOT)
+        if fallback is not None:  # always loaded: it must be ready the moment a routed version fails
+            wanted.setdefault(fallback.model, set()).add(fallback.version)
+        for model in self._ready:  # a model no slot names any more is unloaded
+            wanted.setdefault(model, set())
+        for model, versions in sorted(wanted.items()):
             result = sync_versions(self._http_url, self._repository, model, set(versions), self._public_key,
                                    self._triton)
             self._ready[model] = frozenset(result.loaded)

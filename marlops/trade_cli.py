@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import threading
 from pathlib import Path
@@ -48,7 +49,8 @@ def add_trade_parser(subparsers: Any) -> argparse.ArgumentParser:
     trade.add_argument("--triton-url", default=None, help="host:port of Triton for inference (default from config)")
     trade.add_argument("--triton-http-url", default=None, help="Triton HTTP endpoint for model control")
     trade.add_argument("--directive-bus", default=None,
-                       help="redis://...: publish market snapshots for `marlops master` (and directives)")
+                       help="redis://...: publish market snapshots for `marlops master` (and directives); "
+                            "default MARLOPS_DIRECTIVE_BUS_URL / REDIS_URL (environment or .env), else none")
     trade.add_argument("--master", choices=("inprocess", "external", "off"), default=None,
                        help="who runs the master agent (default: external with --directive-bus, else inprocess, "
                             "publishing directives to the gateway over HTTP)")
@@ -68,6 +70,14 @@ def read_token(path: Path) -> str:
     except ImportError:  # pragma: no cover - older gateway package
         return path.read_text().strip()
     return read_token_file(path)
+
+
+def _env_with_dotenv() -> dict[str, str]:
+    """The environment over the project's `.env` (Alpaca's own variable names work from either)."""
+    from dotenv import dotenv_values
+
+    dotenv = {k: v for k, v in dotenv_values(Path.cwd() / ".env").items() if v}
+    return {**dotenv, **os.environ}
 
 
 def _pace(speed: str | None) -> tuple[float | None, bool]:
@@ -97,7 +107,7 @@ def build_source(args: argparse.Namespace, config: RLConfig, default_start: pd.T
             raise MarlopsError("--source alpaca needs --symbols AAPL,MSFT,... (the tickers the policy trades)")
         symbols = tuple(s.strip().upper() for s in args.symbols.split(",") if s.strip())
         universe = (*symbols, *(s for s in market_inputs if s not in symbols))
-        return AlpacaBarSource(AlpacaDataSettings.from_env(), universe), symbols
+        return AlpacaBarSource(AlpacaDataSettings.from_env(_env_with_dotenv()), universe), symbols
     from market_data.source import load_market, trading_symbols
 
     n_symbols = int(args.symbols) if args.symbols else None
@@ -127,6 +137,10 @@ def run_trade(args: argparse.Namespace) -> int:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _stop)
+    if args.directive_bus is None:
+        from marlops.settings import MarlopsSettings
+
+        args.directive_bus = MarlopsSettings.load().directive_bus_url
     runtime = TradingRuntime.from_args(args, paths, config)
     try:
         outcomes = runtime.run(stop, max_bars=args.max_bars)
