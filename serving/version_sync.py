@@ -4,11 +4,18 @@
     result.loaded, result.missing, result.unloaded
 
 One `POST /v2/repository/models/<model>/load` with a config override whose
-`version_policy.specific.versions` is exactly the wanted versions that are exported (and verify):
-Triton loads the new versions, keeps the unchanged ones serving, and unloads the versions dropped from
-the policy. Requests already accepted by a dropped version are finished before it goes (checked on the
-real server by tests/serving/test_serving_version_sync.py); requests that arrive for it afterwards are
-refused by Triton with "not found". Wanted = empty unloads the model.
+`version_policy.specific.versions` is exactly the wanted versions that are exported (and verify).
+What Triton 2.51 (nvidia-pytriton 0.7.0) does with it, checked on the real server by
+tests/serving/test_serving_version_sync.py:
+  * same process, no restart; the load answers once every new version is READY;
+  * every version that stays wanted is RELOADED too (the config changed, so a new python-backend stub
+    per version), but the old instance keeps serving until the new one is ready: requests pinned to a
+    kept version never fail during the sync;
+  * a dropped version goes to UNLOADING right after the load answers; requests already inside Triton for
+    it (executing, and queued behind it) are finished and answered normally, then it unloads; requests
+    that arrive for it after that are refused ("... version N is not at ready state").
+An identical wanted set that is already READY sends nothing (no needless reload) unless `force`.
+Wanted = empty unloads the model.
 
 The override is built by serving.model_repository.build_model_config from the signed manifests, each
 verified again here: the per-version artifact hashes and feature-spec hashes in the override are the
@@ -89,11 +96,14 @@ def sync_versions(
     triton: TritonConfig,
     *,
     unload_timeout_s: float = 60.0,
+    force: bool = False,
 ) -> VersionSyncResult:
     """Load the wanted versions of `model` that are exported, unload the rest; report what happened.
 
     Never restarts the server. Versions that stay wanted keep serving throughout. Waits (up to
     `unload_timeout_s`) for dropped versions to leave READY, i.e. for their in-flight requests to finish.
+    When exactly the wanted (exported, verified) versions are READY already nothing is sent, unless
+    `force`: Triton answers every changed config with a reload of every version (a new backend stub each).
     """
     wanted = _wanted(versions)
     repository = Path(repository)
@@ -115,7 +125,9 @@ def sync_versions(
                     logger.error("model %s version %s not loaded: %s", model, version, exc)
 
             error: str | None = None
-            if manifests:
+            if manifests and before == set(manifests) and not force:
+                logger.debug("%s already serves exactly versions %s; nothing to load", model, sorted(before))
+            elif manifests:
                 signature = _common_signature(model, manifests)
                 config = build_model_config(model, signature, manifests, public_key_path, triton)
                 body = {"parameters": {"config": json_format.MessageToJson(config)}}

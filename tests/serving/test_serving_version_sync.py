@@ -232,6 +232,10 @@ def test_sync_when_a_wanted_version_is_not_exported_then_it_is_missing_and_the_r
     assert result.loaded == {2} and result.missing == {9} and not result.ok
     assert "not exported" in result.problems[9]
     assert repo.ready() == {2}
+    pid, log_size = repo.server.pid, repo.server.log_path.stat().st_size
+    again = repo.sync({2})  # already served exactly: nothing sent, nothing reloaded
+    assert again.loaded == {2} and again.ok and repo.server.pid == pid
+    assert "loading: symbol_agent" not in repo.server.log_path.read_text()[log_size:]
 
 
 def test_sync_when_nothing_wanted_then_model_unloaded_and_can_be_loaded_again(repo: Repo) -> None:
