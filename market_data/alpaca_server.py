@@ -252,8 +252,10 @@ def _auth_error(request: Request, key_id: str, secret_key: str) -> JSONResponse 
 
 def create_app(bars: pd.DataFrame, *, start: pd.Timestamp, bars_per_second: float | None = None,
                key_id: str = LOCAL_KEY_ID, secret_key: str = LOCAL_SECRET_KEY, timeframe: str | None = None,
-               max_page_size: int = MAX_LIMIT, sim_hooks: bool = True) -> FastAPI:
-    """The server app; `app.state.market` is the `ReplayMarket` (tests may read it)."""
+               max_page_size: int = MAX_LIMIT, sim_hooks: bool = True, wait_for_subscriber: bool = False) -> FastAPI:
+    """The server app; `app.state.market` is the `ReplayMarket` (tests may read it). With
+    `wait_for_subscriber`, the paced clock starts only once a stream client has subscribed to bars, so a
+    trading service that starts after the server sees the whole replay (as a demo should)."""
     if bars_per_second is not None and bars_per_second <= 0:
         raise MarketDataServerError(f"bars_per_second must be > 0 or None, got {bars_per_second}")
     if not 1 <= max_page_size <= MAX_LIMIT:
@@ -262,6 +264,8 @@ def create_app(bars: pd.DataFrame, *, start: pd.Timestamp, bars_per_second: floa
 
     async def pace() -> None:
         assert bars_per_second is not None
+        while wait_for_subscriber and not any(c.authenticated and c.bars for c in market.clients):
+            await asyncio.sleep(0.05)
         while market.remaining:
             await asyncio.sleep(1.0 / bars_per_second)
             market.advance(1)
@@ -412,7 +416,8 @@ def keys_from_env() -> tuple[str, str]:
 
 def build_app_from_spec(source: str, *, warmup_bars: int = 64, bars_per_second: float | None = None,
                         n_symbols: int | None = None, n_days: int | None = None, max_page_size: int = MAX_LIMIT,
-                        key_id: str | None = None, secret_key: str | None = None) -> FastAPI:
+                        key_id: str | None = None, secret_key: str | None = None,
+                        wait_for_subscriber: bool = False) -> FastAPI:
     """Load `source` (synthetic:<preset> or a path) and start the replay after `warmup_bars` timestamps."""
     from market_data.source import load_market
 
@@ -422,7 +427,8 @@ def build_app_from_spec(source: str, *, warmup_bars: int = 64, bars_per_second: 
         raise MarketDataServerError(f"warmup_bars must be in 0..{len(stamps) - 1} for {source!r}, got {warmup_bars}")
     env_key, env_secret = keys_from_env()
     return create_app(bars, start=pd.Timestamp(stamps[warmup_bars]), bars_per_second=bars_per_second,
-                      key_id=key_id or env_key, secret_key=secret_key or env_secret, max_page_size=max_page_size)
+                      key_id=key_id or env_key, secret_key=secret_key or env_secret, max_page_size=max_page_size,
+                      wait_for_subscriber=wait_for_subscriber)
 
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
@@ -435,13 +441,16 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--symbols", type=int, default=None, help="trading symbols (synthetic size / file subset)")
     parser.add_argument("--days", type=int, default=None, help="timestamps (synthetic size / most recent of files)")
     parser.add_argument("--max-page-size", type=int, default=MAX_LIMIT, help="bars per REST page at most")
+    parser.add_argument("--wait-for-subscriber", action="store_true",
+                        help="start the paced clock only when a stream client subscribes to bars")
 
 
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     app = build_app_from_spec(args.source, warmup_bars=args.warmup_bars, bars_per_second=args.bars_per_second,
-                              n_symbols=args.symbols, n_days=args.days, max_page_size=args.max_page_size)
+                              n_symbols=args.symbols, n_days=args.days, max_page_size=args.max_page_size,
+                              wait_for_subscriber=args.wait_for_subscriber)
     market: ReplayMarket = app.state.market
     # Never the keys: only where to point the clients.
     logger.info("market data on http://%s:%d (stream ws://%s:%d/v2/iex), %s bars, present %s, %d to replay",

@@ -165,6 +165,8 @@ class TradingService:
 
     def run(self, stop: threading.Event, *, max_bars: int | None = None) -> list[BarOutcome]:
         self._warm_up()
+        # Load the routed versions in Triton before the first bar, not during it.
+        self._router.refresh()
         self._portfolio = self._call_gateway(stop, self._gateway.portfolio) or {}
         outcomes: list[BarOutcome] = []
         logger.info("%s: trading %d symbols from %s, resuming after bar %d (%s)", self.name, len(self.symbols),

@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 DEMO_SOURCE = "synthetic:planted-alpha"
 UP_PRINCIPAL = "marlops-up"
+TRADING_NAME = "up"
 # The local paper exchange and market-data server accept the same local key pair (not a secret:
 # neither reaches a real account); real Alpaca keys come only from APCA_API_KEY_ID / APCA_API_SECRET_KEY.
 LOCAL_PAPER_KEYS = ("marlops-paper", "marlops-paper-secret")
@@ -181,6 +182,15 @@ def start_system(paths: StatePaths, config: RLConfig, options: UpOptions, group:
     bars = load_market(DEMO_SOURCE, seed=options.seed, n_symbols=options.symbols, n_days=options.days)
     symbols = trading_symbols(bars)
     start = _replay_start(paths, config, bars, routing)
+    stamps = pd.DatetimeIndex(sorted(bars["timestamp"].unique()))
+    warmup = int((stamps < start).sum())
+    if warmup >= len(stamps):
+        warmup = len(stamps) - 1
+        logger.warning("the demo replay already reached the end of the synthetic market (the trading service's cursor "
+                       "is at %s): nothing new will trade; `make clean` starts the demo over", stamps[-1])
+    else:
+        print(f"==> replaying {len(stamps) - warmup} bars of the synthetic market from {start.date()} at "
+              f"{options.bars_per_second:g} bar/s", flush=True)
     paper_env = _env(paths, APCA_API_KEY_ID=LOCAL_PAPER_KEYS[0], APCA_API_SECRET_KEY=LOCAL_PAPER_KEYS[1])
     data_env = _env(paths, APCA_API_KEY_ID=LOCAL_DATA_KEYS[0], APCA_API_SECRET_KEY=LOCAL_DATA_KEYS[1],
                     APCA_DATA_URL=urls["market_data"],
@@ -195,8 +205,8 @@ def start_system(paths: StatePaths, config: RLConfig, options: UpOptions, group:
     group.start(ManagedProcess(
         "market-data server", _marlops("market-data", "--source", DEMO_SOURCE, "--port", str(options.market_data_port),
                                        "--symbols", str(options.symbols), "--days", str(options.days),
-                                       "--warmup-bars", str(int((bars["timestamp"].unique() < start).sum())),
-                                       "--bars-per-second", str(options.bars_per_second)),
+                                       "--warmup-bars", str(warmup),
+                                       "--bars-per-second", str(options.bars_per_second), "--wait-for-subscriber"),
         logs / "market_data.log", env=data_env, ready=http_ok(f"{urls['market_data']}/healthz")))
     from serving.triton_process import find_tritonserver, prepare_backend_directory
 
@@ -219,7 +229,8 @@ def start_system(paths: StatePaths, config: RLConfig, options: UpOptions, group:
     sectors.write_text(json.dumps(synthetic_sectors(symbols), indent=1))
     gateway_args = [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(options.gateway_port),
                     "--broker-url", urls["paper_exchange"], "--audit-url", paths.audit_url,
-                    "--tokens-file", str(paths.token_store), "--sectors-file", str(sectors)]
+                    "--tokens-file", str(paths.token_store), "--sectors-file", str(sectors),
+                    "--risk-config", str((Path(config_dir) / "risk_overlays.yaml").resolve())]
     if use_redis:
         gateway_args += ["--directive-bus", redis_url]
     group.start(ManagedProcess("gateway", gateway_args, logs / "gateway.log", env=paper_env,
@@ -234,7 +245,7 @@ def start_system(paths: StatePaths, config: RLConfig, options: UpOptions, group:
     trade_args = _marlops("--config-dir", config_dir, "trade", "--source", "alpaca", "--symbols", ",".join(symbols),
                           "--gateway-url", urls["gateway"], "--triton-url", urls["triton_grpc"],
                           "--triton-http-url", urls["triton_http"], "--sim-exchange", urls["paper_exchange"],
-                          "--metrics-port", str(options.trading_metrics_port), "--name", "up")
+                          "--metrics-port", str(options.trading_metrics_port), "--name", TRADING_NAME)
     if use_redis:
         trade_args += ["--directive-bus", redis_url]
     group.start(ManagedProcess("trading service", trade_args, logs / "trading.log", env=data_env,
@@ -259,7 +270,7 @@ def start_system(paths: StatePaths, config: RLConfig, options: UpOptions, group:
                           "--port", str(options.mlflow_port)],
             logs / "mlflow.log", env=_env(paths), ready=http_ok(f"{urls['mlflow_ui']}/health"), ready_timeout_s=180))
     record = {"urls": urls, "pids": {p.name: p.pid for p in group.processes}, "tokens": boot_paths(paths),
-              "symbols": list(symbols), "redis": use_redis, "trading_name": "up"}
+              "symbols": list(symbols), "redis": use_redis, "trading_name": TRADING_NAME}
     (paths.root / "up.json").write_text(json.dumps(record, indent=2))
     return urls
 
@@ -269,11 +280,21 @@ def boot_paths(paths: StatePaths) -> dict[str, str]:
 
 
 def _replay_start(paths: StatePaths, config: RLConfig, bars: pd.DataFrame, routing: dict[str, Any]) -> pd.Timestamp:
-    """The demo replays the held-out part: the bars the production policy never trained on."""
+    """The demo replays the held-out part (the bars the production policy never trained on), resuming
+    after the last bar the `up` trading service decided: the gateway decides each bar once, ever."""
     from marlops.trading_runtime import _holdout_start, public_key_path
+    from marlops.trading_state import TradingStateStore
 
-    production = routing.get("policies", {}).get("production")
     stamps = pd.DatetimeIndex(sorted(bars["timestamp"].unique()))
+    cursors = TradingStateStore(paths.state_url)
+    try:
+        cursor = cursors.load(TRADING_NAME)
+    finally:
+        cursors.close()
+    if cursor is not None and cursor.bar_timestamp is not None:
+        later = stamps[stamps > cursor.bar_timestamp]
+        return later[0] if len(later) else stamps[-1] + pd.Timedelta(seconds=1)
+    production = routing.get("policies", {}).get("production")
     if production:
         repository = Path(config.serving.triton.model_repository)
         repository = repository if repository.is_absolute() else paths.project_root / repository

@@ -79,7 +79,7 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
              ("dagster", "gateway", "exchange", "market-data", "mlflow", "trading-metrics", "triton-http",
               "triton-grpc", "triton-metrics")}
     argv = [sys.executable, "-m", "marlops.cli", "--config-dir", str(REPO / "config" / "rl"), "up", "--symbols", "6",
-            "--days", "200", "--iterations", "3", "--bars-per-second", "4",
+            "--days", "200", "--iterations", "3", "--bars-per-second", "1",
             *[x for pair in ports.items() for x in pair]]
     with log.open("wb") as out:
         proc = subprocess.Popen(argv, env=env, cwd=project, stdout=out, stderr=subprocess.STDOUT)
@@ -111,8 +111,12 @@ def test_up_when_started_then_every_service_healthy_and_bars_are_decided(up: Up)
     assert status["trading_state"] == "ACTIVE"
     routing = status["routing"]
     assert isinstance(routing, dict) and routing["policies"]["production"]["model"] == "symbol_agent"
-    versions = status["policy_versions"]
-    assert isinstance(versions, dict) and versions.get("symbol_agent")
+    # The demo policy trained here is tiny, so it may fail Go/No-Go: then `*` routes to sl_fallback.
+    acting = routing["policies"][routing["routes"]["*"]["variant"]]
+    served = status["policy_versions"]
+    assert isinstance(served, dict)
+    assert acting["version"] in served[acting["model"]]
+    assert routing["policies"]["master"]["version"] in served["master_agent"]
     log = up.log.read_text(errors="replace")
     assert up.token("trader") not in log and up.token("admin") not in log
 
