@@ -168,7 +168,8 @@ def cmd_up(args: argparse.Namespace) -> int:
                         iterations=args.iterations, redis_url=args.redis_url,
                         with_dagster=not args.no_dagster, with_mlflow=not args.no_mlflow,
                         triton_http=args.triton_http_port, triton_grpc=args.triton_grpc_port,
-                        triton_metrics=args.triton_metrics_port)
+                        triton_metrics=args.triton_metrics_port, live=args.live,
+                        tickers=tuple(t.strip().upper() for t in (args.tickers or "").split(",") if t.strip()))
     return run_up(paths, config, options, args.config_dir)
 
 
@@ -235,6 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--redis-url", default=None, help="directive bus (default from config; used when reachable)")
     up.add_argument("--no-dagster", action="store_true", help="skip the Dagster webserver and daemon")
     up.add_argument("--no-mlflow", action="store_true", help="skip the MLflow UI")
+    up.add_argument("--live", action="store_true",
+                    help="trade through Alpaca (APCA_* keys and endpoints from the environment or .env) instead of "
+                         "the local paper exchange and market-data server; needs a routed policy and --tickers")
+    up.add_argument("--tickers", default=None, help="with --live: the universe, e.g. AAPL,MSFT,NVDA")
     up.set_defaults(func=cmd_up)
 
     bench = sub.add_parser("bench", help="decision latency for 100 symbols; writes .marlops/bench/report.json")

@@ -40,7 +40,7 @@ TRADING_NAME = "up"
 # The local paper exchange and market-data server accept the same local key pair (not a secret:
 # neither reaches a real account); real Alpaca keys come only from APCA_API_KEY_ID / APCA_API_SECRET_KEY.
 LOCAL_PAPER_KEYS = ("marlops-paper", "marlops-paper-secret")
-LOCAL_DATA_KEYS = LOCAL_PAPER_KEYS
+ALPACA_PAPER_URL = "https://paper-api.alpaca.markets"
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,8 @@ class UpOptions:
     redis_url: str | None = None
     with_dagster: bool = True
     with_mlflow: bool = True
+    live: bool = False  # Alpaca (keys from env/.env) instead of the local paper exchange and market data
+    tickers: tuple[str, ...] = ()
 
 
 def _bin(name: str) -> str:
@@ -156,8 +158,9 @@ def start_system(paths: StatePaths, config: RLConfig, options: UpOptions, group:
     """Start every service into `group`; the URLs by name."""
     from gateway.token_file import bootstrap_token_store
 
-    boot = bootstrap_token_store(paths.token_store, paths.tokens_dir)
-    routing = ensure_demo_policy(paths, config, options)
+    live = _live_market(paths, options) if options.live else None  # its settings are checked before anything starts
+    bootstrap_token_store(paths.token_store, paths.tokens_dir)
+    routing = ensure_live_policy(paths) if options.live else ensure_demo_policy(paths, config, options)
     redis_url = options.redis_url or config.serving.directive_bus.redis_url
     use_redis = redis_reachable(redis_url)
     if not use_redis:
@@ -168,8 +171,6 @@ def start_system(paths: StatePaths, config: RLConfig, options: UpOptions, group:
     t_http, t_grpc, t_metrics = (options.triton_http or triton.http_port, options.triton_grpc or triton.grpc_port,
                                  options.triton_metrics or triton.metrics_port)
     urls = {
-        "paper_exchange": f"http://127.0.0.1:{options.exchange_port}",
-        "market_data": f"http://127.0.0.1:{options.market_data_port}",
         "triton_http": f"http://127.0.0.1:{t_http}",
         "triton_grpc": f"127.0.0.1:{t_grpc}",
         "triton_metrics": f"http://127.0.0.1:{t_metrics}/metrics",
@@ -179,42 +180,15 @@ def start_system(paths: StatePaths, config: RLConfig, options: UpOptions, group:
     }
     if use_redis:
         urls["redis"] = redis_url
-    bars = load_market(DEMO_SOURCE, seed=options.seed, n_symbols=options.symbols, n_days=options.days)
-    symbols = trading_symbols(bars)
-    start = _replay_start(paths, config, bars, routing)
-    stamps = pd.DatetimeIndex(sorted(bars["timestamp"].unique()))
-    warmup = int((stamps < start).sum())
-    if warmup >= len(stamps):
-        warmup = len(stamps) - 1
-        logger.warning("the demo replay already reached the end of the synthetic market (the trading service's cursor "
-                       "is at %s): nothing new will trade; `make clean` starts the demo over", stamps[-1])
+    if live is not None:
+        market = live
     else:
-        print(f"==> replaying {len(stamps) - warmup} bars of the synthetic market from {start.date()} at "
-              f"{options.bars_per_second:g} bar/s", flush=True)
-    paper_env = _env(paths, APCA_API_KEY_ID=LOCAL_PAPER_KEYS[0], APCA_API_SECRET_KEY=LOCAL_PAPER_KEYS[1])
-    data_env = _env(paths, APCA_API_KEY_ID=LOCAL_DATA_KEYS[0], APCA_API_SECRET_KEY=LOCAL_DATA_KEYS[1],
-                    APCA_DATA_URL=urls["market_data"],
-                    APCA_DATA_STREAM_URL=f"ws://127.0.0.1:{options.market_data_port}/v2/iex")
-
-    group.start(ManagedProcess(
-        "paper exchange", [sys.executable, "-m", "gateway.brokers.paper_exchange", "--host", "127.0.0.1",
-                           "--port", str(options.exchange_port)],
-        logs / "paper_exchange.log", env=paper_env,
-        ready=http_ok(f"{urls['paper_exchange']}/v2/clock", {"APCA-API-KEY-ID": LOCAL_PAPER_KEYS[0],
-                                                             "APCA-API-SECRET-KEY": LOCAL_PAPER_KEYS[1]})))
-    group.start(ManagedProcess(
-        "market-data server", _marlops("market-data", "--source", DEMO_SOURCE, "--port", str(options.market_data_port),
-                                       "--symbols", str(options.symbols), "--days", str(options.days),
-                                       "--warmup-bars", str(warmup),
-                                       "--bars-per-second", str(options.bars_per_second), "--wait-for-subscriber"),
-        logs / "market_data.log", env=data_env, ready=http_ok(f"{urls['market_data']}/healthz")))
-    from serving.triton_process import find_tritonserver, prepare_backend_directory
+        market = _local_market(paths, config, options, routing, group, urls)
+    from serving.triton_process import TritonServer, find_tritonserver, prepare_backend_directory
 
     repository = Path(triton.model_repository)
     repository = repository if repository.is_absolute() else paths.project_root / repository
     backends = prepare_backend_directory(paths.triton_workdir)
-    from serving.triton_process import TritonServer
-
     triton_env = TritonServer(repository, http_port=t_http, grpc_port=t_grpc, metrics_port=t_metrics,
                               workdir=paths.triton_workdir)._environment()
     group.start(ManagedProcess(
@@ -225,16 +199,16 @@ def start_system(paths: StatePaths, config: RLConfig, options: UpOptions, group:
                          "--exit-on-error=true"],
         logs / "tritonserver.log", env=triton_env, ready=http_ok(f"{urls['triton_http']}/v2/health/ready"),
         ready_timeout_s=triton.startup_timeout_s))
-    sectors = paths.root / "sectors.json"
-    sectors.write_text(json.dumps(synthetic_sectors(symbols), indent=1))
     gateway_args = [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(options.gateway_port),
-                    "--broker-url", urls["paper_exchange"], "--audit-url", paths.audit_url,
-                    "--tokens-file", str(paths.token_store), "--sectors-file", str(sectors),
+                    "--broker-url", market.broker_url, "--audit-url", paths.audit_url,
+                    "--tokens-file", str(paths.token_store),
                     "--risk-config", str((Path(config_dir) / "risk_overlays.yaml").resolve())]
+    if market.sectors_file is not None:
+        gateway_args += ["--sectors-file", str(market.sectors_file)]
     if use_redis:
         gateway_args += ["--directive-bus", redis_url]
-    group.start(ManagedProcess("gateway", gateway_args, logs / "gateway.log", env=paper_env,
-                               ready=http_ok(f"{urls['gateway']}/healthz")))
+    group.start(ManagedProcess("gateway", gateway_args, logs / "gateway.log", env=market.env,
+                               cwd=paths.project_root, ready=http_ok(f"{urls['gateway']}/healthz")))
     if use_redis:
         group.start(ManagedProcess(
             "master agent service", _marlops("--config-dir", config_dir, "master", "--redis-url", redis_url,
@@ -242,14 +216,15 @@ def start_system(paths: StatePaths, config: RLConfig, options: UpOptions, group:
                                              "--protocol", "grpc", "--model-repository", str(repository),
                                              "--gateway-token-file", str(paths.tokens_dir / "trader.token")),
             logs / "master.log", env=_env(paths)))
-    trade_args = _marlops("--config-dir", config_dir, "trade", "--source", "alpaca", "--symbols", ",".join(symbols),
-                          "--gateway-url", urls["gateway"], "--triton-url", urls["triton_grpc"],
-                          "--triton-http-url", urls["triton_http"], "--sim-exchange", urls["paper_exchange"],
-                          "--metrics-port", str(options.trading_metrics_port), "--name", TRADING_NAME)
+    trade_args = _marlops("--config-dir", config_dir, "trade", "--source", "alpaca", "--symbols",
+                          ",".join(market.symbols), "--gateway-url", urls["gateway"],
+                          "--triton-url", urls["triton_grpc"], "--triton-http-url", urls["triton_http"],
+                          "--metrics-port", str(options.trading_metrics_port), "--name", market.trading_name,
+                          *market.trade_args)
     if use_redis:
         trade_args += ["--directive-bus", redis_url]
-    group.start(ManagedProcess("trading service", trade_args, logs / "trading.log", env=data_env,
-                               ready=http_ok(urls["trading_metrics"])))
+    group.start(ManagedProcess("trading service", trade_args, logs / "trading.log", env=market.env,
+                               cwd=paths.project_root, ready=http_ok(urls["trading_metrics"])))
     if options.with_dagster:
         from marlops.demo import dagster_env, write_dagster_instance
 
@@ -270,9 +245,90 @@ def start_system(paths: StatePaths, config: RLConfig, options: UpOptions, group:
                           "--port", str(options.mlflow_port)],
             logs / "mlflow.log", env=_env(paths), ready=http_ok(f"{urls['mlflow_ui']}/health"), ready_timeout_s=180))
     record = {"urls": urls, "pids": {p.name: p.pid for p in group.processes}, "tokens": boot_paths(paths),
-              "symbols": list(symbols), "redis": use_redis, "trading_name": TRADING_NAME}
+              "symbols": list(market.symbols), "redis": use_redis, "trading_name": market.trading_name,
+              "live": options.live}
     (paths.root / "up.json").write_text(json.dumps(record, indent=2))
     return urls
+
+
+@dataclass(frozen=True)
+class Market:
+    """Where bars and orders go: the local paper exchange + market-data server, or Alpaca."""
+
+    broker_url: str
+    symbols: tuple[str, ...]
+    env: dict[str, str]  # of the gateway and the trading service
+    trade_args: tuple[str, ...]
+    trading_name: str
+    sectors_file: Path | None = None
+
+
+def _local_market(paths: StatePaths, config: RLConfig, options: UpOptions, routing: dict[str, Any],
+                  group: ProcessGroup, urls: dict[str, str]) -> Market:
+    """The paper exchange and the local market-data server replaying the synthetic market."""
+    urls["paper_exchange"] = f"http://127.0.0.1:{options.exchange_port}"
+    urls["market_data"] = f"http://127.0.0.1:{options.market_data_port}"
+    bars = load_market(DEMO_SOURCE, seed=options.seed, n_symbols=options.symbols, n_days=options.days)
+    symbols = trading_symbols(bars)
+    start = _replay_start(paths, config, bars, routing)
+    stamps = pd.DatetimeIndex(sorted(bars["timestamp"].unique()))
+    warmup = int((stamps < start).sum())
+    if warmup >= len(stamps):
+        warmup = len(stamps) - 1
+        logger.warning("the demo replay already reached the end of the synthetic market (the trading service's cursor "
+                       "is at %s): nothing new will trade; `make clean` starts the demo over", stamps[-1])
+    else:
+        print(f"==> replaying {len(stamps) - warmup} bars of the synthetic market from {start.date()} at "
+              f"{options.bars_per_second:g} bar/s", flush=True)
+    # The local servers' key pair is not a secret: neither reaches a real account.
+    env = _env(paths, APCA_API_KEY_ID=LOCAL_PAPER_KEYS[0], APCA_API_SECRET_KEY=LOCAL_PAPER_KEYS[1],
+               APCA_DATA_URL=urls["market_data"], APCA_DATA_STREAM_URL=f"ws://127.0.0.1:{options.market_data_port}/v2/iex")
+    group.start(ManagedProcess(
+        "paper exchange", [sys.executable, "-m", "gateway.brokers.paper_exchange", "--host", "127.0.0.1",
+                           "--port", str(options.exchange_port)],
+        paths.logs_dir / "paper_exchange.log", env=env,
+        ready=http_ok(f"{urls['paper_exchange']}/v2/clock", {"APCA-API-KEY-ID": LOCAL_PAPER_KEYS[0],
+                                                             "APCA-API-SECRET-KEY": LOCAL_PAPER_KEYS[1]})))
+    group.start(ManagedProcess(
+        "market-data server", _marlops("market-data", "--source", DEMO_SOURCE, "--port", str(options.market_data_port),
+                                       "--symbols", str(options.symbols), "--days", str(options.days),
+                                       "--warmup-bars", str(warmup),
+                                       "--bars-per-second", str(options.bars_per_second), "--wait-for-subscriber"),
+        paths.logs_dir / "market_data.log", env=env, ready=http_ok(f"{urls['market_data']}/healthz")))
+    sectors = paths.root / "sectors.json"
+    sectors.write_text(json.dumps(synthetic_sectors(symbols), indent=1))
+    return Market(broker_url=urls["paper_exchange"], symbols=symbols, env=env,
+                  trade_args=("--sim-exchange", urls["paper_exchange"]), trading_name=TRADING_NAME,
+                  sectors_file=sectors)
+
+
+def _live_market(paths: StatePaths, options: UpOptions) -> Market:
+    """Alpaca itself: keys and endpoints from the environment or `.env` (never a flag)."""
+    from marlops.settings import MarlopsSettings
+
+    settings = MarlopsSettings.load(paths.project_root)
+    if settings.apca_api_key_id is None or settings.apca_api_secret_key is None:
+        raise StackError("--live needs APCA_API_KEY_ID and APCA_API_SECRET_KEY in the environment or .env "
+                         "(see .env.example and the README's 'Trade live against an Alpaca paper account')")
+    if not options.tickers:
+        raise StackError("--live needs --tickers AAPL,MSFT,... (the universe the routed policy was trained on)")
+    broker = settings.apca_api_base_url or ALPACA_PAPER_URL
+    if "paper" not in broker:
+        logger.warning("APCA_API_BASE_URL=%s is not a paper endpoint: orders will trade REAL money", broker)
+    return Market(broker_url=broker, symbols=options.tickers, env=_env(paths), trade_args=(),
+                  trading_name="live")
+
+
+def ensure_live_policy(paths: StatePaths) -> dict[str, Any]:
+    routing = RoutingStore(paths.state_url)
+    try:
+        table = routing.read()
+    finally:
+        routing.close()
+    if table.policies.get("production") is None and table.policies.get("sl_fallback") is None:
+        raise StackError("--live trades only a routed policy: train and export one on your bars (`marlops demo "
+                         "--source my_bars.parquet`), then `marlops route set --policy production=symbol_agent/N ...`")
+    return table.to_dict()
 
 
 def boot_paths(paths: StatePaths) -> dict[str, str]:
@@ -307,8 +363,7 @@ def _replay_start(paths: StatePaths, config: RLConfig, bars: pd.DataFrame, routi
 
 def run_up(paths: StatePaths, config: RLConfig, options: UpOptions, config_dir: str = "config/rl") -> int:
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     group = ProcessGroup()
     try:
         urls = start_system(paths, config, options, group, config_dir)
@@ -335,4 +390,6 @@ def run_up(paths: StatePaths, config: RLConfig, options: UpOptions, config_dir: 
         if killed:
             logger.warning("had to kill: %s", ", ".join(killed))
         (paths.root / "up.json").unlink(missing_ok=True)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         print("marlops stopped.", flush=True)
