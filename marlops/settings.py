@@ -40,6 +40,9 @@ class MarlopsSettings(BaseSettings):
     # Alpaca market data REST and stream endpoints.
     apca_data_url: str | None = Field(default=None, validation_alias="APCA_DATA_URL")
     apca_data_stream_url: str | None = Field(default=None, validation_alias="APCA_DATA_STREAM_URL")
+    # Alpaca market data feed (iex or sip) and the bar timeframe the trading service reads (1Day or 1Min).
+    apca_data_feed: str | None = Field(default=None, validation_alias="APCA_DATA_FEED")
+    apca_data_timeframe: str | None = Field(default=None, validation_alias="APCA_DATA_TIMEFRAME")
 
     @classmethod
     def load(cls, project_root: Path | None = None, **flags: Any) -> "MarlopsSettings":

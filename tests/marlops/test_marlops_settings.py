@@ -22,7 +22,7 @@ from marlops.token_cli import add_token_parser
 REPO = Path(__file__).resolve().parents[2]
 VARIABLES = ("MARLOPS_HOME", "MARLOPS_STATE_URL", "MLFLOW_TRACKING_URI", "DAGSTER_HOME", "REDIS_URL",
              "MARLOPS_DIRECTIVE_BUS_URL", "APCA_API_BASE_URL", "APCA_API_KEY_ID", "APCA_API_SECRET_KEY",
-             "APCA_DATA_URL", "APCA_DATA_STREAM_URL")
+             "APCA_DATA_URL", "APCA_DATA_STREAM_URL", "APCA_DATA_FEED", "APCA_DATA_TIMEFRAME")
 
 
 @pytest.fixture
@@ -41,14 +41,15 @@ def test_settings_when_env_and_dotenv_both_set_then_env_wins_and_dotenv_fills_th
     project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (project / ".env").write_text("MLFLOW_TRACKING_URI=http://dotenv:5000\nMARLOPS_STATE_URL=sqlite:///dotenv.db\n"
-                                  "APCA_API_SECRET_KEY=dotenv-secret\nAPCA_DATA_URL=http://data.dotenv\n")
+                                  "APCA_API_SECRET_KEY=dotenv-secret\nAPCA_DATA_URL=http://data.dotenv\n"
+                                  "APCA_DATA_FEED=sip\n")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://env:5000")
 
     settings = MarlopsSettings.load(project)
 
     assert settings.mlflow_tracking_uri == "http://env:5000"
     assert settings.state_url == "sqlite:///dotenv.db"
-    assert settings.apca_data_url == "http://data.dotenv"
+    assert settings.apca_data_url == "http://data.dotenv" and settings.apca_data_feed == "sip"
     assert settings.apca_api_secret_key is not None
     assert settings.apca_api_secret_key.get_secret_value() == "dotenv-secret"
     assert "dotenv-secret" not in repr(settings) and "dotenv-secret" not in str(settings)
