@@ -43,8 +43,8 @@ class GatewaySettings(BaseModel):
     # How long audit rows are kept before `marlops audit prune` may archive them (7 years: SEC 17a-4 / MiFID II).
     audit_retention_days: int = Field(default=2557, ge=1)
     broker_base_url: str = Field(min_length=1)
-    broker_key_id: str = "marlops-paper"
-    broker_secret_key: str = "marlops-paper-secret"
+    broker_key_id: str = Field(default="marlops-paper", repr=False)
+    broker_secret_key: str = Field(default="marlops-paper-secret", repr=False)  # never in a repr or log
     broker_timeout_s: float = Field(default=10.0, gt=0)
     retry: RetrySettings = RetrySettings()
     # How long one request waits for a submitted market order to report its fill before moving on

@@ -4,10 +4,7 @@ import argparse
 import json
 import logging
 import os
-import signal
-import subprocess
 import sys
-import threading
 from pathlib import Path
 
 from agents.errors import AgentError
@@ -147,13 +144,6 @@ def cmd_config(args: argparse.Namespace) -> int:
     print(f"{args.config_dir}: ok (per-symbol cap {config.risk.per_symbol_cap:.0%}, "
           f"gross leverage {config.risk.max_gross_leverage}x, triton {config.serving.triton.protocol})")
     return 0
-
-
-def _wait_for_signal() -> None:
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
 
 
 def cmd_up(args: argparse.Namespace) -> int:
