@@ -30,13 +30,11 @@ from features.errors import FeatureError
 from features.observation import ObservationBuilder, observation_checksum
 from features.service import FeatureService, MarketSnapshot
 from market_data.bar_source import BarBatch, BarSource
-from marlops.errors import StackError
 from marlops.gateway_client import GatewayCallError, GatewayClient
 from marlops.policy_router import PolicyRouter
 from marlops.routing import PolicyRef
 from marlops.trading_state import TradingCursor, TradingStateStore
 from serving.errors import InferenceError, ServingError
-from serving.master_service import MasterAgentService
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +107,7 @@ class TradingService:
         window: int = 64,
         action_levels: Sequence[float] = DEFAULT_ACTION_LEVELS,
         publish_snapshot: Callable[[MarketSnapshotMessage], None] | None = None,
-        master: Callable[[PolicyRef, FeatureSpec], MasterAgentService] | None = None,
+        master: Callable[[PolicyRef, FeatureSpec], Callable[[MarketSnapshotMessage], object]] | None = None,
         set_exchange_prices: Callable[[dict[str, float]], None] | None = None,
         metrics: TradingMetrics | None = None,
         gateway_retry_s: float = 1.0,
@@ -125,7 +123,7 @@ class TradingService:
         self._levels = np.asarray(action_levels, dtype=float)
         self._publish_snapshot = publish_snapshot
         self._master_factory = master
-        self._master: tuple[PolicyRef, MasterAgentService] | None = None
+        self._master: tuple[PolicyRef, Callable[[MarketSnapshotMessage], object]] | None = None
         self._set_prices = set_exchange_prices
         self.metrics = metrics or TradingMetrics()
         self.alerts = AlertBook(self.metrics)
@@ -276,27 +274,24 @@ class TradingService:
 
     def _run_master(self, ref: PolicyRef | None, specs: dict[PolicyRef, FeatureSpec],
                     snapshots: dict[str, MarketSnapshot], bar_index: int) -> None:
+        """The bar's market snapshot goes to the master agent: over the bus to `marlops master`, and/or
+        to an in-process master (`master(ref, spec)` builds its snapshot handler)."""
         spec = specs.get(ref) if ref is not None else None
         snap = snapshots.get(spec.spec_hash()) if spec is not None else next(iter(snapshots.values()), None)
         if snap is None:
             return
+        message = MarketSnapshotMessage(
+            timestamp=snap.timestamp.to_pydatetime(), bar_index=bar_index,
+            master_features={str(k): float(v) for k, v in snap.master_row.items()},
+            regime_shift=snap.regime_shift, feature_spec_hash=spec.spec_hash() if spec is not None else "",
+            published_at=datetime.now(UTC))
         if self._publish_snapshot is not None:
-            self._publish(MarketSnapshotMessage(
-                timestamp=snap.timestamp.to_pydatetime(), bar_index=bar_index,
-                master_features={str(k): float(v) for k, v in snap.master_row.items()},
-                regime_shift=snap.regime_shift, feature_spec_hash=spec.spec_hash() if spec is not None else "",
-                published_at=datetime.now(UTC)))
+            self._publish(message)
         if ref is None or spec is None or self._master_factory is None:
             return
         if self._master is None or self._master[0] != ref:
             self._master = (ref, self._master_factory(ref, spec))
-        drawdown = float(self._portfolio.get("drawdown", 0.0) or 0.0)  # type: ignore[arg-type]
-        gross = float(self._portfolio.get("gross_exposure", 0.0) or 0.0)  # type: ignore[arg-type]
-        obs = self._builders[spec.spec_hash()].master_observation(snap.master_row, drawdown, gross)
-        try:
-            self._master[1].step(snap.timestamp.to_pydatetime(), bar_index, obs, snap.regime_shift)
-        except (InferenceError, StackError) as exc:
-            self.alerts(ALERT_INFERENCE_FAILED, f"master {ref}: {exc}")
+        self._master[1](message)
 
     def _publish(self, message: MarketSnapshotMessage) -> None:
         assert self._publish_snapshot is not None

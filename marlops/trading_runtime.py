@@ -9,6 +9,7 @@ import argparse
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import pandas as pd
 from prometheus_client import start_http_server
 
 from contracts.config import RLConfig
-from contracts.decisions import MasterDirective
+from contracts.decisions import MarketSnapshotMessage, MasterDirective
 from contracts.features import FeatureSpec
 from marlops.errors import MarlopsError
 from marlops.gateway_client import GatewayClient
@@ -29,7 +30,7 @@ from marlops.trade_cli import build_source, read_token
 from marlops.trading import BarOutcome, TradingService
 from marlops.trading_state import TradingStateStore
 from registry.keys import PUBLIC_KEY_FILENAME, TRUSTED_PUBLIC_KEY_ENV
-from serving.master_service import MasterAgentService
+from marlops.master_process import MasterSnapshotHandler
 
 logger = logging.getLogger(__name__)
 
@@ -136,9 +137,10 @@ class TradingRuntime:
             bus = HttpDirectiveBus(gateway)
         loop = config.serving.loop
 
-        def master_factory(ref: PolicyRef, _spec: FeatureSpec) -> MasterAgentService:
-            return MasterAgentService(router.client(ref).infer, bus, config.risk, every_bars=loop.master_every_bars,
-                                      ttl_seconds=loop.directive_ttl_bars * loop.bar_seconds, policy_version=str(ref))
+        def master_factory(ref: PolicyRef, spec: FeatureSpec) -> Callable[[MarketSnapshotMessage], object]:
+            # The same snapshot handler (schedule, observation, directive) as `marlops master`, in process.
+            return MasterSnapshotHandler(infer=router.client(ref).infer, spec=spec, portfolio=gateway.portfolio,
+                                         bus=bus, risk=config.risk, loop=loop, policy_version=str(ref)).handle
 
         prices = None
         if args.sim_exchange:

@@ -131,6 +131,15 @@ def _decided_bars(audit_url: str) -> Counter[tuple[str, int]]:
     return Counter((r["payload"]["symbol"], int(r["payload"]["bar_index"])) for r in rows)
 
 
+def _directive_ids(audit_url: str) -> Counter[str]:
+    store = AuditStore(audit_url, create=False)
+    try:
+        rows = store.list("directive", limit=100_000)
+    finally:
+        store.close()
+    return Counter(str(r["payload"]["directive_id"]) for r in rows)
+
+
 def _replay_stamps(world: World) -> list[pd.Timestamp]:
     stamps = sorted(world.bars["timestamp"].unique())
     return [pd.Timestamp(t) for t in stamps[-REPLAY_BARS:]]
@@ -182,6 +191,9 @@ def test_trade_when_killed_with_sigkill_and_restarted_then_every_bar_decided_exa
     assert set(counts.values()) == {1}, f"decided more than once: {[k for k, n in counts.items() if n > 1]}"
     assert {b for _, b in counts} == set(range(REPLAY_BARS)), "a bar was skipped or invented"
     assert len(counts) == REPLAY_BARS * len(symbols)
+    directives = _directive_ids(gateway.audit_url)
+    assert len(directives) >= REPLAY_BARS // world.ctx.config.serving.loop.master_every_bars
+    assert set(directives.values()) == {1}, "a master directive was applied twice"
 
 
 def test_trade_when_sigterm_then_finishes_the_bar_and_exits_zero(world: World) -> None:
