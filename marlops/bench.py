@@ -13,8 +13,8 @@ import torch
 
 from contracts.config import RLConfig
 from features.observation import ObservationBuilder
-from marlops.loop import StepRecord
 from marlops.paths import StatePaths
+from marlops.trading import BarOutcome
 from marlops.pipeline import (
     PipelineContext,
     TrainingSettings,
@@ -56,14 +56,13 @@ def run_bench(paths: StatePaths, config: RLConfig, *, n_symbols: int = 100, step
     config = with_model_repository(config, paths.bench_dir / "triton_models")
     ctx = PipelineContext.create(bench_state, config)
     replay_days = steps + warmup_steps
-    bars = load_bars("synthetic", seed=seed, n_symbols=n_symbols, n_days=replay_days + 90)
-    spec = fit_spec(bars, replay_days=replay_days, seed=seed)
+    bars = load_bars("synthetic", seed=seed, n_symbols=n_symbols, n_days=replay_days + 150)
+    spec = fit_spec(bars, config, seed=seed)
     logger.info("bench: training a small policy for %d symbols (quality is irrelevant here)", n_symbols)
-    candidate = train_candidate(bars, spec, ctx, replay_days=replay_days,
-                                training=TrainingSettings(seed=seed, iterations=2, hidden=64))
+    candidate = train_candidate(bars, spec, ctx, training=TrainingSettings(seed=seed, iterations=2, hidden=64))
     registered = register_candidate(candidate, ctx)
     deploy_to_triton(registered, ctx, smoke_test=False)
-    records: list[StepRecord] = []
+    records: list[BarOutcome] = []
     summary = run_replay(bars, registered, ctx, replay_days=replay_days, on_step=records.append)
     measured = records[warmup_steps:]
     decision = np.array([r.latency_ms for r in measured])

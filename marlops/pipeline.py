@@ -7,6 +7,7 @@ and staging-replay steps and re-exports the rest, so callers have one import.
 import json
 import logging
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -17,11 +18,11 @@ import numpy as np
 import pandas as pd
 
 from contracts.config import VolatilityProxyConfig
+from contracts.decisions import MarketSnapshotMessage
+from contracts.features import FeatureSpec
 from features.market_features import compute_market_features
-from features.observation import ObservationBuilder
-from features.service import FeatureService
 from gateway.serve import free_port
-from market_data.replay import ReplayClock
+from market_data.bar_source import ReplayBarSource
 from market_data.source import dataset_id, load_market, trading_symbols
 from market_data.synthetic import synthetic_sectors
 from market_data.volatility import apply_volatility_proxy, non_tradable_symbols, proxy_from_spec
@@ -43,10 +44,14 @@ from marlops.candidates import (
 from marlops.context import PipelineContext
 from marlops.errors import PipelineError
 from marlops.gateway_client import GatewayClient
-from marlops.loop import DecisionLoop, LoopResult, StepRecord
+from marlops.master_process import MasterSnapshotHandler
+from marlops.policy_router import PolicyRouter
+from marlops.routing import PolicyRef, RoutingChange, RoutingStore
+from marlops.trading import BarOutcome, TradingService
 from marlops.stack import ServingStack, StackPorts
+from marlops.trading import BarOutcome, TradingService
+from marlops.trading_state import TradingStateStore
 from serving.client import PolicyClient
-from serving.master_service import MasterAgentService
 from serving.model_repository import export_policy, exported_versions, remove_version
 from serving.triton_process import TritonServer
 
@@ -178,51 +183,70 @@ def percentiles(values: np.ndarray) -> dict[str, float]:
 
 def run_replay(bars: pd.DataFrame, registered: RegisteredPolicies, ctx: PipelineContext, *, replay_days: int,
                ports: StackPorts | None = None, audit_url: str | None = None, speed: float | None = None,
-               on_step: Callable[[StepRecord], None] | None = None) -> ReplaySummary:
-    """Replay the latest `replay_days` bars through paper exchange, Triton and the gateway; stop everything."""
+               on_step: Callable[[BarOutcome], None] | None = None) -> ReplaySummary:
+    """Replay the latest `replay_days` bars through the trading service (the same loop as `marlops trade`), the paper
+    exchange, Triton and the gateway, with a routing table of its own that sends every symbol to the registered
+    version; stop everything. `speed` = bars per second (None: as fast as possible)."""
     start = replay_start(bars, replay_days)
-    history = bars[bars["timestamp"] < start]
-    replay = bars[bars["timestamp"] >= start]
-    spec = registered.spec
     # An etf volatility proxy (e.g. VIXY) is a market input of the features, not a tradable symbol.
-    symbols = tuple(s for s in trading_symbols(bars) if s not in non_tradable_symbols(proxy_from_spec(spec)))
+    symbols = tuple(s for s in trading_symbols(bars) if s not in non_tradable_symbols(proxy_from_spec(registered.spec)))
     loop_cfg = ctx.config.serving.loop
+    ctx.paths.staging_dir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+    run_dir = ctx.paths.staging_dir / f"run-{stamp}"
+    run_dir.mkdir(parents=True)
     if audit_url is None:
         # One audit database per replay, so a summary counts only its own rows.
-        ctx.paths.staging_dir.mkdir(parents=True, exist_ok=True)
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
-        audit_url = f"sqlite:///{ctx.paths.staging_dir / f'audit-{stamp}.db'}"
+        audit_url = f"sqlite:///{run_dir / 'audit.db'}"
     stack = ServingStack(ctx.paths, ctx.config, ports=ports or StackPorts.free(), model_repository=ctx.model_repository,
-                         audit_url=audit_url, sectors=synthetic_sectors(symbols))
-    with stack:
-        symbol_client = stack.policy_client(SYMBOL_AGENT, version=registered.symbol.version)
-        master_client = stack.policy_client(MASTER_AGENT, version=registered.master.version)
-        gateway = GatewayClient(stack.gateway_url)
-        assert stack.bus is not None
-        master = MasterAgentService(master_client.infer, stack.bus, ctx.config.risk,
-                                    every_bars=loop_cfg.master_every_bars,
-                                    ttl_seconds=loop_cfg.directive_ttl_bars * loop_cfg.bar_seconds,
-                                    policy_version=f"{MASTER_AGENT}/{registered.master.version}")
-        loop = DecisionLoop(features=FeatureService(spec, symbols, history=history), builder=ObservationBuilder(spec),
-                            symbol_infer=symbol_client.infer, gateway=gateway,
-                            policy_version=f"{SYMBOL_AGENT}/{registered.symbol.version}",
-                            master=master,
-                            set_exchange_prices=stack.exchange.set_prices, on_step=on_step)
-        clock = ReplayClock(sorted(replay["timestamp"].unique()), speed=speed, bar_seconds=loop_cfg.bar_seconds)
-        result = loop.run(replay, clock)
-        audit_summary = gateway.audit_summary()
-        exchange_orders = stack.exchange.orders()
-        state = gateway.state()
-        gateway.close()
-        symbol_client.close()
-        master_client.close()
-    return summarize(result, symbols=len(symbols), registered=registered, audit_summary=audit_summary,
-                     orders_at_exchange=len(exchange_orders), trading_state=str(state.get("trading_state")))
+                         models=(), audit_url=audit_url, sectors=synthetic_sectors(symbols))
+    routing = RoutingStore(f"sqlite:///{run_dir / 'state.db'}")
+    routing.apply(RoutingChange(
+        policies={"production": PolicyRef(SYMBOL_AGENT, registered.symbol.triton_version),
+                  "sl_fallback": PolicyRef(SL_FALLBACK, registered.agents[SL_FALLBACK].triton_version),
+                  "master": PolicyRef(MASTER_AGENT, registered.master.triton_version)},
+        routes={"*": ("production", None)}), principal="staging-replay", reason=f"replay of run {registered.run_id}")
+    state = TradingStateStore(f"sqlite:///{run_dir / 'state.db'}")
+    try:
+        with stack:
+            gateway = GatewayClient(stack.gateway_url)
+            t = ctx.config.serving.triton
+            box: dict[str, TradingService] = {}
+            router = PolicyRouter(routing, triton_http_url=stack.triton.http_url,
+                                  infer_url=stack.triton.grpc_url if t.protocol == "grpc" else stack.triton.http_url,
+                                  protocol=t.protocol, repository=ctx.model_repository,
+                                  public_key_path=ctx.keys.public_key_path, triton=t,
+                                  alert=lambda name, detail: box["s"].alerts(name, detail))
+            assert stack.bus is not None
+            bus = stack.bus
+
+            def master(ref: PolicyRef, spec: FeatureSpec) -> Callable[[MarketSnapshotMessage], object]:
+                return MasterSnapshotHandler(infer=router.client(ref).infer, spec=spec, portfolio=gateway.portfolio,
+                                             bus=bus, risk=ctx.config.risk, loop=loop_cfg,
+                                             policy_version=str(ref)).handle
+
+            service = TradingService(
+                name="staging", source=ReplayBarSource(bars, start=start, bars_per_second=speed,
+                                                       bar_seconds=loop_cfg.bar_seconds, name="staging replay"),
+                symbols=symbols, router=router, gateway=gateway, state=state, master=master,
+                set_exchange_prices=stack.exchange.set_prices, on_bar=on_step)
+            box["s"] = service
+            outcomes = service.run(threading.Event())
+            router.close()
+            audit_summary = gateway.audit_summary()
+            exchange_orders = stack.exchange.orders()
+            trading_state = str(gateway.state().get("trading_state"))
+            gateway.close()
+    finally:
+        state.close()
+        routing.close()
+    return summarize(outcomes, symbols=len(symbols), registered=registered, audit_summary=audit_summary,
+                     orders_at_exchange=len(exchange_orders), trading_state=trading_state)
 
 
-def summarize(result: LoopResult, *, symbols: int, registered: RegisteredPolicies, audit_summary: dict[str, Any],
-              orders_at_exchange: int, trading_state: str) -> ReplaySummary:
-    steps = result.steps
+def summarize(outcomes: list[BarOutcome], *, symbols: int, registered: RegisteredPolicies,
+              audit_summary: dict[str, Any], orders_at_exchange: int, trading_state: str) -> ReplaySummary:
+    steps = [o for o in outcomes if o.status == "decided"]
     by_kind = {str(k): int(v) for k, v in audit_summary.get("counts", {}).items()}
     return ReplaySummary(
         symbols=symbols,
@@ -235,15 +259,15 @@ def summarize(result: LoopResult, *, symbols: int, registered: RegisteredPolicie
         audit_rows=int(audit_summary.get("total", sum(by_kind.values()))),
         audit_by_kind=by_kind,
         audit_chain_ok=bool(audit_summary.get("chain_ok", False)),
-        directives=result.directives_published,
-        decision_latency_ms=percentiles(result.latencies_ms()),
+        directives=by_kind.get("directive", 0),
+        decision_latency_ms=percentiles(np.array([s.latency_ms for s in steps])),
         inference_ms=percentiles(np.array([s.inference_ms for s in steps])),
         policy_versions=registered.versions(),
         feature_spec_hash=registered.spec.spec_hash(),
         final_equity=steps[-1].equity if steps else 0.0,
         trading_state=trading_state,
-        first_bar=steps[0].timestep if steps else "",
-        last_bar=steps[-1].timestep if steps else "",
+        first_bar=str(steps[0].timestamp) if steps else "",
+        last_bar=str(steps[-1].timestamp) if steps else "",
         observation_checksums=[s.observation_checksum for s in steps],
     )
 
@@ -256,9 +280,10 @@ def staging_replay(bars: pd.DataFrame, registered: RegisteredPolicies, deploymen
         raise PipelineError(f"the staging replay window (latest {replay_days} bars) starts before the held-out start "
                             f"{registered.holdout_start}: it would replay bars the policy was trained on")
 
-    def progress(step: StepRecord) -> None:
+    def progress(step: BarOutcome) -> None:
         logger.info("replay bar %d %s: %d orders, %d denied, state %s, equity %.0f, %.1f ms", step.bar_index,
-                    step.timestep[:10], step.n_orders, step.n_denied, step.trading_state, step.equity, step.latency_ms)
+                    step.timestamp.isoformat()[:10], step.n_orders, step.n_denied, step.trading_state, step.equity,
+                    step.latency_ms)
 
     summary = run_replay(bars, registered, ctx, replay_days=replay_days, on_step=progress)
     ctx.paths.staging_dir.mkdir(parents=True, exist_ok=True)

@@ -120,8 +120,10 @@ def build_source(args: argparse.Namespace, config: RLConfig, default_start: pd.T
         start = stamps[min(len(stamps) - 1, 64)]
     if start.tzinfo is None:
         start = start.tz_localize("UTC")
+    # The benchmark and the volatility proxy's input (e.g. an ETF such as VIXY) are market inputs, not traded.
+    symbols = tuple(s for s in trading_symbols(bars) if s not in market_inputs)
     return (ReplayBarSource(bars, start=start, bars_per_second=bars_per_second, realtime=realtime,
-                            bar_seconds=bar_seconds, name=args.source), trading_symbols(bars))
+                            bar_seconds=bar_seconds, name=args.source), symbols)
 
 
 def run_trade(args: argparse.Namespace) -> int:

@@ -92,6 +92,12 @@ class BarOutcome:
     latency_ms: float = 0.0
     policies: dict[str, int] = field(default_factory=dict)  # "model/version" -> symbols decided
     trading_state: str = ""
+    n_symbols: int = 0  # symbols decided
+    n_filled: int = 0
+    n_denied: int = 0
+    inference_ms: float = 0.0  # Triton time of the acting versions' requests
+    observation_checksum: str = ""
+    equity: float = 0.0
 
 
 class TradingService:
@@ -136,6 +142,7 @@ class TradingService:
         self.cursor = cursor if cursor is not None else TradingCursor.fresh(name, source.name)
         self._portfolio: dict[str, object] = {}
         self._bar_obs: list[np.ndarray] = []
+        self._bar_inference_ms = 0.0
 
     # -- features, one service per feature spec in use ------------------------------------------------------
 
@@ -208,6 +215,7 @@ class TradingService:
         self._run_master(master_ref, specs, snapshots, bar_index)
         decisions: list[SymbolDecision] = []
         self._bar_obs: list[np.ndarray] = []
+        self._bar_inference_ms = 0.0
         used: dict[str, int] = {}
         gross = float(self._portfolio.get("gross_exposure", 0.0) or 0.0)  # type: ignore[arg-type]
         for ref, members in groups.items():
@@ -229,7 +237,7 @@ class TradingService:
                     policy_version=str(ref)))
             used[str(ref)] = used.get(str(ref), 0) + len(members)
             self.metrics.decisions.labels(ref.model, str(ref.version)).inc(len(members))
-        acted_obs = list(self._bar_obs)
+        acted_obs, inference_ms = list(self._bar_obs), self._bar_inference_ms
         self._score_shadows(specs, snapshots, decisions, gross)
         if not decisions:
             return self._skip(bar_index, ts, f"no policy could decide any symbol at {ts} (orphans {orphans[:5]})")
@@ -240,7 +248,8 @@ class TradingService:
             observation_checksum=observation_checksum(np.concatenate(acted_obs)),
             decisions=tuple(decisions), decision_latency_ms=(time.perf_counter() - t0) * 1000,
         )
-        return self._send(batch_decisions, ts, t0, used, stop)
+        outcome = self._send(batch_decisions, ts, t0, used, stop)
+        return None if outcome is None else replace(outcome, inference_ms=inference_ms)
 
     def _infer(self, ref: PolicyRef, spec: FeatureSpec, snapshots: dict[str, MarketSnapshot], members: list[str],
                gross: float) -> tuple[np.ndarray, np.ndarray] | None:
@@ -255,7 +264,9 @@ class TradingService:
         except InferenceError as exc:
             self.alerts(ALERT_INFERENCE_FAILED, f"{ref}: {exc}")
             return None
-        self.metrics.inference.labels(ref.model, str(ref.version)).observe(time.perf_counter() - t)
+        elapsed = time.perf_counter() - t
+        self._bar_inference_ms += elapsed * 1000
+        self.metrics.inference.labels(ref.model, str(ref.version)).observe(elapsed)
         self.alerts(ALERT_INFERENCE_FAILED, None)
         return np.asarray(out.probabilities), np.asarray(out.actions).reshape(-1)
 
@@ -331,16 +342,23 @@ class TradingService:
             held.update({d.symbol: d.target_level for d in batch.decisions})
         if response:
             self._portfolio = dict(response.get("portfolio") or self._portfolio)
+        decided = status != "refused"
         self.cursor = self._state.save(replace(
-            self.cursor, bar_index=batch.bar_index, bar_timestamp=ts, bars_decided=self.cursor.bars_decided + 1,
-            held_levels=held, source=self._source.name, alerts=dict(self.alerts.active)))
+            self.cursor, bar_index=batch.bar_index, bar_timestamp=ts,
+            bars_decided=self.cursor.bars_decided + int(decided), held_levels=held, source=self._source.name,
+            alerts=dict(self.alerts.active)))
         if status != "refused":
             self.metrics.bars.inc()
             self.metrics.latency.observe(latency)
         self.metrics.last_bar.set(ts.timestamp())
-        return BarOutcome(bar_index=batch.bar_index, timestamp=ts, status=status,
-                          n_orders=len(response.get("orders", [])) if response else 0, latency_ms=latency * 1000,
-                          policies=used, trading_state=str(response.get("trading_state", "")) if response else "")
+        orders = response.get("orders", []) if response else []
+        return BarOutcome(
+            bar_index=batch.bar_index, timestamp=ts, status=status, n_orders=len(orders), latency_ms=latency * 1000,
+            policies=used, trading_state=str(response.get("trading_state", "")) if response else "",
+            n_symbols=len(batch.decisions), n_filled=sum(1 for o in orders if float(o.get("filled_qty") or 0) > 0),
+            n_denied=sum(1 for r in (response.get("risk", []) if response else []) if not r.get("approved", True)),
+            observation_checksum=batch.observation_checksum,
+            equity=float(self._portfolio.get("equity", 0.0) or 0.0))  # type: ignore[arg-type]
 
     def _skip(self, bar_index: int, ts: pd.Timestamp, why: str) -> BarOutcome:
         self.alerts(ALERT_BAR_SKIPPED, why)
