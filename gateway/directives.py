@@ -50,9 +50,16 @@ class DirectiveBook:
         self._lock = threading.Lock()
         self._recent: deque[MasterDirective] = deque(maxlen=history)
 
+    def holds(self, directive: MasterDirective) -> bool:
+        """The very same directive is already recorded (a publisher re-sending after a restart, or a bus
+        delivering twice): it must not be applied, nor audited, twice."""
+        with self._lock:
+            return directive in self._recent
+
     def add(self, directive: MasterDirective) -> None:
         with self._lock:
-            self._recent.append(directive)
+            if directive not in self._recent:
+                self._recent.append(directive)
 
     def latest(self) -> MasterDirective | None:
         with self._lock:

@@ -360,6 +360,9 @@ class GatewayService:
         if self._stopped:
             logger.warning("gateway stopped; directive %s dropped", directive.directive_id)
             return
+        if self.directives.holds(directive):
+            logger.info("directive %s received again: already applied, ignored", directive.directive_id)
+            return
         self._audit("directive", directive.model_dump(mode="json"), principal=self.settings.principal)
         self.directives.add(directive)
         self.metrics.directives.labels(mode=directive.mode).inc()

@@ -14,7 +14,6 @@ import torch
 from contracts.config import RLConfig
 from features.observation import ObservationBuilder
 from marlops.paths import StatePaths
-from marlops.trading import BarOutcome
 from marlops.pipeline import (
     PipelineContext,
     TrainingSettings,
@@ -26,6 +25,7 @@ from marlops.pipeline import (
     run_replay,
     train_candidate,
 )
+from marlops.trading import BarOutcome
 
 logger = logging.getLogger(__name__)
 

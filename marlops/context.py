@@ -24,5 +24,4 @@ class PipelineContext:
 
     @property
     def model_repository(self) -> Path:
-        repo = Path(self.config.serving.triton.model_repository)
-        return repo if repo.is_absolute() else self.paths.project_root / repo
+        return self.paths.model_repository(self.config.serving.triton.model_repository)

@@ -313,7 +313,7 @@ def add_master_parser(subparsers: Any) -> argparse.ArgumentParser:
     master.add_argument("--version", type=int, default=None,
                         help="master_agent version to use (default: the highest exported one)")
     master.add_argument("--model-repository", type=Path, default=None,
-                        help="Triton model repository (default: <MARLOPS_HOME>/triton_models)")
+                        help="Triton model repository (default: triton.model_repository of serving.yaml)")
     master.add_argument("--triton-url", default=None,
                         help="Triton endpoint (default: 127.0.0.1 and the serving.yaml port of --protocol)")
     master.add_argument("--protocol", choices=["grpc", "http"], default=None,
@@ -351,7 +351,8 @@ def cmd_master(args: argparse.Namespace) -> int:
     config = load_rl_config(Path(args.config_dir))
     paths = StatePaths.from_env()
     serving = config.serving
-    model = load_master_model(args.model_repository or paths.model_repository, args.version,
+    model = load_master_model(args.model_repository or paths.model_repository(serving.triton.model_repository),
+                              args.version,
                               serving.models.master_agent)
     redis_url = args.redis_url or MarlopsSettings.load().directive_bus_url or serving.directive_bus.redis_url
     protocol = args.protocol or serving.triton.protocol

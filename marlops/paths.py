@@ -54,9 +54,10 @@ class StatePaths:
         """Signed artifacts go to `<artifacts_root>/models/rl/production/<date>/<agent>.ptc`."""
         return self.project_root
 
-    @property
-    def model_repository(self) -> Path:
-        return self.root / "triton_models"
+    def model_repository(self, configured: str) -> Path:
+        """The Triton model repository: `triton.model_repository` of serving.yaml, relative to the project."""
+        repository = Path(configured)
+        return repository if repository.is_absolute() else self.project_root / repository
 
     @property
     def triton_workdir(self) -> Path:

@@ -25,7 +25,11 @@ from gateway.serve import free_port
 from market_data.bar_source import ReplayBarSource
 from market_data.source import dataset_id, load_market, trading_symbols
 from market_data.synthetic import synthetic_sectors
-from market_data.volatility import apply_volatility_proxy, non_tradable_symbols, proxy_from_spec
+from market_data.volatility import (
+    apply_volatility_proxy,
+    non_tradable_symbols,
+    proxy_from_spec,
+)
 from marlops.candidates import (
     MASTER_AGENT,
     SL_FALLBACK,
@@ -47,7 +51,6 @@ from marlops.gateway_client import GatewayClient
 from marlops.master_process import MasterSnapshotHandler
 from marlops.policy_router import PolicyRouter
 from marlops.routing import PolicyRef, RoutingChange, RoutingStore
-from marlops.trading import BarOutcome, TradingService
 from marlops.stack import ServingStack, StackPorts
 from marlops.trading import BarOutcome, TradingService
 from marlops.trading_state import TradingStateStore

@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from contracts.config import TritonConfig
 from contracts.features import FeatureSpec
 from marlops.routing import PolicyRef, RoutingStore, RoutingTable
@@ -51,6 +53,17 @@ def read_version_manifest(repository: Path, ref: PolicyRef, public_key_path: Pat
         raise ServingError(f"{ref}: manifest of {artifact} carries no feature_spec")
     spec = FeatureSpec.model_validate_json(raw if isinstance(raw, str) else json.dumps(raw))
     return VersionInfo(ref=ref, spec=spec, manifest=manifest)
+
+
+def version_holdout_start(repository: Path, ref: PolicyRef, public_key_path: Path) -> pd.Timestamp | None:
+    """The first held-out bar signed into a version's manifest (where a replay of unseen bars starts), if readable."""
+    try:
+        manifest = read_version_manifest(repository, ref, public_key_path).manifest
+    except ServingError as exc:  # only a default: the router reports an unservable version itself
+        logger.warning("cannot read the held-out start of %s: %s", ref, exc)
+        return None
+    value = manifest.get("holdout_start")
+    return pd.Timestamp(str(value)) if value else None
 
 
 class PolicyRouter:

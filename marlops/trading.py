@@ -189,6 +189,7 @@ class TradingService:
         return outcomes
 
     def on_batch(self, batch: BarBatch, stop: threading.Event) -> BarOutcome | None:
+        """One bar, as the order flow reads: routing → features → master → one request per version → gateway."""
         bar_index = self.cursor.bar_index + 1
         ts = pd.Timestamp(batch.timestamp)
         if self._set_prices is not None:
@@ -197,46 +198,19 @@ class TradingService:
         table = self._router.refresh()
         self.metrics.routing_revision.set(table.revision)
         groups, orphans = self._router.acting(self.symbols)
-        specs = {ref: self._router.info(ref).spec for ref in [*groups, *self._router.shadows(self.symbols)]}
         master_ref = self._router.master()
-        if master_ref is not None and (self._master_factory is not None or self._publish_snapshot is not None):
-            specs[master_ref] = self._router.info(master_ref).spec
-        for spec in specs.values():
-            self._feature_service(spec)
-        snapshots: dict[str, MarketSnapshot] = {}
+        specs = self._specs_in_use(groups, master_ref)
         try:
-            for key, service in self._features.items():
-                snapshots[key] = service.on_bars(batch.bars)
+            snapshots = {key: service.on_bars(batch.bars) for key, service in self._features.items()}
         except FeatureError as exc:
             self._remember(batch.bars)
             return self._skip(bar_index, ts, f"features at {ts}: {exc}")
         self._remember(batch.bars)
         self.alerts(ALERT_BAR_SKIPPED, None)
         self._run_master(master_ref, specs, snapshots, bar_index)
-        decisions: list[SymbolDecision] = []
-        self._bar_obs: list[np.ndarray] = []
-        self._bar_inference_ms = 0.0
-        used: dict[str, int] = {}
         gross = float(self._portfolio.get("gross_exposure", 0.0) or 0.0)  # type: ignore[arg-type]
-        for ref, members in groups.items():
-            actions = self._infer(ref, specs[ref], snapshots, members, gross)
-            if actions is None:
-                fallback = self._router.fallback()
-                if fallback is None or fallback == ref:
-                    continue
-                actions = self._infer(fallback, self._router.info(fallback).spec, snapshots, members, gross)
-                if actions is None:
-                    continue
-                ref = fallback
-            probabilities, chosen = actions
-            snap = snapshots[specs[ref].spec_hash()] if ref in specs else snapshots[self._router.info(ref).spec.spec_hash()]
-            for i, symbol in enumerate(members):
-                decisions.append(SymbolDecision(
-                    symbol=symbol, action=int(chosen[i]), target_level=float(self._levels[int(chosen[i])]),
-                    probabilities=tuple(float(p) for p in probabilities[i]), price=float(snap.prices[symbol]),
-                    policy_version=str(ref)))
-            used[str(ref)] = used.get(str(ref), 0) + len(members)
-            self.metrics.decisions.labels(ref.model, str(ref.version)).inc(len(members))
+        self._bar_obs, self._bar_inference_ms = [], 0.0
+        decisions, used = self._decide(groups, specs, snapshots, gross)
         acted_obs, inference_ms = list(self._bar_obs), self._bar_inference_ms
         self._score_shadows(specs, snapshots, decisions, gross)
         if not decisions:
@@ -250,6 +224,43 @@ class TradingService:
         )
         outcome = self._send(batch_decisions, ts, t0, used, stop)
         return None if outcome is None else replace(outcome, inference_ms=inference_ms)
+
+    def _specs_in_use(self, groups: dict[PolicyRef, list[str]], master_ref: PolicyRef | None) -> dict[PolicyRef, FeatureSpec]:
+        """The feature spec of every version this bar may run (acting, fallback, shadows, master); each spec
+        gets its feature service."""
+        refs = [*groups, *self._router.shadows(self.symbols)]
+        fallback = self._router.fallback()
+        if fallback is not None:
+            refs.append(fallback)
+        if master_ref is not None and (self._master_factory is not None or self._publish_snapshot is not None):
+            refs.append(master_ref)
+        specs = {ref: self._router.info(ref).spec for ref in refs}
+        for spec in specs.values():
+            self._feature_service(spec)
+        return specs
+
+    def _decide(self, groups: dict[PolicyRef, list[str]], specs: dict[PolicyRef, FeatureSpec],
+                snapshots: dict[str, MarketSnapshot], gross: float) -> tuple[list[SymbolDecision], dict[str, int]]:
+        """One Triton request per acting version; a version that fails this bar hands its symbols to the fallback."""
+        decisions: list[SymbolDecision] = []
+        used: dict[str, int] = {}
+        fallback = self._router.fallback()
+        for ref, members in groups.items():
+            actions = self._infer(ref, specs[ref], snapshots, members, gross)
+            if actions is None and fallback is not None and fallback != ref:
+                ref, actions = fallback, self._infer(fallback, specs[fallback], snapshots, members, gross)
+            if actions is None:
+                continue  # these symbols hold this bar; INFERENCE_FAILED is raised
+            probabilities, chosen = actions
+            prices = snapshots[specs[ref].spec_hash()].prices
+            for i, symbol in enumerate(members):
+                decisions.append(SymbolDecision(
+                    symbol=symbol, action=int(chosen[i]), target_level=float(self._levels[int(chosen[i])]),
+                    probabilities=tuple(float(p) for p in probabilities[i]), price=float(prices[symbol]),
+                    policy_version=str(ref)))
+            used[str(ref)] = used.get(str(ref), 0) + len(members)
+            self.metrics.decisions.labels(ref.model, str(ref.version)).inc(len(members))
+        return decisions, used
 
     def _infer(self, ref: PolicyRef, spec: FeatureSpec, snapshots: dict[str, MarketSnapshot], members: list[str],
                gross: float) -> tuple[np.ndarray, np.ndarray] | None:

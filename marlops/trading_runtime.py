@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pandas as pd
 from prometheus_client import start_http_server
 
 from contracts.config import RLConfig
@@ -23,14 +22,19 @@ from contracts.decisions import MarketSnapshotMessage, MasterDirective
 from contracts.features import FeatureSpec
 from marlops.errors import MarlopsError
 from marlops.gateway_client import GatewayClient
+from marlops.master_process import MasterSnapshotHandler
 from marlops.paths import StatePaths
-from marlops.policy_router import PolicyRouter, read_version_manifest
+from marlops.policy_router import (
+    PolicyRouter,
+    read_version_manifest,
+    version_holdout_start,
+)
 from marlops.routing import PolicyRef, RoutingStore
 from marlops.trade_cli import build_source, read_token
 from marlops.trading import BarOutcome, TradingService
 from marlops.trading_state import TradingStateStore
 from registry.keys import PUBLIC_KEY_FILENAME, TRUSTED_PUBLIC_KEY_ENV
-from marlops.master_process import MasterSnapshotHandler
+from serving.errors import ServingError
 
 logger = logging.getLogger(__name__)
 
@@ -89,8 +93,7 @@ class TradingRuntime:
     def from_args(cls, args: argparse.Namespace, paths: StatePaths, config: RLConfig) -> TradingRuntime:
         closers: list[Any] = []
         triton = config.serving.triton
-        repository = Path(triton.model_repository)
-        repository = repository if repository.is_absolute() else paths.project_root / repository
+        repository = paths.model_repository(triton.model_repository)
         key_path = public_key_path(paths)
         routing = RoutingStore(args.state_url or paths.state_url)
         closers.append(routing)
@@ -104,7 +107,7 @@ class TradingRuntime:
         closers.append(state)
         if args.reset:
             state.reset(args.name)
-        start = _holdout_start(repository, production, key_path)
+        start = version_holdout_start(repository, production, key_path)
         source, symbols = build_source(args, config, start, _market_inputs(repository, production, key_path))
         closers.append(source)
         token = None
@@ -169,22 +172,12 @@ class TradingRuntime:
         self.closers.clear()
 
 
-def _holdout_start(repository: Path, ref: PolicyRef, key_path: Path) -> pd.Timestamp | None:
-    try:
-        manifest = read_version_manifest(repository, ref, key_path).manifest
-    except Exception as exc:  # the start is a default only; the router reports an unservable version itself
-        logger.warning("cannot read the held-out start of %s: %s", ref, exc)
-        return None
-    value = manifest.get("holdout_start")
-    return pd.Timestamp(str(value)) if value else None
-
-
 def _market_inputs(repository: Path, ref: PolicyRef, key_path: Path) -> tuple[str, ...]:
     from market_data.volatility import market_input_symbols, proxy_from_spec
 
     try:
         spec = read_version_manifest(repository, ref, key_path).spec
-    except Exception as exc:  # the default inputs apply; the router reports an unservable version itself
+    except ServingError as exc:  # the default inputs apply; the router reports an unservable version itself
         logger.warning("cannot read the feature spec of %s: %s", ref, exc)
         return ("SPY", "VIX")
     return market_input_symbols(proxy_from_spec(spec))

@@ -184,10 +184,13 @@ def start_system(paths: StatePaths, config: RLConfig, options: UpOptions, group:
         market = live
     else:
         market = _local_market(paths, config, options, routing, group, urls)
-    from serving.triton_process import TritonServer, find_tritonserver, prepare_backend_directory
+    from serving.triton_process import (
+        TritonServer,
+        find_tritonserver,
+        prepare_backend_directory,
+    )
 
-    repository = Path(triton.model_repository)
-    repository = repository if repository.is_absolute() else paths.project_root / repository
+    repository = paths.model_repository(triton.model_repository)
     backends = prepare_backend_directory(paths.triton_workdir)
     triton_env = TritonServer(repository, http_port=t_http, grpc_port=t_grpc, metrics_port=t_metrics,
                               workdir=paths.triton_workdir)._environment()
@@ -338,7 +341,8 @@ def boot_paths(paths: StatePaths) -> dict[str, str]:
 def _replay_start(paths: StatePaths, config: RLConfig, bars: pd.DataFrame, routing: dict[str, Any]) -> pd.Timestamp:
     """The demo replays the held-out part (the bars the production policy never trained on), resuming
     after the last bar the `up` trading service decided: the gateway decides each bar once, ever."""
-    from marlops.trading_runtime import _holdout_start, public_key_path
+    from marlops.policy_router import version_holdout_start
+    from marlops.trading_runtime import public_key_path
     from marlops.trading_state import TradingStateStore
 
     stamps = pd.DatetimeIndex(sorted(bars["timestamp"].unique()))
@@ -352,9 +356,8 @@ def _replay_start(paths: StatePaths, config: RLConfig, bars: pd.DataFrame, routi
         return later[0] if len(later) else stamps[-1] + pd.Timedelta(seconds=1)
     production = routing.get("policies", {}).get("production")
     if production:
-        repository = Path(config.serving.triton.model_repository)
-        repository = repository if repository.is_absolute() else paths.project_root / repository
-        start = _holdout_start(repository, PolicyRef(production["model"], int(production["version"])),
+        repository = paths.model_repository(config.serving.triton.model_repository)
+        start = version_holdout_start(repository, PolicyRef(production["model"], int(production["version"])),
                                public_key_path(paths))
         if start is not None and stamps[0] < start <= stamps[-1]:
             return start

@@ -62,3 +62,14 @@ def test_publish_when_added_from_many_threads_then_every_directive_reaches_subsc
     assert len(got) == 20
     latest = book.latest()
     assert latest is not None and latest.directive_id == "d19"
+
+
+def test_add_when_the_same_directive_arrives_twice_then_held_once() -> None:
+    book = DirectiveBook(max_ttl_seconds=86400)
+    first = directive(directive_id="master-x-bar5")
+    assert not book.holds(first)
+    book.add(first)
+    assert book.holds(first)
+    book.add(first)
+    assert book.latest() == first
+    assert not book.holds(directive("defensive", directive_id="master-x-bar5"))

@@ -34,8 +34,14 @@ from marlops.bench import with_model_repository
 from marlops.gateway_client import GatewayClient
 from marlops.net import wait_until
 from marlops.paths import StatePaths
-from marlops.pipeline import PipelineContext, TrainingSettings, deploy_to_triton, fit_spec, register_candidate, \
-    train_candidate
+from marlops.pipeline import (
+    PipelineContext,
+    TrainingSettings,
+    deploy_to_triton,
+    fit_spec,
+    register_candidate,
+    train_candidate,
+)
 from marlops.policy_router import ALERT_VERSION_MISSING, PolicyRouter
 from marlops.routing import PolicyRef, RoutingChange, RoutingStore
 from marlops.stack import PAPER_KEY_ID, PAPER_SECRET, PaperExchangeProcess
