@@ -1,9 +1,13 @@
 """Fixtures shared by every test package."""
 
 import functools
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from redis_server import REDIS_URL, PrivateRedis, redis_unreachable_reason
 
 POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
@@ -28,3 +32,24 @@ def postgres_url() -> str:
     if why is not None:
         pytest.skip(why)
     return POSTGRES_URL
+
+
+@pytest.fixture
+def machine_redis() -> str:
+    """The machine's Redis URL (MARLOPS_TEST_REDIS_URL, default 127.0.0.1:6379/0); the test skips, saying why,
+    without it."""
+    why = redis_unreachable_reason(REDIS_URL)
+    if why is not None:
+        pytest.skip(why)
+    return REDIS_URL
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    """A private redis-server on a free port, not started yet (the test starts, kills and restarts it); killed at the
+    end. The test skips without a redis-server binary."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    server = PrivateRedis(tmp_path / "redis")
+    yield server
+    server.kill()

@@ -1,6 +1,7 @@
 """The gateway's HTTP API, served by uvicorn, routing through alpaca-py to the real paper exchange."""
 
-from collections.abc import Callable, Iterator
+import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,27 +29,9 @@ def bus() -> InProcessDirectiveSource:
 
 
 @pytest.fixture
-def make_gateway(
-    tmp_path: Path, paper_exchange: ServerHandle, bus: InProcessDirectiveSource
-) -> Iterator[GatewayFactory]:
-    handles: list[ServerHandle] = []
-
-    def factory(**overrides: Any) -> ServerHandle:
-        settings = GatewaySettings(**{
-            "risk": RiskOverlaysConfig(),
-            "audit_url": f"sqlite:///{tmp_path / 'gateway' / 'audit.db'}",
-            "broker_base_url": paper_exchange.url,
-            "fill_wait_s": 0.2,
-            **overrides,
-        })
-        handle = serve_app_in_thread(create_app(settings, directive_source=bus))
-        handles.append(handle)
-        return handle
-
-    yield factory
-    for handle in handles:
-        if handle.running:
-            handle.stop()
+def make_gateway(make_gateway: GatewayFactory, bus: InProcessDirectiveSource) -> GatewayFactory:
+    """tests/gateway/conftest.py's, every gateway reading the test's in-process directive source."""
+    return functools.partial(make_gateway, directive_source=bus)
 
 
 @pytest.fixture

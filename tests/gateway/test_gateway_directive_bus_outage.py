@@ -1,119 +1,39 @@
 """The gateway subscribing to the Redis directive bus itself: directives applied, outage alerted, the
 defensive fallback once the last directive's TTL has passed, recovery when Redis returns.
 
-A private redis-server per test (free port, no persistence) so that it can be killed and restarted."""
+A private redis-server per test (the `private_redis` fixture of tests/conftest.py: free port, no
+persistence) so that it can be killed and restarted."""
 
 import re
-import shutil
-import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import redis
 from gateway_builders import DAY, T0, batch, directive
+from polling import wait_for
+from redis_server import DIRECTIVE_CHANNEL, PrivateRedis
 
-from contracts.config import RiskOverlaysConfig
 from contracts.decisions import MasterDirective, MasterDirectivePublished
-from gateway.app import create_app
-from gateway.serve import ServerHandle, free_port, serve_app_in_thread
-from gateway.settings import GatewaySettings
+from gateway.serve import ServerHandle
 
-CHANNEL = "master-directives"
+CHANNEL = DIRECTIVE_CHANNEL
 _WAIT_S = 10.0
-
-
-class PrivateRedis:
-    """A throwaway redis-server on `port`, started and killed by the test."""
-
-    def __init__(self, workdir: Path, port: int) -> None:
-        self.workdir = workdir
-        self.port = port
-        self.url = f"redis://127.0.0.1:{port}/0"
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self._proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.workdir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        try:
-            wait_for(lambda: _pings(client), "private redis-server to answer")
-        finally:
-            client.close()
-
-    def kill(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.kill()
-            self._proc.wait(10)
-        self._proc = None
-
-    def publish(self, payload: str) -> int:
-        client = redis.Redis(port=self.port)
-        try:
-            return int(client.publish(CHANNEL, payload))
-        finally:
-            client.close()
-
-
-def _pings(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.RedisError:
-        return False
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout_s: float = _WAIT_S) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
-    server = PrivateRedis(tmp_path / "redis", free_port())
-    yield server
-    server.kill()
 
 
 GatewayFactory = Callable[..., ServerHandle]
 
 
 @pytest.fixture
-def make_gateway(tmp_path: Path, paper_exchange: ServerHandle, exchange_http: httpx.Client) -> Iterator[GatewayFactory]:
+def make_gateway(make_gateway: GatewayFactory, exchange_http: httpx.Client) -> GatewayFactory:
+    """tests/gateway/conftest.py's, `factory(bus_url)`: a gateway subscribed to CHANNEL on the Redis at `bus_url`."""
     exchange_http.post("/_sim/prices", json={"prices": {"AAPL": 100.0}}).raise_for_status()
-    handles: list[ServerHandle] = []
 
     def factory(bus_url: str) -> ServerHandle:
-        settings = GatewaySettings(
-            risk=RiskOverlaysConfig(),
-            audit_url=f"sqlite:///{tmp_path / 'gateway' / 'audit.db'}",
-            broker_base_url=paper_exchange.url,
-            fill_wait_s=0.2,
-            directive_bus_url=bus_url,
-            directive_channel=CHANNEL,
-        )
-        handle = serve_app_in_thread(create_app(settings))
-        handles.append(handle)
-        return handle
+        return make_gateway(directive_bus_url=bus_url, directive_channel=CHANNEL)
 
-    yield factory
-    for handle in handles:
-        if handle.running:
-            handle.stop()
+    return factory
 
 
 def published(d: MasterDirective) -> str:

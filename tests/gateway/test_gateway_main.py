@@ -3,7 +3,6 @@ secrets only from the environment (never on the command line, never in the log).
 settings' precedence: flag > environment > .env > default."""
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from child_process import stop_child
 
 from gateway.__main__ import INSECURE_WARNING, gateway_settings, load_process_settings, redact_url
 from gateway.brokers.paper_exchange import create_paper_exchange_app
@@ -63,16 +63,6 @@ def _wait_ready(gw: GatewayProcess, timeout_s: float = 60.0) -> None:
     pytest.fail(f"gateway not ready after {timeout_s:.0f}s:\n{gw.log()}")
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
 @pytest.fixture
 def exchange() -> Iterator[ServerHandle]:
     with serve_app_in_thread(create_paper_exchange_app(initial_cash=1_000_000.0, key_id=KEY_ID,
@@ -109,7 +99,7 @@ def start_gateway(tmp_path: Path, exchange: ServerHandle) -> Iterator[object]:
 
     yield start
     for proc in started:
-        _stop(proc)
+        stop_child(proc)
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -159,7 +149,7 @@ def test_start_when_restarted_then_token_store_and_raw_tokens_unchanged(start_ga
     files = [first.home / "auth" / "tokens.yaml",
              *(raw_token_path(first.home / "tokens", r) for r in ("admin", "risk_officer", "trader"))]
     before = {p: p.read_bytes() for p in files}
-    _stop(first.proc)
+    stop_child(first.proc)
 
     second: GatewayProcess = start_gateway()
 
@@ -187,7 +177,7 @@ def test_start_when_tokens_file_empty_and_no_insecure_flag_then_refuses_with_cle
     try:
         assert proc.wait(timeout=60) == 2
     finally:
-        _stop(proc)
+        stop_child(proc)
     log = (tmp_path / "gateway.log").read_text()
     assert "holds no API tokens" in log and "--insecure-no-auth" in log and "marlops token create" in log
 
@@ -200,7 +190,7 @@ def test_start_when_broker_key_on_command_line_then_refused_naming_the_variable(
     try:
         assert proc.wait(timeout=60) == 2
     finally:
-        _stop(proc)
+        stop_child(proc)
     log = (tmp_path / "gateway.log").read_text()
     assert f"{flag} is not accepted" in log and "APCA_API_" in log and "hunter2" not in log
 

@@ -4,7 +4,6 @@ alpaca-py into the exchange (its own process), fills back into the book, one aud
 
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
@@ -16,6 +15,8 @@ import pytest
 from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import QueryOrderStatus
 from alpaca.trading.requests import GetOrdersRequest
+from child_process import stop_child
+from polling import wait_for
 
 from contracts.config import load_risk
 from contracts.decisions import MasterDirective, SymbolDecision, TimestepDecisions
@@ -32,15 +33,7 @@ KEY, SECRET = "marlops-paper", "marlops-paper-secret"
 HEADERS = {"APCA-API-KEY-ID": KEY, "APCA-API-SECRET-KEY": SECRET}
 T0 = datetime(2024, 3, 1, 21, 0, tzinfo=timezone.utc)
 DAY = timedelta(days=1)
-
-
-def wait_for(predicate: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+STARTUP_S = 30.0
 
 
 def answers(url: str, headers: dict[str, str] | None = None) -> Callable[[], bool]:
@@ -57,15 +50,6 @@ def start_process(args: list[str], log: Path) -> subprocess.Popen[bytes]:
         return subprocess.Popen([sys.executable, *args], cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
 
 
-def stop_process(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
-
-
 @pytest.fixture
 def exchange_url(tmp_path: Path) -> Iterator[str]:
     port = free_port()
@@ -75,10 +59,10 @@ def exchange_url(tmp_path: Path) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: proc.poll() is None and answers(url + "/v2/clock", HEADERS)(),
-                 f"paper exchange on {url} (log {log})")
+                 f"paper exchange on {url} (log {log})", timeout_s=STARTUP_S)
         yield url
     finally:
-        stop_process(proc)
+        stop_child(proc, term_timeout_s=15, kill_timeout_s=5)
 
 
 @pytest.fixture
@@ -208,10 +192,11 @@ def test_gateway_cli_when_started_then_healthy_and_reconciled(exchange_url: str,
                           "--tokens-dir", str(tmp_path / "tokens")], log)
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: proc.poll() is None and answers(url + "/healthz")(), f"gateway CLI on {url} (log {log})")
+        wait_for(lambda: proc.poll() is None and answers(url + "/healthz")(), f"gateway CLI on {url} (log {log})",
+                 timeout_s=STARTUP_S)
         assert httpx.get(url + "/v1/portfolio").status_code == 401
         token = read_token_file(tmp_path / "tokens" / "admin.token")
         portfolio = httpx.get(url + "/v1/portfolio", headers={"Authorization": f"Bearer {token}"})
         assert portfolio.json()["equity"] == pytest.approx(1_000_000.0)
     finally:
-        stop_process(proc)
+        stop_child(proc, term_timeout_s=15, kill_timeout_s=5)

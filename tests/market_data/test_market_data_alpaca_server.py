@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -20,38 +18,18 @@ from alpaca.data.historical import StockHistoricalDataClient
 from alpaca.data.live import StockDataStream
 from alpaca.data.requests import StockBarsRequest, StockLatestBarRequest
 from alpaca.data.timeframe import TimeFrame, TimeFrameUnit
+from polling import wait_for
 
-from gateway.serve import ServerHandle, serve_app_in_thread
+from gateway.serve import ServerHandle
 from market_data.alpaca_bars import alpaca_start_to_close
-from market_data.alpaca_server import LOCAL_KEY_ID, LOCAL_SECRET_KEY, create_app
-from market_data.source import load_market
+from market_data.alpaca_server import LOCAL_KEY_ID, LOCAL_SECRET_KEY
 
+N_DAYS = 20
 WARMUP = 10
+MAX_PAGE_SIZE = 7
+WAIT_S = 5.0
 SYMBOLS = ["SPY", "SYM00", "SYM01", "SYM02", "VIX"]
 EARLY = pd.Timestamp("2022-01-01", tz="UTC")
-
-
-def wait_for(condition: Callable[[], Any], timeout_s: float = 5.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-
-
-@pytest.fixture(scope="module")
-def bars() -> pd.DataFrame:
-    return load_market("synthetic:planted-alpha", n_symbols=3, n_days=20)
-
-
-@pytest.fixture()
-def server(bars: pd.DataFrame) -> Iterator[ServerHandle]:
-    stamps = sorted(bars["timestamp"].unique())
-    app = create_app(bars, start=pd.Timestamp(stamps[WARMUP]), max_page_size=7)
-    with serve_app_in_thread(app) as handle:
-        yield handle
 
 
 def client(server: ServerHandle, key: str = LOCAL_KEY_ID, secret: str = LOCAL_SECRET_KEY) -> StockHistoricalDataClient:
@@ -178,9 +156,10 @@ def test_stream_when_clock_advances_then_alpaca_py_receives_each_bar_in_order(se
     thread = threading.Thread(target=stream.run, daemon=True)
     thread.start()
     try:
-        wait_for(lambda: httpx.get(server.url + "/_sim/state").json()["subscribers"] == 1, what="subscription")
+        wait_for(lambda: httpx.get(server.url + "/_sim/state").json()["subscribers"] == 1, what="subscription",
+                 timeout_s=WAIT_S)
         httpx.post(server.url + "/_sim/advance", params={"steps": 3}).raise_for_status()
-        wait_for(lambda: len(received) == 3 * len(SYMBOLS), what="3 timestamps of bars")
+        wait_for(lambda: len(received) == 3 * len(SYMBOLS), what="3 timestamps of bars", timeout_s=WAIT_S)
     finally:
         stream.stop()
         asyncio.run_coroutine_threadsafe(stream.close(), stream._loop).result(5)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pandas as pd
 import pytest
+from polling import wait_for
 
 from gateway.serve import ServerHandle, free_port, serve_app_in_thread
 from market_data.alpaca_server import LOCAL_KEY_ID, LOCAL_SECRET_KEY, MarketDataServerProcess, create_app
@@ -17,33 +18,10 @@ from market_data.alpaca_source import AlpacaBarSource, AlpacaCredentialsError, A
 from market_data.bar_source import BarBatch, ReplayBarSource
 from market_data.source import load_market
 
+N_DAYS = 24
 WARMUP = 12
-
-
-def wait_for(condition: Callable[[], Any], timeout_s: float = 5.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-
-
-@pytest.fixture(scope="module")
-def bars() -> pd.DataFrame:
-    return load_market("synthetic:planted-alpha", n_symbols=3, n_days=24)
-
-
-@pytest.fixture()
-def start(bars: pd.DataFrame) -> pd.Timestamp:
-    return pd.Timestamp(sorted(bars["timestamp"].unique())[WARMUP])
-
-
-@pytest.fixture()
-def server(bars: pd.DataFrame, start: pd.Timestamp) -> Iterator[ServerHandle]:
-    with serve_app_in_thread(create_app(bars, start=start, max_page_size=9)) as handle:
-        yield handle
+MAX_PAGE_SIZE = 9
+WAIT_S = 5.0
 
 
 def settings_for(url: str, **overrides: Any) -> AlpacaDataSettings:
@@ -131,9 +109,9 @@ def test_settings_when_keys_are_absent_then_error_names_the_variables() -> None:
 def test_batches_when_clock_advances_then_batches_equal_the_frame_in_order(
         server: ServerHandle, source: AlpacaBarSource, bars: pd.DataFrame, start: pd.Timestamp) -> None:
     with Consumer(source, after=None) as consumer:
-        wait_for(lambda: subscribed(server), what="subscription")
+        wait_for(lambda: subscribed(server), what="subscription", timeout_s=WAIT_S)
         httpx.post(server.url + "/_sim/advance", params={"steps": 3}).raise_for_status()
-        wait_for(lambda: len(consumer.got) == 3, what="3 batches")
+        wait_for(lambda: len(consumer.got) == 3, what="3 batches", timeout_s=WAIT_S)
     want = list(replay(bars, start).batches(None, threading.Event()))[:3]
     assert [b.timestamp for b in consumer.got] == [w.timestamp for w in want]
     for got, expected in zip(consumer.got, want):
@@ -144,10 +122,10 @@ def test_batches_when_one_symbol_is_withheld_then_grace_period_yields_a_partial_
         server: ServerHandle, source: AlpacaBarSource, start: pd.Timestamp) -> None:
     httpx.post(server.url + "/_sim/withhold", json={"symbols": ["SYM01"]}).raise_for_status()
     with Consumer(source, after=None) as consumer:
-        wait_for(lambda: subscribed(server), what="subscription")
+        wait_for(lambda: subscribed(server), what="subscription", timeout_s=WAIT_S)
         httpx.post(server.url + "/_sim/advance").raise_for_status()
         first_bar_at = time.monotonic()
-        wait_for(lambda: consumer.got, what="the partial batch")
+        wait_for(lambda: consumer.got, what="the partial batch", timeout_s=WAIT_S)
         waited = time.monotonic() - first_bar_at
     assert consumer.got[0].timestamp == start
     assert "SYM01" not in set(consumer.got[0].bars["symbol"]) and len(consumer.got[0].bars) == 4
@@ -158,21 +136,21 @@ def test_batches_when_after_is_set_then_earlier_bars_are_skipped(
         server: ServerHandle, source: AlpacaBarSource, bars: pd.DataFrame, start: pd.Timestamp) -> None:
     stamps = sorted(bars["timestamp"].unique())
     with Consumer(source, after=pd.Timestamp(stamps[WARMUP + 1])) as consumer:
-        wait_for(lambda: subscribed(server), what="subscription")
+        wait_for(lambda: subscribed(server), what="subscription", timeout_s=WAIT_S)
         httpx.post(server.url + "/_sim/advance", params={"steps": 3}).raise_for_status()
-        wait_for(lambda: consumer.got, what="a batch")
+        wait_for(lambda: consumer.got, what="a batch", timeout_s=WAIT_S)
     assert [b.timestamp for b in consumer.got] == [stamps[WARMUP + 2]]
 
 
 def test_batches_when_stop_is_set_then_generator_ends_promptly(server: ServerHandle, source: AlpacaBarSource) -> None:
     consumer = Consumer(source, after=None)
-    wait_for(lambda: subscribed(server), what="subscription")
+    wait_for(lambda: subscribed(server), what="subscription", timeout_s=WAIT_S)
     began = time.monotonic()
     consumer.stop.set()
     consumer.thread.join(3)
     assert not consumer.thread.is_alive()
     assert time.monotonic() - began < 2.0
-    wait_for(lambda: not subscribed(server), what="the stream to disconnect")
+    wait_for(lambda: not subscribed(server), what="the stream to disconnect", timeout_s=WAIT_S)
 
 
 def test_process_when_started_from_a_spec_then_source_reads_history_through_it() -> None:

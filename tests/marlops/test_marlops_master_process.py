@@ -15,7 +15,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,8 @@ import httpx
 import numpy as np
 import pytest
 import redis
+from polling import wait_for
+from redis_server import REDIS_URL
 
 from contracts.config import LoopConfig, RiskOverlaysConfig
 from contracts.decisions import MarketSnapshotMessage, MasterDirective
@@ -53,7 +55,6 @@ from serving.client import PolicyOutput
 from serving.directive_bus import InProcessDirectiveBus, RedisDirectiveBus
 from serving.snapshot_bus import SnapshotBus, snapshot_message
 
-REDIS_URL = os.environ.get("MARLOPS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 T0 = datetime(2026, 3, 2, 21, 0, tzinfo=UTC)
 HIGH_VOL = MASTER_FEATURES.index("regime_high_vol")
 _WAIT_S = 10.0
@@ -94,25 +95,8 @@ def snapshot(bar_index: int, *, high_vol: bool = False, regime_shift: bool = Fal
                             feature_spec_hash=SPEC.spec_hash() if spec_hash is None else spec_hash)
 
 
-def wait_for(condition: Callable[[], Any], what: str, timeout_s: float = _WAIT_S) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-
-
 @pytest.fixture
-def channels(request: pytest.FixtureRequest) -> dict[str, str]:
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        pytest.skip(f"Redis not reachable at {REDIS_URL} ({exc}); set MARLOPS_TEST_REDIS_URL")
-    finally:
-        client.close()
+def channels(machine_redis: str, request: pytest.FixtureRequest) -> dict[str, str]:
     suffix = f"{os.getpid()}-{request.node.name}"
     return {"snapshots": f"test-market-snapshots-{suffix}", "directives": f"test-master-directives-{suffix}"}
 

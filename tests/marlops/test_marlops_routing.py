@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import os
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from store_backends import BACKENDS, store_on_backend
 
 from gateway.token_file import append_token
 from gateway.tokens import new_token
@@ -31,18 +31,9 @@ SL = PolicyRef("sl_fallback", 1)
 MASTER = PolicyRef("master_agent", 2)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=BACKENDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RoutingStore]:
-    if request.param == "sqlite":
-        s = RoutingStore(f"sqlite:///{tmp_path / 'state' / 'state.db'}")
-        yield s
-        s.close()
-        return
-    url: str = request.getfixturevalue("postgres_url")
-    s = RoutingStore(url, table=f"routing_test_{uuid.uuid4().hex[:12]}")
-    yield s
-    s.drop()
-    s.close()
+    yield from store_on_backend(request, RoutingStore, tmp_path / "state" / "state.db", "routing_test")
 
 
 def _released(store: RoutingStore) -> RoutingTable:

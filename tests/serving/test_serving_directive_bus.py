@@ -2,16 +2,12 @@ from __future__ import annotations
 
 import os
 import queue
-import shutil
-import socket
-import subprocess
-import time
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 import redis
+from polling import wait_for
+from redis_server import REDIS_URL, PrivateRedis
 
 from contracts.config import DirectiveBusConfig
 from contracts.decisions import MarketSnapshotMessage, MasterDirective, MasterDirectivePublished
@@ -20,7 +16,6 @@ from serving.errors import DirectiveBusError
 from serving.redis_channel import ChannelHealth
 from serving.snapshot_bus import SNAPSHOT_CHANNEL, SnapshotBus
 
-REDIS_URL = os.environ.get("MARLOPS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 _WAIT_S = 5.0
 
 
@@ -79,17 +74,8 @@ def test_redis_bus_when_unreachable_then_error_names_url() -> None:
 
 
 @pytest.fixture
-def redis_channel(request: pytest.FixtureRequest) -> Iterator[str]:
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        pytest.skip(
-            f"Redis not reachable at {REDIS_URL} ({exc}); set MARLOPS_TEST_REDIS_URL to run the Redis bus tests"
-        )
-    finally:
-        client.close()
-    yield f"test-master-directives-{os.getpid()}-{request.node.name}"
+def redis_channel(machine_redis: str, request: pytest.FixtureRequest) -> str:
+    return f"test-master-directives-{os.getpid()}-{request.node.name}"
 
 
 def _next(inbox: queue.Queue[MasterDirective]) -> MasterDirective:
@@ -141,74 +127,24 @@ def test_redis_bus_when_closed_then_publish_refused(redis_channel: str) -> None:
 # ---- envelope, health and reconnection, market snapshots --------------------------------------
 
 
-class _PrivateRedis:
-    """A throwaway redis-server on a free port (no persistence) that a test may kill and restart."""
-
-    def __init__(self, workdir: Path) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
-        self.workdir = workdir
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self._proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.workdir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        try:
-            _poll(lambda: _pings(client), "redis-server to answer")
-        finally:
-            client.close()
-
-    def kill(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.kill()
-            self._proc.wait(10)
-        self._proc = None
-
-
-def _pings(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.RedisError:
-        return False
-
-
-def _poll(condition: Callable[[], bool], what: str, timeout_s: float = _WAIT_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.02)
-
-
 @pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[_PrivateRedis]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
-    server = _PrivateRedis(tmp_path / "redis")
-    server.start()
-    yield server
-    server.kill()
+def private_redis(private_redis: PrivateRedis) -> PrivateRedis:
+    """tests/conftest.py's private redis-server, started."""
+    private_redis.start()
+    return private_redis
 
 
-def test_redis_bus_when_published_then_envelope_carries_publish_time(private_redis: _PrivateRedis) -> None:
+def test_redis_bus_when_published_then_envelope_carries_publish_time(private_redis: PrivateRedis) -> None:
     bus = RedisDirectiveBus(private_redis.url)
     raw = redis.Redis.from_url(private_redis.url).pubsub()
     try:
         raw.subscribe("master-directives")
-        _poll(lambda: (m := raw.get_message(timeout=0.1)) is not None and m["type"] == "subscribe", "subscription")
+        wait_for(lambda: (m := raw.get_message(timeout=0.1)) is not None and m["type"] == "subscribe", "subscription",
+                 timeout_s=_WAIT_S)
         before = datetime.now(UTC)
         bus.publish(_directive(5))
-        message = None
-        deadline = time.monotonic() + _WAIT_S
-        while message is None and time.monotonic() < deadline:
-            message = raw.get_message(ignore_subscribe_messages=True, timeout=0.1)
+        message = wait_for(lambda: raw.get_message(ignore_subscribe_messages=True, timeout=0.1), "the envelope",
+                           timeout_s=_WAIT_S)
         assert message is not None
         envelope = MasterDirectivePublished.model_validate_json(message["data"])
         assert envelope.directive == _directive(5)
@@ -219,7 +155,7 @@ def test_redis_bus_when_published_then_envelope_carries_publish_time(private_red
 
 
 def test_redis_bus_when_bare_directive_published_then_still_delivered_without_publish_time(
-    private_redis: _PrivateRedis,
+    private_redis: PrivateRedis,
 ) -> None:
     bus = RedisDirectiveBus(private_redis.url)
     inbox: queue.Queue[tuple[MasterDirective, datetime | None]] = queue.Queue()
@@ -237,7 +173,7 @@ def test_redis_bus_when_bare_directive_published_then_still_delivered_without_pu
 
 
 def test_redis_bus_when_redis_restarts_then_health_lost_with_reason_and_resubscribed(
-    private_redis: _PrivateRedis,
+    private_redis: PrivateRedis,
 ) -> None:
     changes: list[ChannelHealth] = []
     bus = RedisDirectiveBus(private_redis.url, on_health=changes.append, reconnect_pause_s=0.1)
@@ -247,12 +183,12 @@ def test_redis_bus_when_redis_restarts_then_health_lost_with_reason_and_resubscr
         bus.subscribe(inbox.put)
         assert bus.health.connected and [c.connected for c in changes] == [True]
         private_redis.kill()
-        _poll(lambda: not bus.health.connected, "the health to report the loss")
+        wait_for(lambda: not bus.health.connected, "the health to report the loss", timeout_s=_WAIT_S)
         assert bus.health.reason  # e.g. "ConnectionError: Connection closed by server."
         with pytest.raises(DirectiveBusError, match="publishing directive master-v1-bar3"):
             publisher.publish(_directive(3))
         private_redis.start()  # same port
-        _poll(lambda: bus.health.connected, "the bus to resubscribe by itself")
+        wait_for(lambda: bus.health.connected, "the bus to resubscribe by itself", timeout_s=_WAIT_S)
         assert "resubscribed" in bus.health.reason
         publisher.publish(_directive(4))
         assert _next(inbox) == _directive(4)
@@ -263,7 +199,7 @@ def test_redis_bus_when_redis_restarts_then_health_lost_with_reason_and_resubscr
         bus.close()
 
 
-def test_snapshot_bus_when_snapshot_published_then_subscriber_receives_it(private_redis: _PrivateRedis) -> None:
+def test_snapshot_bus_when_snapshot_published_then_subscriber_receives_it(private_redis: PrivateRedis) -> None:
     publisher = SnapshotBus(private_redis.url)
     subscriber = SnapshotBus(private_redis.url)
     inbox: queue.Queue[MarketSnapshotMessage] = queue.Queue()
