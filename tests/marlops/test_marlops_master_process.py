@@ -339,7 +339,8 @@ def test_master_command_when_no_version_exported_then_clear_error(tmp_path: Path
     parser = argparse.ArgumentParser()
     parser.add_argument("--config-dir", default=str(Path(__file__).parents[2] / "config" / "rl"))
     add_master_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["master", "--version", "3", "--every-seconds", "300", "--redis-url", REDIS_URL])
+    args = parser.parse_args(["master", "--version", "3", "--every-seconds", "300", "--redis-url", REDIS_URL,
+                              "--model-repository", str(tmp_path / "empty_repository")])
     assert (args.version, args.every_seconds, args.snapshot_channel) == (3, 300.0, "market-snapshots")
     monkeypatch.setenv("MARLOPS_HOME", str(tmp_path / "home"))
     with pytest.raises(MasterProcessError, match="no exported master_agent version"):
