@@ -311,7 +311,8 @@ def add_master_parser(subparsers: Any) -> argparse.ArgumentParser:
     master.add_argument("--snapshot-channel", default=SNAPSHOT_CHANNEL)
     master.add_argument("--directive-channel", default=None, help="default: directive_bus.channel of serving.yaml")
     master.add_argument("--version", type=int, default=None,
-                        help="master_agent version to use (default: the highest exported one)")
+                        help="master_agent version to use (default: the routing table's master slot, else the "
+                             "highest exported one; read at start: restart after changing the slot)")
     master.add_argument("--model-repository", type=Path, default=None,
                         help="Triton model repository (default: triton.model_repository of serving.yaml)")
     master.add_argument("--triton-url", default=None,
@@ -340,6 +341,18 @@ def _default_token(tokens_dir: Path) -> str | None:
     return None
 
 
+def _routed_master_version(paths: Any) -> int | None:
+    """The master_agent version the routing table's `master` slot names (None: none routed)."""
+    from marlops.routing import RoutingStore
+
+    store = RoutingStore(paths.state_url)
+    try:
+        ref = store.read().policies.get("master")
+    finally:
+        store.close()
+    return None if ref is None else ref.version
+
+
 def cmd_master(args: argparse.Namespace) -> int:
     from contracts.config import load_rl_config
     from gateway.token_file import read_token_file
@@ -352,7 +365,7 @@ def cmd_master(args: argparse.Namespace) -> int:
     paths = StatePaths.from_env()
     serving = config.serving
     model = load_master_model(args.model_repository or paths.model_repository(serving.triton.model_repository),
-                              args.version,
+                              args.version if args.version is not None else _routed_master_version(paths),
                               serving.models.master_agent)
     redis_url = args.redis_url or MarlopsSettings.load().directive_bus_url or serving.directive_bus.redis_url
     protocol = args.protocol or serving.triton.protocol
