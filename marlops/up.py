@@ -50,7 +50,6 @@ class UpOptions:
     exchange_port: int = 5100
     market_data_port: int = 5200
     mlflow_port: int = 5000
-    master_port: int = 0
     trading_metrics_port: int = 9101
     triton_http: int | None = None
     triton_grpc: int | None = None

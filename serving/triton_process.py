@@ -200,7 +200,7 @@ class TritonServer:
         logger.info("loading model %s", name)
         response = self._post(f"/v2/repository/models/{name}/load")
         if response.status_code != 200:
-            raise ModelLoadError(f"model '{name}' failed to load: {_error_text(response)}")
+            raise ModelLoadError(f"model '{name}' failed to load: {triton_error_text(response)}")
         logger.info("model %s loaded", name)
 
     def unload_model(self, name: str, timeout_s: float = 60) -> None:
@@ -208,7 +208,7 @@ class TritonServer:
         logger.info("unloading model %s", name)
         response = self._post(f"/v2/repository/models/{name}/unload")
         if response.status_code != 200:
-            raise ModelLoadError(f"model '{name}' failed to unload: {_error_text(response)}")
+            raise ModelLoadError(f"model '{name}' failed to unload: {triton_error_text(response)}")
         deadline = time.monotonic() + timeout_s
         while self.is_model_ready(name):
             if time.monotonic() > deadline:
@@ -223,7 +223,7 @@ class TritonServer:
         """Triton's view of the repository: name, version, state (and reason when not ready)."""
         response = self._post("/v2/repository/index")
         if response.status_code != 200:
-            raise ModelLoadError(f"repository index failed: {_error_text(response)}")
+            raise ModelLoadError(f"repository index failed: {triton_error_text(response)}")
         index: list[dict[str, str]] = response.json()
         return index
 
@@ -322,7 +322,8 @@ def _answers(client: httpx.Client, url: str) -> bool:
         return False
 
 
-def _error_text(response: httpx.Response) -> str:
+def triton_error_text(response: httpx.Response) -> str:
+    """Triton's reason in an error answer (its JSON `error`), else the status and body."""
     try:
         body = response.json()
     except ValueError:

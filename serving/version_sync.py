@@ -37,6 +37,7 @@ from google.protobuf import json_format
 from contracts.config import TritonConfig
 from serving.errors import ArtifactRejectedError, ModelLoadError, TritonUnavailableError
 from serving.model_repository import _common_signature, _verify, build_model_config, exported_versions
+from serving.triton_process import triton_error_text
 from serving.triton_runtime import policy_runtime
 
 logger = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ def ready_versions(http_url: str, model: str, *, timeout_s: float = 10.0) -> set
 def _ready(client: httpx.Client, model: str) -> set[int]:
     response = client.post("/v2/repository/index", json={})
     if response.status_code != 200:
-        raise ModelLoadError(f"repository index failed: {_error_text(response)}")
+        raise ModelLoadError(f"repository index failed: {triton_error_text(response)}")
     ready: set[int] = set()
     for entry in response.json():
         if entry.get("name") == model and entry.get("state") == "READY" and str(entry.get("version", "")).isdigit():
@@ -134,13 +135,13 @@ def sync_versions(
                 logger.info("loading %s versions %s (ready before: %s)", model, sorted(manifests), sorted(before))
                 response = client.post(f"/v2/repository/models/{model}/load", json=body)
                 if response.status_code != 200:
-                    error = f"model '{model}' failed to load versions {sorted(manifests)}: {_error_text(response)}"
+                    error = f"model '{model}' failed to load versions {sorted(manifests)}: {triton_error_text(response)}"
                     logger.error("%s", error)
             elif before or model in _known(client):
                 logger.info("unloading %s: no wanted version can be served (ready before: %s)", model, sorted(before))
                 response = client.post(f"/v2/repository/models/{model}/unload", json={})
                 if response.status_code != 200:
-                    error = f"model '{model}' failed to unload: {_error_text(response)}"
+                    error = f"model '{model}' failed to unload: {triton_error_text(response)}"
                     logger.error("%s", error)
 
             after = _ready(client, model)
@@ -176,11 +177,3 @@ def _known(client: httpx.Client) -> set[str]:
     return {str(entry.get("name")) for entry in response.json() if entry.get("state") not in (None, "", "UNAVAILABLE")}
 
 
-def _error_text(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return f"HTTP {response.status_code}: {response.text.strip()}"
-    if isinstance(body, dict) and "error" in body:
-        return str(body["error"]).strip()
-    return f"HTTP {response.status_code}: {body}"
