@@ -13,10 +13,22 @@ How it works
   (wall time) has passed since its first bar (then with what arrived; the caller handles missing
   symbols). Yields are strictly increasing; bars at or before `after` (or already yielded) are
   dropped. Setting `stop` ends the generator within ~`poll_s` and stops the stream.
+- Restart (`after` given, the last bar the trading service decided before it stopped): the stream
+  is started first and its bars queue up; once the server acknowledges the subscription (or after
+  `subscribe_timeout_s`, with a warning), every bar stamped after `after` up to now is fetched
+  through the same REST path as `history()` (paginated by alpaca-py; bars whose close time is still
+  in the future are forming and left to the stream). Those are yielded one `BarBatch` per
+  timestamp in time order, a timestamp missing symbols included, and then the stream takes over,
+  dropping everything at or before the last caught-up timestamp. The subscription is live before
+  the REST request, so every bar lands in the REST answer, the stream, or both (deduplicated): no
+  gap. With `after=None` (fresh start) there is no catch-up: live bars only. `stop` is honoured
+  while waiting for the subscription and for REST (the request is left to finish in a daemon
+  thread). The count of caught-up bars is logged.
 - Timestamps: Alpaca's bar start -> our close time by `market_data.alpaca_bars` (1Min: +1 minute;
   1Day: the New York date at 21:00 UTC).
-- Not done: bars published between `after` and the moment the subscription is live are not
-  backfilled from REST; a stream auth failure is only logged by alpaca-py (it keeps retrying).
+- Not done: bars published while the stream reconnects after a dropped connection are not
+  backfilled (only a restart catches up); a stream auth failure is only logged by alpaca-py (it
+  keeps retrying).
 """
 
 from __future__ import annotations
@@ -112,10 +124,11 @@ class AlpacaBarSource:
 
     `symbols`: the whole universe to subscribe, trading symbols plus SPY and the volatility proxy.
     `grace_s`: wall seconds after a timestamp's first bar before it is yielded incomplete.
+    `subscribe_timeout_s`: on a restart, how long to wait for the stream's subscription before catching up anyway.
     """
 
     def __init__(self, settings: AlpacaDataSettings, symbols: Sequence[str], *, grace_s: float = 3.0,
-                 poll_s: float = 0.05, name: str = "alpaca") -> None:
+                 poll_s: float = 0.05, subscribe_timeout_s: float = 10.0, name: str = "alpaca") -> None:
         if not symbols:
             raise MarketDataError(f"{name}: no symbols to read")
         if grace_s < 0:
@@ -125,6 +138,7 @@ class AlpacaBarSource:
         self.symbols: tuple[str, ...] = tuple(dict.fromkeys(symbols))
         self.grace_s = grace_s
         self._poll_s = poll_s
+        self._subscribe_timeout_s = subscribe_timeout_s
         self._timeframe = settings.timeframe
         self._client = StockHistoricalDataClient(settings.key_id, settings.secret_key, url_override=settings.data_url)
         self._streams: list[tuple[StockDataStream, threading.Thread]] = []
@@ -191,16 +205,67 @@ class AlpacaBarSource:
         async def on_bar(bar: Any) -> None:
             inbox.put(self._row(bar))
 
-        stream = StockDataStream(self.settings.key_id, self.settings.secret_key, feed=DataFeed(self.settings.feed),
-                                 url_override=self.settings.stream_url)
+        stream = _AckedStream(self.settings.key_id, self.settings.secret_key, feed=DataFeed(self.settings.feed),
+                              url_override=self.settings.stream_url)
         stream.subscribe_bars(on_bar, *self.symbols)
         thread = threading.Thread(target=stream.run, name=f"{self.name}-stream", daemon=True)
         thread.start()
         self._streams.append((stream, thread))
         try:
-            yield from self._group(inbox, after, stop)
+            last = None if after is None else _utc(after)
+            if last is not None:
+                for batch in self._catch_up(last, stream, thread, stop):
+                    last = batch.timestamp
+                    yield batch
+            yield from self._group(inbox, last, stop)
         finally:
             self._stop_stream(stream, thread)
+
+    def _catch_up(self, after: pd.Timestamp, stream: _AckedStream, thread: threading.Thread,
+                  stop: threading.Event) -> Iterator[BarBatch]:
+        """Bars after `after` up to now from REST, one batch per timestamp, once the stream is subscribed."""
+        deadline = time.monotonic() + self._subscribe_timeout_s
+        while not stream.subscribed.is_set():
+            if stop.is_set():
+                return
+            if not thread.is_alive() or time.monotonic() >= deadline:
+                logger.warning("%s: stream not subscribed (gave up after %.1fs or its thread ended); catching up "
+                               "from REST anyway: bars published before it is live may be missed", self.name,
+                               self._subscribe_timeout_s)
+                break
+            stream.subscribed.wait(self._poll_s)
+        frame = self._interruptible(lambda: self._fetch(after, None), stop)
+        if frame is None:
+            return
+        now = pd.Timestamp.now(tz="UTC")
+        frame = frame[(frame["timestamp"] > after) & (frame["timestamp"] <= now)]
+        stamps = sorted(frame["timestamp"].unique())
+        logger.info("%s: caught up %d bars (%d timestamps) after %s from REST", self.name, len(frame),
+                    len(stamps), after.isoformat())
+        for ts, rows in frame.groupby("timestamp", sort=True):
+            if stop.is_set():
+                return
+            yield BarBatch(timestamp=pd.Timestamp(ts), bars=rows.reset_index(drop=True))
+
+    def _interruptible(self, call: Any, stop: threading.Event) -> Any:
+        """`call()` in a daemon thread; its result, or None as soon as `stop` is set (the call is abandoned)."""
+        box: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                box["value"] = call()
+            except Exception as exc:  # noqa: BLE001 - re-raised in the caller's thread below
+                box["error"] = exc
+
+        worker = threading.Thread(target=target, name=f"{self.name}-catch-up", daemon=True)
+        worker.start()
+        while worker.is_alive():
+            if stop.is_set():
+                return None
+            worker.join(self._poll_s)
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
 
     def _group(self, inbox: queue.Queue[dict[str, Any]], after: pd.Timestamp | None,
                stop: threading.Event) -> Iterator[BarBatch]:
@@ -240,7 +305,14 @@ class AlpacaBarSource:
         if loop is not None and loop.is_running():
             with contextlib.suppress(Exception):
                 stream.stop()
-                asyncio.run_coroutine_threadsafe(stream.close(), loop).result(timeout_s)
+            # The loop may end right after stop() (e.g. a stream waiting to reconnect): then the close
+            # coroutine never runs and is closed here, not left to warn "never awaited".
+            closing = stream.close()
+            try:
+                asyncio.run_coroutine_threadsafe(closing, loop).result(timeout_s)
+            except Exception:  # noqa: BLE001 - best effort; the thread join below reports a stuck stream
+                with contextlib.suppress(Exception):
+                    closing.close()
         thread.join(max(0.0, deadline - time.monotonic()))
         if thread.is_alive():
             logger.warning("%s: stream thread still running after %.0fs", self.name, timeout_s)
@@ -250,6 +322,24 @@ class AlpacaBarSource:
     def close(self) -> None:
         for stream, thread in list(self._streams):
             self._stop_stream(stream, thread)
+
+
+class _AckedStream(StockDataStream):
+    """alpaca-py's stream, plus `subscribed`: set once the server acknowledges a subscription."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.subscribed = threading.Event()
+
+    async def _dispatch(self, msg: dict[str, Any]) -> None:
+        if msg.get("T") == "subscription" and msg.get("bars"):
+            self.subscribed.set()
+        await super()._dispatch(msg)
+
+
+def _utc(t: pd.Timestamp) -> pd.Timestamp:
+    t = pd.Timestamp(t)
+    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
 
 
 def _message(exc: APIError) -> str:
