@@ -159,7 +159,8 @@ def cmd_up(args: argparse.Namespace) -> int:
                         with_dagster=not args.no_dagster, with_mlflow=not args.no_mlflow,
                         triton_http=args.triton_http_port, triton_grpc=args.triton_grpc_port,
                         triton_metrics=args.triton_metrics_port, live=args.live,
-                        tickers=tuple(t.strip().upper() for t in (args.tickers or "").split(",") if t.strip()))
+                        tickers=tuple(t.strip().upper() for t in (args.tickers or "").split(",") if t.strip()),
+                        real_money=args.real_money)
     return run_up(paths, config, options, args.config_dir)
 
 
@@ -232,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="trade through Alpaca (APCA_* keys and endpoints from the environment or .env) instead of "
                          "the local paper exchange and market-data server; needs a routed policy and --tickers")
     up.add_argument("--tickers", default=None, help="with --live: the universe, e.g. AAPL,MSFT,NVDA")
+    up.add_argument("--real-money", action="store_true",
+                    help="with --live: allow an APCA_API_BASE_URL that is not a paper endpoint (live money)")
     up.set_defaults(func=cmd_up)
 
     bench = sub.add_parser("bench", help="decision latency for 100 symbols; writes .marlops/bench/report.json")

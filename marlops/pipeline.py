@@ -4,6 +4,7 @@ Training, registration and the held-out Go/No-Go live in marlops.candidates; thi
 and staging-replay steps and re-exports the rest, so callers have one import.
 """
 
+import contextlib
 import json
 import logging
 import tempfile
@@ -211,15 +212,15 @@ def run_replay(bars: pd.DataFrame, registered: RegisteredPolicies, ctx: Pipeline
         routes={"*": ("production", None)}), principal="staging-replay", reason=f"replay of run {registered.run_id}")
     state = TradingStateStore(f"sqlite:///{run_dir / 'state.db'}")
     try:
-        with stack:
-            gateway = GatewayClient(stack.gateway_url)
+        with stack, contextlib.ExitStack() as closing:
+            gateway = closing.enter_context(contextlib.closing(GatewayClient(stack.gateway_url)))
             t = ctx.config.serving.triton
             box: dict[str, TradingService] = {}
-            router = PolicyRouter(routing, triton_http_url=stack.triton.http_url,
-                                  infer_url=stack.triton.grpc_url if t.protocol == "grpc" else stack.triton.http_url,
-                                  protocol=t.protocol, repository=ctx.model_repository,
-                                  public_key_path=ctx.keys.public_key_path, triton=t,
-                                  alert=lambda name, detail: box["s"].alerts(name, detail))
+            router = closing.enter_context(contextlib.closing(PolicyRouter(
+                routing, triton_http_url=stack.triton.http_url,
+                infer_url=stack.triton.grpc_url if t.protocol == "grpc" else stack.triton.http_url,
+                protocol=t.protocol, repository=ctx.model_repository, public_key_path=ctx.keys.public_key_path,
+                triton=t, alert=lambda name, detail: box["s"].alerts(name, detail))))
             assert stack.bus is not None
             bus = stack.bus
 
@@ -235,11 +236,9 @@ def run_replay(bars: pd.DataFrame, registered: RegisteredPolicies, ctx: Pipeline
                 set_exchange_prices=stack.exchange.set_prices, on_bar=on_step)
             box["s"] = service
             outcomes = service.run(threading.Event())
-            router.close()
             audit_summary = gateway.audit_summary()
             exchange_orders = stack.exchange.orders()
             trading_state = str(gateway.state().get("trading_state"))
-            gateway.close()
     finally:
         state.close()
         routing.close()

@@ -20,6 +20,7 @@ import pandas as pd
 
 from contracts.config import TritonConfig
 from contracts.features import FeatureSpec
+from marlops.errors import MarlopsError
 from marlops.routing import PolicyRef, RoutingStore, RoutingTable
 from registry.verification import ArtifactVerificationError, verify_artifact
 from serving.client import PolicyClient
@@ -32,6 +33,11 @@ logger = logging.getLogger(__name__)
 FALLBACK_SLOT = "sl_fallback"
 ALERT_VERSION_MISSING = "POLICY_VERSION_MISSING"
 ALERT_NO_POLICY = "NO_POLICY_FOR_SYMBOLS"
+ALERT_SYNC_FAILED = "ROUTING_SYNC_FAILED"
+
+
+class RoutingUnavailableError(ServingError):
+    """No routing table could be put in force (store or Triton unreachable before the first sync)."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,7 @@ class PolicyRouter:
         self._info: dict[PolicyRef, VersionInfo] = {}
         self._clients: dict[PolicyRef, PolicyClient] = {}
         self.missing: frozenset[PolicyRef] = frozenset()
+        self._stale = False
 
     @property
     def table(self) -> RoutingTable:
@@ -91,11 +98,35 @@ class PolicyRouter:
         return self._table
 
     def refresh(self) -> RoutingTable:
-        """The table in force for this bar; Triton follows it when its revision changed."""
-        revision = self._store.revision()
-        if self._table is not None and revision == self._table.revision:
+        """The table in force for this bar; Triton follows it when its revision changed (or after `invalidate`).
+
+        When the store or Triton cannot be reached, the table in force stays, `ROUTING_SYNC_FAILED` is raised
+        and the next bar tries again; with no table yet, RoutingUnavailableError (the caller skips the bar)."""
+        try:
+            revision = self._store.revision()
+            if self._table is not None and not self._stale and revision == self._table.revision:
+                return self._table
+            table = self._store.read()
+            self._sync(table)
+        except (MarlopsError, ServingError) as exc:
+            self._alert(ALERT_SYNC_FAILED, f"routing/Triton sync failed ({exc}); "
+                        + ("keeping revision %d, retrying next bar" % self._table.revision if self._table
+                           else "no routing table in force yet"))
+            if self._table is None:
+                raise RoutingUnavailableError(str(exc)) from exc
             return self._table
-        table = self._store.read()
+        self._alert(ALERT_SYNC_FAILED, None)
+        logger.info("routing table revision %d in force: %s", table.revision,
+                    {slot: str(ref) for slot, ref in table.policies.items()})
+        self._table, self._stale = table, False
+        return table
+
+    def invalidate(self) -> None:
+        """Sync Triton again at the next bar even if the table did not change (e.g. Triton restarted and lost
+        its loaded models: explicit model control loads nothing by itself)."""
+        self._stale = True
+
+    def _sync(self, table: RoutingTable) -> None:
         missing: set[PolicyRef] = set()
         wanted = {model: set(versions) for model, versions in table.served().items()}
         fallback = table.policies.get(FALLBACK_SLOT)
@@ -103,23 +134,21 @@ class PolicyRouter:
             wanted.setdefault(fallback.model, set()).add(fallback.version)
         for model in self._ready:  # a model no slot names any more is unloaded
             wanted.setdefault(model, set())
+        ready: dict[str, frozenset[int]] = {}
         for model, versions in sorted(wanted.items()):
             result = sync_versions(self._http_url, self._repository, model, set(versions), self._public_key,
                                    self._triton)
-            self._ready[model] = frozenset(result.loaded)
+            ready[model] = frozenset(result.loaded)
             missing |= {PolicyRef(model, v) for v in result.missing}
             if result.unloaded:
                 logger.info("Triton unloaded %s versions %s (no longer routed)", model, sorted(result.unloaded))
+        self._ready = ready
         for ref in [r for r in self._clients if not self.is_ready(r)]:
             self._clients.pop(ref).close()
         self.missing = frozenset(missing)
         self._alert(ALERT_VERSION_MISSING,
                     f"routed but not servable by Triton: {', '.join(sorted(map(str, missing)))}; their symbols "
                     f"go to {FALLBACK_SLOT}" if missing else None)
-        logger.info("routing table revision %d in force: %s", table.revision,
-                    {slot: str(ref) for slot, ref in table.policies.items()})
-        self._table = table
-        return table
 
     def is_ready(self, ref: PolicyRef) -> bool:
         return ref.version in self._ready.get(ref.model, frozenset())

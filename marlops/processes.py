@@ -102,14 +102,23 @@ def tail(path: Path, lines: int = 20) -> str:
 
 
 class ProcessGroup:
-    def __init__(self) -> None:
+    def __init__(self, on_change: Callable[[ProcessGroup], None] | None = None) -> None:
         self.processes: list[ManagedProcess] = []
+        self._on_change = on_change
 
     def start(self, process: ManagedProcess) -> ManagedProcess:
         logger.info("starting %s", process.name)
         t0 = time.monotonic()
-        process.start()
+        # Tracked before it is ready: an interrupted or failed start still stops it.
         self.processes.append(process)
+        try:
+            process.start()
+        except BaseException:
+            self.processes.remove(process)
+            process.stop()
+            raise
+        if self._on_change is not None:
+            self._on_change(self)
         logger.info("%s is up (pid %s, %.1f s)", process.name, process.pid, time.monotonic() - t0)
         return process
 

@@ -21,12 +21,16 @@ from typing import Any
 
 import pandas as pd
 
-from contracts.config import RLConfig, load_rl_config
+from contracts.config import RLConfig, VolatilityProxyConfig, load_rl_config
 from market_data.bar_source import BarSource, ReplayBarSource
+from market_data.volatility import market_input_symbols, non_tradable_symbols
 from marlops.errors import MarlopsError
 from marlops.paths import StatePaths
 
 logger = logging.getLogger(__name__)
+
+# The proxy of a spec that names none (FeatureSpec.volatility_source's default): the bars' own VIX.
+DEFAULT_PROXY = VolatilityProxyConfig.from_name("index:VIX")
 
 
 def add_trade_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -65,10 +69,9 @@ def add_trade_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def read_token(path: Path) -> str:
-    try:
-        from gateway.token_file import read_token_file
-    except ImportError:  # pragma: no cover - older gateway package
-        return path.read_text().strip()
+    """A local raw token file (owner-only, as `gateway.token_file.read_token_file` insists)."""
+    from gateway.token_file import read_token_file
+
     return read_token_file(path)
 
 
@@ -95,9 +98,11 @@ def _pace(speed: str | None) -> tuple[float | None, bool]:
 
 
 def build_source(args: argparse.Namespace, config: RLConfig, default_start: pd.Timestamp | None,
-                 market_inputs: tuple[str, ...] = ("SPY", "VIX")) -> tuple[BarSource, tuple[str, ...]]:
-    """The bar source named by --source, and the tradable universe. `market_inputs`: the benchmark and the
-    volatility input the policy's feature spec needs (a live feed subscribes to them too)."""
+                 proxy: VolatilityProxyConfig | None = None) -> tuple[BarSource, tuple[str, ...]]:
+    """The bar source named by --source, and the tradable universe. `proxy`: the volatility proxy of the policy's
+    feature spec: its inputs (and the benchmark) are read, never traded; a live feed subscribes to them too."""
+    proxy = proxy or DEFAULT_PROXY
+    market_inputs, not_traded = market_input_symbols(proxy), non_tradable_symbols(proxy)
     bars_per_second, realtime = _pace(args.speed)
     bar_seconds = config.serving.loop.bar_seconds
     if args.source == "alpaca":
@@ -105,7 +110,11 @@ def build_source(args: argparse.Namespace, config: RLConfig, default_start: pd.T
 
         if not args.symbols or args.symbols.isdigit():
             raise MarlopsError("--source alpaca needs --symbols AAPL,MSFT,... (the tickers the policy trades)")
-        symbols = tuple(s.strip().upper() for s in args.symbols.split(",") if s.strip())
+        asked = tuple(s.strip().upper() for s in args.symbols.split(",") if s.strip())
+        symbols = tuple(s for s in asked if s not in not_traded)
+        if len(symbols) != len(asked):
+            logger.warning("not trading %s: market inputs of the policy's features (benchmark, volatility proxy)",
+                           sorted(set(asked) - set(symbols)))
         universe = (*symbols, *(s for s in market_inputs if s not in symbols))
         return AlpacaBarSource(AlpacaDataSettings.from_env(_env_with_dotenv()), universe), symbols
     from market_data.source import load_market, trading_symbols
@@ -121,7 +130,7 @@ def build_source(args: argparse.Namespace, config: RLConfig, default_start: pd.T
     if start.tzinfo is None:
         start = start.tz_localize("UTC")
     # The benchmark and the volatility proxy's input (e.g. an ETF such as VIXY) are market inputs, not traded.
-    symbols = tuple(s for s in trading_symbols(bars) if s not in market_inputs)
+    symbols = tuple(s for s in trading_symbols(bars) if s not in not_traded)
     return (ReplayBarSource(bars, start=start, bars_per_second=bars_per_second, realtime=realtime,
                             bar_seconds=bar_seconds, name=args.source), symbols)
 

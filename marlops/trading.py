@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
+import httpx
 import numpy as np
 import pandas as pd
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -30,8 +31,9 @@ from features.errors import FeatureError
 from features.observation import ObservationBuilder, observation_checksum
 from features.service import FeatureService, MarketSnapshot
 from market_data.bar_source import BarBatch, BarSource
+from marlops.errors import MarlopsError
 from marlops.gateway_client import GatewayCallError, GatewayClient
-from marlops.policy_router import PolicyRouter
+from marlops.policy_router import PolicyRouter, RoutingUnavailableError
 from marlops.routing import PolicyRef
 from marlops.trading_state import TradingCursor, TradingStateStore
 from serving.errors import InferenceError, ServingError
@@ -43,6 +45,11 @@ ALERT_BAR_SKIPPED = "BAR_SKIPPED"
 ALERT_INFERENCE_FAILED = "INFERENCE_FAILED"
 ALERT_BAR_REFUSED = "BAR_REFUSED"
 ALERT_SNAPSHOT_BUS_DOWN = "SNAPSHOT_BUS_DOWN"
+ALERT_SIM_PRICES = "SIM_PRICES_FAILED"
+
+
+class TradingServiceError(MarlopsError):
+    """The trading service cannot go on without risking a decision twice (or another service's symbols)."""
 
 
 class TradingMetrics:
@@ -143,12 +150,15 @@ class TradingService:
         self._portfolio: dict[str, object] = {}
         self._bar_obs: list[np.ndarray] = []
         self._bar_inference_ms = 0.0
+        self._bar_failures: list[str] = []
+        self._first_bar = True
 
     # -- features, one service per feature spec in use ------------------------------------------------------
 
     def _warm_up(self) -> None:
-        self._recent = self._source.history(self.cursor.bar_timestamp if self.cursor.bar_timestamp is not None
-                                            else None, self._window)
+        # Up to AND including the last bar decided: the next bar's features need it (its return, its window).
+        last = self.cursor.bar_timestamp
+        self._recent = self._source.history(None if last is None else last + pd.Timedelta(1, "ns"), self._window)
         logger.info("%s: warm-up history %d bars (%d timestamps) from %s", self.name, len(self._recent),
                     self._recent["timestamp"].nunique() if not self._recent.empty else 0, self._source.name)
 
@@ -170,8 +180,14 @@ class TradingService:
 
     def run(self, stop: threading.Event, *, max_bars: int | None = None) -> list[BarOutcome]:
         self._warm_up()
+        self._first_bar = True
         # Load the routed versions in Triton before the first bar, not during it.
-        self._router.refresh()
+        while not stop.is_set():
+            try:
+                self._router.refresh()
+                break
+            except RoutingUnavailableError:
+                stop.wait(self._retry_s)
         self._portfolio = self._call_gateway(stop, self._gateway.portfolio) or {}
         outcomes: list[BarOutcome] = []
         logger.info("%s: trading %d symbols from %s, resuming after bar %d (%s)", self.name, len(self.symbols),
@@ -193,9 +209,12 @@ class TradingService:
         bar_index = self.cursor.bar_index + 1
         ts = pd.Timestamp(batch.timestamp)
         if self._set_prices is not None:
-            self._set_prices({str(r.symbol): float(r.close) for r in batch.bars.itertuples()})
+            self._feed_prices(batch)
         t0 = time.perf_counter()
-        table = self._router.refresh()
+        try:
+            table = self._router.refresh()
+        except RoutingUnavailableError as exc:
+            return self._skip(bar_index, ts, f"no routing table in force: {exc}", reason="routing")
         self.metrics.routing_revision.set(table.revision)
         groups, orphans = self._router.acting(self.symbols)
         master_ref = self._router.master()
@@ -204,17 +223,20 @@ class TradingService:
             snapshots = {key: service.on_bars(batch.bars) for key, service in self._features.items()}
         except FeatureError as exc:
             self._remember(batch.bars)
-            return self._skip(bar_index, ts, f"features at {ts}: {exc}")
+            return self._skip(bar_index, ts, f"features at {ts}: {exc}", reason="data")
         self._remember(batch.bars)
         self.alerts(ALERT_BAR_SKIPPED, None)
         self._run_master(master_ref, specs, snapshots, bar_index)
         gross = float(self._portfolio.get("gross_exposure", 0.0) or 0.0)  # type: ignore[arg-type]
-        self._bar_obs, self._bar_inference_ms = [], 0.0
+        self._bar_obs, self._bar_inference_ms, self._bar_failures = [], 0.0, []
         decisions, used = self._decide(groups, specs, snapshots, gross)
         acted_obs, inference_ms = list(self._bar_obs), self._bar_inference_ms
         self._score_shadows(specs, snapshots, decisions, gross)
+        # Raised while any version failed this bar (even if the fallback then decided), cleared by a clean bar.
+        self.alerts(ALERT_INFERENCE_FAILED, "; ".join(self._bar_failures)[:1000] if self._bar_failures else None)
         if not decisions:
-            return self._skip(bar_index, ts, f"no policy could decide any symbol at {ts} (orphans {orphans[:5]})")
+            return self._skip(bar_index, ts, f"no policy could decide any symbol at {ts} (orphans {orphans[:5]})",
+                              reason="inference")
         main_ref = table.policies.get("production")
         batch_decisions = TimestepDecisions(
             timestep=ts.to_pydatetime(), bar_index=bar_index,
@@ -273,12 +295,12 @@ class TradingService:
         try:
             out = self._router.client(ref).infer(obs)
         except InferenceError as exc:
-            self.alerts(ALERT_INFERENCE_FAILED, f"{ref}: {exc}")
+            self._bar_failures.append(f"{ref}: {exc}")
+            self._router.invalidate()  # Triton may have restarted and lost its models: sync again next bar
             return None
         elapsed = time.perf_counter() - t
         self._bar_inference_ms += elapsed * 1000
         self.metrics.inference.labels(ref.model, str(ref.version)).observe(elapsed)
-        self.alerts(ALERT_INFERENCE_FAILED, None)
         return np.asarray(out.probabilities), np.asarray(out.actions).reshape(-1)
 
     def _score_shadows(self, specs: dict[PolicyRef, FeatureSpec], snapshots: dict[str, MarketSnapshot],
@@ -315,6 +337,15 @@ class TradingService:
             self._master = (ref, self._master_factory(ref, spec))
         self._master[1](message)
 
+    def _feed_prices(self, batch: BarBatch) -> None:
+        assert self._set_prices is not None
+        try:
+            self._set_prices({str(r.symbol): float(r.close) for r in batch.bars.itertuples()})
+        except (MarlopsError, httpx.HTTPError) as exc:  # the simulated market lags; the bar is still decided
+            self.alerts(ALERT_SIM_PRICES, f"the paper exchange did not take the bar's prices: {exc}")
+            return
+        self.alerts(ALERT_SIM_PRICES, None)
+
     def _publish(self, message: MarketSnapshotMessage) -> None:
         assert self._publish_snapshot is not None
         try:
@@ -333,11 +364,18 @@ class TradingService:
                 break
             except GatewayCallError as exc:
                 code = exc.status_code
-                if code == 409:
+                if code == 409 and self._first_bar:
+                    # Only the first bar after a start can be one the gateway already holds: the service died
+                    # between sending it and saving its cursor.
                     logger.warning("%s: bar %d (%s) was already decided by the gateway (the service stopped after "
                                    "sending it); counted as decided", self.name, batch.bar_index, ts)
                     response, status = {}, "already_decided"
                     break
+                if code == 409:
+                    raise TradingServiceError(
+                        f"{self.name}: the gateway has already decided later bars than bar {batch.bar_index} ({ts}) "
+                        f"for these symbols: another trading service trades them, or this service's cursor was "
+                        f"reset. Refusing to continue (nothing is sent twice). {exc}")
                 if code is not None and 400 <= code < 500 and code not in (401, 403, 408, 429):
                     self.alerts(ALERT_BAR_REFUSED, f"gateway refused bar {batch.bar_index} ({ts}): {exc}")
                     self.metrics.skipped.labels("refused").inc()
@@ -347,6 +385,9 @@ class TradingService:
                 if stop.wait(self._retry_s):
                     return None
         self.alerts(ALERT_GATEWAY_UNREACHABLE, None)
+        if status != "refused":
+            self.alerts(ALERT_BAR_REFUSED, None)
+        self._first_bar = False
         latency = time.perf_counter() - t0
         held = dict(self.cursor.held_levels)
         if status != "refused":
@@ -371,9 +412,9 @@ class TradingService:
             observation_checksum=batch.observation_checksum,
             equity=float(self._portfolio.get("equity", 0.0) or 0.0))  # type: ignore[arg-type]
 
-    def _skip(self, bar_index: int, ts: pd.Timestamp, why: str) -> BarOutcome:
+    def _skip(self, bar_index: int, ts: pd.Timestamp, why: str, *, reason: str) -> BarOutcome:
         self.alerts(ALERT_BAR_SKIPPED, why)
-        self.metrics.skipped.labels("data").inc()
+        self.metrics.skipped.labels(reason).inc()
         self.cursor = self._state.save(replace(self.cursor, bar_index=bar_index, bar_timestamp=ts,
                                                alerts=dict(self.alerts.active)))
         return BarOutcome(bar_index=bar_index, timestamp=ts, status="skipped")

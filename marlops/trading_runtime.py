@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 from prometheus_client import start_http_server
 
-from contracts.config import RLConfig
+from contracts.config import RLConfig, VolatilityProxyConfig
 from contracts.decisions import MarketSnapshotMessage, MasterDirective
 from contracts.features import FeatureSpec
 from marlops.errors import MarlopsError
@@ -30,6 +30,7 @@ from marlops.policy_router import (
     version_holdout_start,
 )
 from marlops.routing import PolicyRef, RoutingStore
+from marlops.stack import PAPER_KEY_ID, PAPER_SECRET
 from marlops.trade_cli import build_source, read_token
 from marlops.trading import BarOutcome, TradingService
 from marlops.trading_state import TradingStateStore
@@ -38,8 +39,6 @@ from serving.errors import ServingError
 
 logger = logging.getLogger(__name__)
 
-PAPER_KEY_ENV = ("APCA_API_KEY_ID", "APCA_API_SECRET_KEY")
-LOCAL_PAPER_KEYS = ("marlops-paper", "marlops-paper-secret")
 
 
 class HttpDirectiveBus:
@@ -59,12 +58,12 @@ class HttpDirectiveBus:
 
 
 class SimPriceFeed:
-    """Moves the local paper exchange's market to each replayed bar's closes (`/_sim/prices`)."""
+    """Moves the LOCAL paper exchange's market to each replayed bar's closes (`/_sim/prices`). It sends the local
+    paper key pair only, never the APCA_* keys of a real account."""
 
     def __init__(self, url: str) -> None:
-        key, secret = (os.environ.get(k) or d for k, d in zip(PAPER_KEY_ENV, LOCAL_PAPER_KEYS, strict=True))
         self._http = httpx.Client(base_url=url.rstrip("/"), timeout=10.0,
-                                  headers={"APCA-API-KEY-ID": key, "APCA-API-SECRET-KEY": secret})
+                                  headers={"APCA-API-KEY-ID": PAPER_KEY_ID, "APCA-API-SECRET-KEY": PAPER_SECRET})
 
     def __call__(self, prices: dict[str, float]) -> None:
         response = self._http.post("/_sim/prices", json={"prices": prices})
@@ -108,7 +107,7 @@ class TradingRuntime:
         if args.reset:
             state.reset(args.name)
         start = version_holdout_start(repository, production, key_path)
-        source, symbols = build_source(args, config, start, _market_inputs(repository, production, key_path))
+        source, symbols = build_source(args, config, start, _proxy(repository, production, key_path))
         closers.append(source)
         token = None
         if not args.insecure_no_auth:
@@ -172,15 +171,15 @@ class TradingRuntime:
         self.closers.clear()
 
 
-def _market_inputs(repository: Path, ref: PolicyRef, key_path: Path) -> tuple[str, ...]:
-    from market_data.volatility import market_input_symbols, proxy_from_spec
+def _proxy(repository: Path, ref: PolicyRef, key_path: Path) -> VolatilityProxyConfig | None:
+    """The volatility proxy of `ref`'s feature spec; None (the default) when its manifest cannot be read."""
+    from market_data.volatility import proxy_from_spec
 
     try:
-        spec = read_version_manifest(repository, ref, key_path).spec
-    except ServingError as exc:  # the default inputs apply; the router reports an unservable version itself
+        return proxy_from_spec(read_version_manifest(repository, ref, key_path).spec)
+    except ServingError as exc:  # the router reports an unservable version itself
         logger.warning("cannot read the feature spec of %s: %s", ref, exc)
-        return ("SPY", "VIX")
-    return market_input_symbols(proxy_from_spec(spec))
+        return None
 
 
 def _log_bar(outcome: BarOutcome) -> None:

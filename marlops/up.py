@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 
 from contracts.config import RLConfig
+from contracts.urls import redact_url
 from market_data.source import load_market, trading_symbols
 from market_data.synthetic import synthetic_sectors
 from marlops.errors import StackError
@@ -31,6 +32,7 @@ from marlops.net import http_ok
 from marlops.paths import StatePaths
 from marlops.processes import ManagedProcess, ProcessGroup
 from marlops.routing import PolicyRef, RoutingChange, RoutingStore
+from marlops.stack import PAPER_KEY_ID, PAPER_SECRET
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +41,7 @@ UP_PRINCIPAL = "marlops-up"
 TRADING_NAME = "up"
 # The local paper exchange and market-data server accept the same local key pair (not a secret:
 # neither reaches a real account); real Alpaca keys come only from APCA_API_KEY_ID / APCA_API_SECRET_KEY.
-LOCAL_PAPER_KEYS = ("marlops-paper", "marlops-paper-secret")
+LOCAL_PAPER_KEYS = (PAPER_KEY_ID, PAPER_SECRET)
 ALPACA_PAPER_URL = "https://paper-api.alpaca.markets"
 
 
@@ -64,6 +66,7 @@ class UpOptions:
     with_mlflow: bool = True
     live: bool = False  # Alpaca (keys from env/.env) instead of the local paper exchange and market data
     tickers: tuple[str, ...] = ()
+    real_money: bool = False  # --live against a non-paper APCA_API_BASE_URL must be asked for by name
 
 
 def _bin(name: str) -> str:
@@ -164,7 +167,7 @@ def start_system(paths: StatePaths, config: RLConfig, options: UpOptions, group:
     use_redis = redis_reachable(redis_url)
     if not use_redis:
         logger.warning("Redis at %s is not reachable: the master agent runs inside the trading service and sends "
-                       "directives to the gateway over HTTP", redis_url)
+                       "directives to the gateway over HTTP", redact_url(redis_url))
     logs = paths.logs_dir
     triton = config.serving.triton
     t_http, t_grpc, t_metrics = (options.triton_http or triton.http_port, options.triton_grpc or triton.grpc_port,
@@ -178,7 +181,7 @@ def start_system(paths: StatePaths, config: RLConfig, options: UpOptions, group:
         "trading_metrics": f"http://127.0.0.1:{options.trading_metrics_port}/metrics",
     }
     if use_redis:
-        urls["redis"] = redis_url
+        urls["redis"] = redact_url(redis_url)  # printed and written to up.json: never a password
     if live is not None:
         market = live
     else:
@@ -207,25 +210,23 @@ def start_system(paths: StatePaths, config: RLConfig, options: UpOptions, group:
                     "--risk-config", str((Path(config_dir) / "risk_overlays.yaml").resolve())]
     if market.sectors_file is not None:
         gateway_args += ["--sectors-file", str(market.sectors_file)]
-    if use_redis:
-        gateway_args += ["--directive-bus", redis_url]
-    group.start(ManagedProcess("gateway", gateway_args, logs / "gateway.log", env=market.env,
+    # The bus URL may carry a password: it goes to the services through their environment, never argv.
+    bus_env = {"MARLOPS_GATEWAY_DIRECTIVE_BUS_URL": redis_url, "MARLOPS_DIRECTIVE_BUS_URL": redis_url} if use_redis else {}
+    group.start(ManagedProcess("gateway", gateway_args, logs / "gateway.log", env={**market.env, **bus_env},
                                cwd=paths.project_root, ready=http_ok(f"{urls['gateway']}/healthz")))
     if use_redis:
         group.start(ManagedProcess(
-            "master agent service", _marlops("--config-dir", config_dir, "master", "--redis-url", redis_url,
+            "master agent service", _marlops("--config-dir", config_dir, "master",
                                              "--gateway-url", urls["gateway"], "--triton-url", urls["triton_grpc"],
                                              "--protocol", "grpc", "--model-repository", str(repository),
                                              "--gateway-token-file", str(paths.tokens_dir / "trader.token")),
-            logs / "master.log", env=_env(paths)))
+            logs / "master.log", env={**_env(paths), **bus_env}))
     trade_args = _marlops("--config-dir", config_dir, "trade", "--source", "alpaca", "--symbols",
                           ",".join(market.symbols), "--gateway-url", urls["gateway"],
                           "--triton-url", urls["triton_grpc"], "--triton-http-url", urls["triton_http"],
                           "--metrics-port", str(options.trading_metrics_port), "--name", market.trading_name,
                           *market.trade_args)
-    if use_redis:
-        trade_args += ["--directive-bus", redis_url]
-    group.start(ManagedProcess("trading service", trade_args, logs / "trading.log", env=market.env,
+    group.start(ManagedProcess("trading service", trade_args, logs / "trading.log", env={**market.env, **bus_env},
                                cwd=paths.project_root, ready=http_ok(urls["trading_metrics"])))
     if options.with_dagster:
         from marlops.demo import dagster_env, write_dagster_instance
@@ -315,8 +316,12 @@ def _live_market(paths: StatePaths, options: UpOptions) -> Market:
     if not options.tickers:
         raise StackError("--live needs --tickers AAPL,MSFT,... (the universe the routed policy was trained on)")
     broker = settings.apca_api_base_url or ALPACA_PAPER_URL
+    if "paper" not in broker and not options.real_money:
+        raise StackError(f"APCA_API_BASE_URL={redact_url(broker)} is not a paper endpoint: orders would trade REAL "
+                         "money. Use a paper account, or say so with --real-money")
     if "paper" not in broker:
-        logger.warning("APCA_API_BASE_URL=%s is not a paper endpoint: orders will trade REAL money", broker)
+        logger.warning("APCA_API_BASE_URL=%s is not a paper endpoint: trading REAL money (--real-money)",
+                       redact_url(broker))
     return Market(broker_url=broker, symbols=options.tickers, env=_env(paths), trade_args=(),
                   trading_name="live")
 
@@ -327,7 +332,7 @@ def ensure_live_policy(paths: StatePaths) -> dict[str, Any]:
         table = routing.read()
     finally:
         routing.close()
-    if table.policies.get("production") is None and table.policies.get("sl_fallback") is None:
+    if table.policies.get("production") is None:
         raise StackError("--live trades only a routed policy: train and export one on your bars (`marlops demo "
                          "--source my_bars.parquet`), then `marlops route set --policy production=symbol_agent/N ...`")
     return table.to_dict()
@@ -363,12 +368,56 @@ def _replay_start(paths: StatePaths, config: RLConfig, bars: pd.DataFrame, routi
     return stamps[max(0, len(stamps) - 120)]
 
 
+class Interrupted(Exception):
+    """Ctrl-C / SIGTERM while the system was starting."""
+
+
+def _interrupt_while_starting(stop: threading.Event, starting: threading.Event) -> Any:
+    def handler(signum: int, _frame: object) -> None:
+        stop.set()
+        if starting.is_set():  # training or a process start in progress: abandon it now
+            raise Interrupted(f"signal {signum} while starting")
+
+    return handler
+
+
+def running_pids(paths: StatePaths) -> list[int]:
+    """Processes of an earlier `make up` of this MARLOPS_HOME that are still alive (from up.json)."""
+    record = paths.root / "up.json"
+    if not record.is_file():
+        return []
+    try:
+        pids = [int(p) for p in json.loads(record.read_text()).get("pids", {}).values() if p]
+    except (ValueError, AttributeError):
+        return []
+    alive = []
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        except PermissionError:
+            pass
+        alive.append(pid)
+    return alive
+
+
 def run_up(paths: StatePaths, config: RLConfig, options: UpOptions, config_dir: str = "config/rl") -> int:
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    group = ProcessGroup()
+    leftover = running_pids(paths)
+    if leftover:
+        logger.error("another `make up` of %s still runs (pids %s, from %s): stop it first (Ctrl-C in its terminal, "
+                     "or kill those pids)", paths.root, leftover, paths.root / "up.json")
+        return 1
+    stop, starting = threading.Event(), threading.Event()
+    starting.set()
+    handler = _interrupt_while_starting(stop, starting)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    group = ProcessGroup(on_change=lambda g: _write_pids(paths, g))
     try:
         urls = start_system(paths, config, options, group, config_dir)
+        starting.clear()
+        if stop.is_set():
+            return 130
         print("\nmarlops is up:")
         for name, url in urls.items():
             print(f"  {name:<16} {url}")
@@ -384,14 +433,26 @@ def run_up(paths: StatePaths, config: RLConfig, options: UpOptions, config_dir: 
                 logger.error("%s exited; stopping the system (see %s)", names, paths.logs_dir)
                 return 1
         return 0
+    except Interrupted:
+        logger.warning("interrupted while starting: stopping what was started")
+        return 130
     except StackError as exc:
         logger.error("%s", exc)
         return 1
     finally:
+        starting.clear()
         killed = group.stop_all()
         if killed:
             logger.warning("had to kill: %s", ", ".join(killed))
         (paths.root / "up.json").unlink(missing_ok=True)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for sig, previous_handler in previous.items():
+            signal.signal(sig, previous_handler)
         print("marlops stopped.", flush=True)
+
+
+def _write_pids(paths: StatePaths, group: ProcessGroup) -> None:
+    """Every started process in up.json as soon as it starts, so a later `make up` can tell they still run."""
+    record = paths.root / "up.json"
+    current = json.loads(record.read_text()) if record.is_file() else {}
+    current["pids"] = {p.name: p.pid for p in group.processes}
+    record.write_text(json.dumps(current, indent=2))

@@ -31,6 +31,7 @@ from gateway.token_file import bootstrap_token_store, load_tokens, read_token_fi
 from market_data.bar_source import ReplayBarSource
 from market_data.source import load_market, trading_symbols
 from marlops.bench import with_model_repository
+from marlops.errors import MarlopsError
 from marlops.gateway_client import GatewayClient
 from marlops.net import wait_until
 from marlops.paths import StatePaths
@@ -45,7 +46,12 @@ from marlops.pipeline import (
 from marlops.policy_router import ALERT_VERSION_MISSING, PolicyRouter
 from marlops.routing import PolicyRef, RoutingChange, RoutingStore
 from marlops.stack import PAPER_KEY_ID, PAPER_SECRET, PaperExchangeProcess
-from marlops.trading import BarOutcome, TradingService
+from marlops.trading import (
+    ALERT_SIM_PRICES,
+    BarOutcome,
+    TradingService,
+    TradingServiceError,
+)
 from marlops.trading_runtime import SimPriceFeed
 from marlops.trading_state import TradingStateStore
 from serving.triton_process import TritonServer
@@ -224,7 +230,7 @@ def test_trade_when_sigterm_then_finishes_the_bar_and_exits_zero(world: World) -
 
 
 def _service(world: World, gateway: Gateway, store: RoutingStore, name: str,
-             on_bar: object = None) -> TradingService:
+             on_bar: object = None, prices: object = None) -> TradingService:
     config = world.ctx.config
     token = read_token_file(world.paths.tokens_dir / "trader.token")
     client = GatewayClient(gateway.url, token=token)
@@ -236,7 +242,8 @@ def _service(world: World, gateway: Gateway, store: RoutingStore, name: str,
     source = ReplayBarSource(world.bars, start=_replay_stamps(world)[0], name="synthetic")
     service = TradingService(name=name, source=source, symbols=trading_symbols(world.bars), router=router,
                              gateway=client, state=TradingStateStore(f"sqlite:///{world.root / f'{name}-cursor.db'}"),
-                             set_exchange_prices=SimPriceFeed(world.exchange.url), on_bar=on_bar)  # type: ignore[arg-type]
+                             set_exchange_prices=prices or SimPriceFeed(world.exchange.url),  # type: ignore[arg-type]
+                             on_bar=on_bar)  # type: ignore[arg-type]
     service_box["s"] = service
     return service
 
@@ -282,3 +289,41 @@ def test_trade_when_routed_version_is_missing_from_triton_then_fallback_and_aler
     assert ALERT_VERSION_MISSING in service.alerts.active
     assert "symbol_agent/99" in service.alerts.active[ALERT_VERSION_MISSING]
     store.close()
+
+
+def test_trade_when_restarted_mid_replay_then_same_observations_as_an_uninterrupted_run(world: World) -> None:
+    whole_gateway, split_gateway = _gateway(world, "whole"), _gateway(world, "split")
+    whole = _service(world, whole_gateway, _routing(world, "whole"), "whole").run(threading.Event(), max_bars=8)
+    store = _routing(world, "split")
+    first = _service(world, split_gateway, store, "split").run(threading.Event(), max_bars=4)
+    second = _service(world, split_gateway, store, "split").run(threading.Event(), max_bars=4)  # resumes at bar 4
+    whole_gateway.handle.stop()  # type: ignore[attr-defined]
+    split_gateway.handle.stop()  # type: ignore[attr-defined]
+    assert [o.bar_index for o in first + second] == list(range(8))
+    assert [o.observation_checksum for o in first + second] == [o.observation_checksum for o in whole]
+
+
+def test_trade_when_gateway_holds_later_bars_then_refuses_to_go_on(world: World) -> None:
+    gateway = _gateway(world, "later")
+    store = _routing(world, "later")
+    _service(world, gateway, store, "later").run(threading.Event(), max_bars=3)
+    TradingStateStore(f"sqlite:///{world.root / 'later-cursor.db'}").reset("later")  # e.g. `marlops trade --reset`
+    restarted = _service(world, gateway, store, "later")
+    with pytest.raises(TradingServiceError, match="already decided later bars"):
+        restarted.run(threading.Event(), max_bars=3)
+    gateway.handle.stop()  # type: ignore[attr-defined]
+    counts = _decided_bars(gateway.audit_url)
+    assert set(counts.values()) == {1} and {b for _, b in counts} == {0, 1, 2}
+
+
+def test_trade_when_paper_exchange_refuses_prices_then_alert_and_the_bar_is_still_decided(world: World) -> None:
+    gateway = _gateway(world, "prices")
+
+    def broken_feed(_prices: dict[str, float]) -> None:
+        raise MarlopsError("paper exchange restarting")
+
+    service = _service(world, gateway, _routing(world, "prices"), "prices", prices=broken_feed)
+    outcomes = service.run(threading.Event(), max_bars=1)
+    gateway.handle.stop()  # type: ignore[attr-defined]
+    assert [o.status for o in outcomes] == ["decided"]
+    assert "restarting" in service.alerts.active[ALERT_SIM_PRICES]
