@@ -63,7 +63,7 @@ def add_trade_parser(subparsers: Any) -> argparse.ArgumentParser:
     trade.add_argument("--state-url", default=None, help="state store URL (default MARLOPS_STATE_URL or SQLite)")
     trade.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics here (0 = off)")
     trade.add_argument("--max-bars", type=int, default=None, help="stop after N bars (tests, smoke runs)")
-    trade.add_argument("--reset", action="store_true", help="forget the cursor and start the source over")
+    trade.add_argument("--reset", action="store_true", help="forget the cursor and start the source over (the gateway refuses bars it already decided: use a fresh gateway audit store)")
     trade.set_defaults(func=run_trade)
     return trade
 
