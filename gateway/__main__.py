@@ -25,6 +25,7 @@ from pydantic import ValidationError
 
 from contracts.config import load_risk
 from contracts.errors import ConfigError
+from contracts.urls import redact_url
 from gateway.app import create_app
 from gateway.errors import GatewayError
 from gateway.process_settings import GatewayProcessSettings
@@ -78,16 +79,6 @@ def build_parser() -> argparse.ArgumentParser:
     for flag in _SECRET_FLAGS:
         parser.add_argument(flag, action=_RefuseSecret, nargs="?", help=argparse.SUPPRESS)
     return parser
-
-
-def redact_url(url: str | None) -> str | None:
-    """`url` with any password replaced by ***, for logs."""
-    if not url or "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    userinfo, _, host = rest.rpartition("@")
-    user = userinfo.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in userinfo else url
 
 
 def load_process_settings(argv: list[str] | None = None,
@@ -165,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     logger.info("gateway on %s:%d, broker %s, audit %s, directive bus %s", process.host, process.port,
                 redact_url(process.broker_url), redact_url(settings.audit_url),
-                redact_url(process.directive_bus_url) or "none (HTTP only)")
+                redact_url(process.directive_bus_url) if process.directive_bus_url else "none (HTTP only)")
     uvicorn.run(create_app(settings), host=process.host, port=process.port, log_level=process.log_level)
 
 

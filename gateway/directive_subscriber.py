@@ -24,6 +24,7 @@ import redis
 from pydantic import ValidationError
 
 from contracts.decisions import MasterDirective, MasterDirectivePublished
+from contracts.urls import redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ class RedisDirectiveSubscriber:
         reconnect_pause_s: float = 0.5,
     ) -> None:
         self.url = url
+        self.shown_url = redact_url(url)  # for logs: never the password
         self.channel = channel
         self._on_directive = on_directive
         self._on_up = on_up
@@ -93,7 +95,7 @@ class RedisDirectiveSubscriber:
         was_up = self._connected.is_set()
         self._connected.clear()
         if was_up or reason != self.last_error:
-            logger.error("directive bus %s channel %s unreachable: %s; retrying every %.1fs", self.url,
+            logger.error("directive bus %s channel %s unreachable: %s; retrying every %.1fs", self.shown_url,
                          self.channel, reason, self._reconnect_pause_s)
         self.last_error = reason
         try:
@@ -128,7 +130,7 @@ class RedisDirectiveSubscriber:
                     continue
                 if self.last_error is not None:
                     self.reconnects += 1
-                logger.info("directive bus: subscribed to %s at %s", self.channel, self.url)
+                logger.info("directive bus: subscribed to %s at %s", self.channel, self.shown_url)
                 self._connected.set()
                 try:
                     self._on_up()

@@ -26,12 +26,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
 
 from contracts.audit import AuditEvent, AuditKind
 from contracts.decisions import MasterDirective, TimestepDecisions
 from contracts.orders import Fill, OrderIntent, OrderSide, TradingState
+from contracts.urls import redact_url
 from gateway.audit.store import AuditStore
 from gateway.brokers.base import Broker, OrderResult
 from gateway.directives import DirectiveBook
@@ -118,15 +118,6 @@ class Alert:
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.code, "severity": self.severity, "since": self.since.isoformat(), "detail": self.detail}
-
-
-def _redact_url(url: str) -> str:
-    """`redis://user:secret@host/0` -> `redis://user:***@host/0` (status and alerts must not show secrets)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def realized_cost(side: OrderSide, qty: float, price: float, reference_price: float, commission_bps: float) -> float:
@@ -391,7 +382,7 @@ class GatewayService:
 
     def directive_bus_configured(self, url: str, channel: str) -> None:
         """The gateway subscribes to a directive bus itself: report it (down until the first subscription)."""
-        self._directive_bus = {"url": _redact_url(url), "channel": channel, "connected": False, "since": None,
+        self._directive_bus = {"url": redact_url(url), "channel": channel, "connected": False, "since": None,
                                "last_error": None, "last_directive_id": None, "last_applied_at": None,
                                "last_propagation_seconds": None, "directives_received": 0}
 

@@ -29,7 +29,8 @@ Protocol subset (alpaca-py 0.44 as the reference client)
 - Timestamps: see `market_data.alpaca_bars` (close -> Alpaca start; 1Day = New York midnight).
 - Test hooks (`sim_hooks=True`): `POST /_sim/advance?steps=N`, `POST /_sim/withhold` with
   `{"symbols": [...]}` (those symbols' bars are not pushed on the stream; REST still has them),
-  `GET /_sim/state` (present, remaining, subscriber count). `GET /healthz` needs no auth.
+  `GET /_sim/state` (present, remaining, subscriber count); they need the same two key headers as REST
+  (401 / 403 likewise). `GET /healthz` needs no auth.
 
 Run it: `python -m market_data.alpaca_server --source synthetic:planted-alpha --port 5200`, or
 `MarketDataServerProcess` (a subprocess, for tests and the local stack). Keys come from
@@ -311,18 +312,28 @@ def create_app(bars: pd.DataFrame, *, start: pd.Timestamp, bars_per_second: floa
         return JSONResponse({"bars": {r.symbol: bar_message(r, stream=False) for r in rows.itertuples(index=False)}})
 
     if sim_hooks:
-        @app.post("/_sim/advance")
-        async def sim_advance(steps: int = 1) -> dict[str, Any]:
+        # The hooks move the market every client sees: the same keys as REST (401 missing, 403 wrong).
+        @app.post("/_sim/advance", response_model=None)
+        async def sim_advance(request: Request, steps: int = 1) -> dict[str, Any] | JSONResponse:
+            denied = _auth_error(request, key_id, secret_key)
+            if denied:
+                return denied
             return {"advanced": market.advance(steps), **_state(market)}
 
-        @app.post("/_sim/withhold")
-        async def sim_withhold(request: Request) -> dict[str, Any]:
+        @app.post("/_sim/withhold", response_model=None)
+        async def sim_withhold(request: Request) -> dict[str, Any] | JSONResponse:
+            denied = _auth_error(request, key_id, secret_key)
+            if denied:
+                return denied
             body = await request.json()
             market.withheld = set(body.get("symbols", []))
             return {"withheld": sorted(market.withheld)}
 
-        @app.get("/_sim/state")
-        async def sim_state() -> dict[str, Any]:
+        @app.get("/_sim/state", response_model=None)
+        async def sim_state(request: Request) -> dict[str, Any] | JSONResponse:
+            denied = _auth_error(request, key_id, secret_key)
+            if denied:
+                return denied
             return _state(market)
 
     @app.websocket("/v2/{feed}")

@@ -18,12 +18,18 @@ A snapshot whose `feature_spec_hash` is not the master's spec is refused (logged
 or before the bar last handled. A failing inference, gateway read or publish is logged, and the next
 snapshot acts in place of the failed one (a gateway that does not answer: its last known portfolio is
 used). SIGTERM / SIGINT stop the loop within about `_POLL_S`.
+
+Which version: `--version N` pins one. Otherwise the process follows the routing table's `master` slot
+(`MasterVersionFollower`): before each snapshot it reads the table's revision (one row) and, when that
+changed and the slot names another version, loads that version (its feature spec from the VERIFIED
+signed artifact, `read_version_manifest`) and a PolicyClient for it, and swaps the handler; the schedule
+carries over. A version that cannot be loaded yet is logged and tried again on the next snapshot, the
+current one acting meanwhile.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import queue
 import signal
@@ -41,16 +47,18 @@ from pydantic import ValidationError
 from contracts.config import LoopConfig, RiskOverlaysConfig
 from contracts.decisions import MarketSnapshotMessage, MasterDirective
 from contracts.features import FeatureSpec
-from marlops.errors import MarlopsError
-from serving.client import PolicyOutput
+from contracts.urls import redact_url
 from features.errors import FeatureError
 from features.observation import ObservationBuilder
+from marlops.errors import MarlopsError
+from marlops.policy_router import read_version_manifest
+from marlops.routing import PolicyRef, RoutingStore
+from serving.client import PolicyOutput
 from serving.directive_bus import DirectiveBus, RedisDirectiveBus
 from serving.errors import ServingError
 from serving.master_service import MasterAgentService
 from serving.model_repository import exported_versions
 from serving.snapshot_bus import SNAPSHOT_CHANNEL, SnapshotBus
-from serving.triton_runtime.policy_runtime import MANIFEST_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -76,10 +84,12 @@ class MasterModel:
         return f"{MASTER_MODEL}/{self.version}"
 
 
-def load_master_model(model_repository: Path, version: int | None = None,
-                      model_name: str = MASTER_MODEL) -> MasterModel:
+def load_master_model(model_repository: Path, version: int | None = None, model_name: str = MASTER_MODEL, *,
+                      public_key_path: Path | Callable[[], Path]) -> MasterModel:
     """The exported master version (`version`, or the highest one in `<repository>/<model_name>/`) and the
-    FeatureSpec signed into its `model.manifest.json` (key `feature_spec`, checked against `feature_spec_hash`)."""
+    FeatureSpec signed into it: the artifact's signature is verified with `public_key_path` (a path, or a
+    callable giving it, resolved only once a version exists) before its manifest is trusted, and the spec
+    must hash to the manifest's `feature_spec_hash`."""
     repository = Path(model_repository)
     versions = exported_versions(repository, model_name)
     if not versions:
@@ -89,16 +99,19 @@ def load_master_model(model_repository: Path, version: int | None = None,
     if chosen not in versions:
         raise MasterProcessError(f"{repository / model_name}: version {chosen} not exported; versions are {versions}")
     version_dir = repository / model_name / str(chosen)
-    manifest_path = version_dir / MANIFEST_FILE
+    key = public_key_path() if callable(public_key_path) else Path(public_key_path)
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        spec = FeatureSpec.model_validate(manifest["feature_spec"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        reason = f"no key {exc}" if isinstance(exc, KeyError) else str(exc).splitlines()[0]
-        raise MasterProcessError(f"{manifest_path}: cannot read the feature spec ({reason})") from exc
-    signed = manifest.get("feature_spec_hash")
+        info = read_version_manifest(repository, PolicyRef(model_name, chosen), key)
+    except ServingError as exc:
+        raise MasterProcessError(f"{model_name}/{chosen}: refused, its signed manifest cannot be trusted "
+                                 f"or read: {exc}") from exc
+    except (ValidationError, ValueError, TypeError) as exc:
+        reason = str(exc).splitlines()[0]
+        raise MasterProcessError(f"{version_dir}: cannot read the feature spec ({reason})") from exc
+    spec = info.spec
+    signed = info.manifest.get("feature_spec_hash")
     if signed is not None and signed != spec.spec_hash():
-        raise MasterProcessError(f"{manifest_path}: feature_spec hashes to {spec.spec_hash()[:12]}, the manifest "
+        raise MasterProcessError(f"{version_dir}: feature_spec hashes to {spec.spec_hash()[:12]}, the manifest "
                                  f"says {str(signed)[:12]}")
     return MasterModel(version=chosen, version_dir=version_dir, spec=spec)
 
@@ -158,6 +171,7 @@ class MasterSnapshotHandler:
         every_seconds: float | None = None,
     ) -> None:
         self._builder = ObservationBuilder(spec)
+        self.policy_version = policy_version
         self.spec_hash = self._builder.spec_hash
         self._portfolio = portfolio
         self.schedule = MasterSchedule(every_bars or loop.master_every_bars,
@@ -171,6 +185,16 @@ class MasterSnapshotHandler:
         self._missed: int | None = None  # a due bar whose directive failed: the next snapshot tries again
         self._last_portfolio: tuple[float, float] | None = None
         self.summary = MasterRunSummary()
+
+    def continue_from(self, previous: MasterSnapshotHandler) -> MasterSnapshotHandler:
+        """Take over `previous`'s place (another master version): its schedule, last bar, pending retry,
+        last known portfolio and running summary, so the cadence goes on as if nothing changed."""
+        self.schedule = previous.schedule
+        self._last_bar = previous._last_bar
+        self._missed = previous._missed
+        self._last_portfolio = previous._last_portfolio
+        self.summary = previous.summary
+        return self
 
     def handle(self, snapshot: MarketSnapshotMessage) -> MasterDirective | None:
         self.summary.snapshots += 1
@@ -225,6 +249,117 @@ class MasterSnapshotHandler:
         return values
 
 
+# ---- following the routing table's master slot ----------------------------------------------------
+@dataclass(frozen=True)
+class MasterBinding:
+    """What one master version acts with: its name in directive ids, its feature spec, its inference."""
+
+    policy_version: str
+    spec: FeatureSpec
+    infer: Callable[[np.ndarray], PolicyOutput]
+
+
+def _follow(follow: Callable[[], MasterBinding | None], handler: MasterSnapshotHandler,
+            make_handler: Callable[[MasterBinding], MasterSnapshotHandler]) -> MasterSnapshotHandler:
+    try:
+        binding = follow()
+    except Exception as exc:  # noqa: BLE001 - the follower must not stop the loop: the current version acts on
+        logger.error("master: checking the routing table's master slot failed (%s: %s); keeping %s",
+                     type(exc).__name__, exc, handler.policy_version)
+        return handler
+    if binding is None:
+        return handler
+    logger.warning("master: switching from %s to %s (routing table's master slot changed)",
+                   handler.policy_version, binding.policy_version)
+    return make_handler(binding).continue_from(handler)
+
+
+class MasterVersionFollower:
+    """Called before each snapshot: reads the routing table's revision (one row) and, when it changed and the
+    `master` slot names another version than the one in use, loads that version (verified spec, a client
+    from `client_factory`) and returns its `MasterBinding`; else None. The previous client is closed once the
+    new one is handed out. A version that cannot be loaded is logged, and tried again on the next call."""
+
+    def __init__(
+        self,
+        store: RoutingStore,
+        *,
+        model_repository: Path,
+        model_name: str,
+        public_key_path: Path | Callable[[], Path],
+        current: MasterModel,
+        client_factory: Callable[[MasterModel], Any],
+        current_client: Any = None,
+    ) -> None:
+        self._store = store
+        self._repository = Path(model_repository)
+        self._model_name = model_name
+        self._public_key_path = public_key_path
+        self.current = current
+        self._client_factory = client_factory
+        self._client = current_client
+        self._revision: int | None = None
+        self._failed: tuple[int, str] | None = None  # (version, reason) last refused: logged once per reason
+        try:
+            self._revision = store.revision()
+        except MarlopsError as exc:
+            logger.warning("master: cannot read the routing revision (%s); will retry", exc)
+
+    def __call__(self) -> MasterBinding | None:
+        revision = self._store.revision()
+        if revision == self._revision and self._failed is None:
+            return None
+        ref = self._store.read().policies.get("master")
+        self._revision = revision
+        if ref is None:
+            logger.warning("master: the routing table (revision %d) has no master slot; keeping %s", revision,
+                           self.current.policy_version)
+            self._failed = None
+            return None
+        if ref.model != self._model_name:
+            self._note_failure(ref.version, f"the master slot names model {ref.model}, this process serves "
+                                            f"{self._model_name}")
+            return None
+        if ref.version == self.current.version:
+            self._failed = None
+            return None
+        try:
+            model = load_master_model(self._repository, ref.version, self._model_name,
+                                      public_key_path=self._public_key_path)
+            client = self._client_factory(model)
+        except Exception as exc:  # noqa: BLE001 - not loadable yet (or ever): the current version acts on
+            self._note_failure(ref.version, f"{type(exc).__name__}: {exc}")
+            return None
+        previous, self._client = self._client, client
+        self.current, self._failed = model, None
+        logger.info("master: routing revision %d: master slot is %s (spec %s)", revision, model.policy_version,
+                    model.spec.spec_hash()[:12])
+        if previous is not None:
+            _close_quietly(previous)
+        return MasterBinding(policy_version=model.policy_version, spec=model.spec, infer=client.infer)
+
+    def _note_failure(self, version: int, reason: str) -> None:
+        if self._failed != (version, reason):
+            logger.error("master: cannot switch to %s/%d (%s); %s keeps acting, retrying on each snapshot",
+                         self._model_name, version, reason, self.current.policy_version)
+        self._failed = (version, reason)
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            _close_quietly(client)
+
+
+def _close_quietly(client: Any) -> None:
+    close = getattr(client, "close", None)
+    if close is None:
+        return
+    try:
+        close()
+    except Exception:  # closing a stale client must not stop the master
+        logger.exception("master: closing the previous policy client failed")
+
+
 # ---- the loop -------------------------------------------------------------------------------------
 @contextmanager
 def _stop_on_signals(stop: threading.Event, enabled: bool) -> Iterator[None]:
@@ -261,17 +396,26 @@ def run_master(
     stop: threading.Event | None = None,
     ready: threading.Event | None = None,
     handle_signals: bool = True,
+    follow: Callable[[], MasterBinding | None] | None = None,
 ) -> MasterRunSummary:
     """Consume snapshots from `snapshot_channel` and publish directives on `directive_channel` until `stop`
     is set (or SIGTERM / SIGINT arrive, when called on the main thread with `handle_signals`). `ready` is set
     once the snapshot subscription is confirmed. Raises DirectiveBusError when Redis is unreachable at start;
-    later outages are reported and survived (both channels reconnect by themselves)."""
+    later outages are reported and survived (both channels reconnect by themselves).
+
+    `follow`, when given, is asked before each snapshot whether another master version should act now
+    (e.g. a `MasterVersionFollower`): a `MasterBinding` it returns replaces the handler (the schedule and
+    summary carry over); None keeps the current one."""
     stop = stop or threading.Event()
     directives = RedisDirectiveBus(redis_url, directive_channel)
-    handler = MasterSnapshotHandler(
-        infer=infer, spec=spec, portfolio=portfolio, bus=directives, risk=risk, loop=loop,
-        policy_version=policy_version, every_bars=every_bars, every_seconds=every_seconds,
-    )
+
+    def make_handler(binding: MasterBinding) -> MasterSnapshotHandler:
+        return MasterSnapshotHandler(
+            infer=binding.infer, spec=binding.spec, portfolio=portfolio, bus=directives, risk=risk, loop=loop,
+            policy_version=binding.policy_version, every_bars=every_bars, every_seconds=every_seconds,
+        )
+
+    handler = make_handler(MasterBinding(policy_version=policy_version, spec=spec, infer=infer))
     inbox: queue.Queue[MarketSnapshotMessage] = queue.Queue()
     snapshots: SnapshotBus | None = None
     try:
@@ -281,7 +425,7 @@ def run_master(
             cadence = (f"every {every_seconds:g}s of market time" if every_seconds is not None
                        else f"every {handler.schedule.every_bars} bar(s)")
             logger.info("master %s ready: snapshots from %s, directives to %s at %s, %s or on a regime shift",
-                        policy_version, snapshot_channel, directive_channel, redis_url, cadence)
+                        policy_version, snapshot_channel, directive_channel, redact_url(redis_url), cadence)
             if ready is not None:
                 ready.set()
             while not stop.is_set():
@@ -289,6 +433,8 @@ def run_master(
                     snapshot = inbox.get(timeout=_POLL_S)
                 except queue.Empty:
                     continue
+                if follow is not None:
+                    handler = _follow(follow, handler, make_handler)
                 handler.handle(snapshot)
     finally:
         if snapshots is not None:
@@ -311,8 +457,8 @@ def add_master_parser(subparsers: Any) -> argparse.ArgumentParser:
     master.add_argument("--snapshot-channel", default=SNAPSHOT_CHANNEL)
     master.add_argument("--directive-channel", default=None, help="default: directive_bus.channel of serving.yaml")
     master.add_argument("--version", type=int, default=None,
-                        help="master_agent version to use (default: the routing table's master slot, else the "
-                             "highest exported one; read at start: restart after changing the slot)")
+                        help="pin this master_agent version (default: follow the routing table's master slot, "
+                             "switching versions when it changes; the highest exported one while no slot is set)")
     master.add_argument("--model-repository", type=Path, default=None,
                         help="Triton model repository (default: triton.model_repository of serving.yaml)")
     master.add_argument("--triton-url", default=None,
@@ -341,15 +487,9 @@ def _default_token(tokens_dir: Path) -> str | None:
     return None
 
 
-def _routed_master_version(paths: Any) -> int | None:
+def _routed_master_version(store: RoutingStore) -> int | None:
     """The master_agent version the routing table's `master` slot names (None: none routed)."""
-    from marlops.routing import RoutingStore
-
-    store = RoutingStore(paths.state_url)
-    try:
-        ref = store.read().policies.get("master")
-    finally:
-        store.close()
+    ref = store.read().policies.get("master")
     return None if ref is None else ref.version
 
 
@@ -359,35 +499,63 @@ def cmd_master(args: argparse.Namespace) -> int:
     from marlops.gateway_client import GatewayClient
     from marlops.paths import StatePaths
     from marlops.settings import MarlopsSettings
+    from marlops.trading_runtime import public_key_path
     from serving.client import PolicyClient
 
     config = load_rl_config(Path(args.config_dir))
     paths = StatePaths.from_env()
     serving = config.serving
-    model = load_master_model(args.model_repository or paths.model_repository(serving.triton.model_repository),
-                              args.version if args.version is not None else _routed_master_version(paths),
-                              serving.models.master_agent)
-    redis_url = args.redis_url or MarlopsSettings.load().directive_bus_url or serving.directive_bus.redis_url
+    repository = args.model_repository or paths.model_repository(serving.triton.model_repository)
+    pinned = args.version is not None
+    store = None if pinned else RoutingStore(paths.state_url)
+    try:
+        return _run_master_command(args, config, paths, repository, store, read_token_file, GatewayClient,
+                                   MarlopsSettings, lambda: public_key_path(paths), PolicyClient)
+    finally:
+        if store is not None:
+            store.close()
+
+
+def _run_master_command(args: argparse.Namespace, config: Any, paths: Any, repository: Path,
+                        store: RoutingStore | None, read_token_file: Callable[[Path], str], gateway_client: Any,
+                        settings: Any, public_key: Callable[[], Path], policy_client: Any) -> int:
+    serving = config.serving
+    model_name = serving.models.master_agent
+    model = load_master_model(repository, args.version if store is None else _routed_master_version(store),
+                              model_name, public_key_path=public_key)
+    redis_url = args.redis_url or settings.load().directive_bus_url or serving.directive_bus.redis_url
     protocol = args.protocol or serving.triton.protocol
     port = serving.triton.grpc_port if protocol == "grpc" else serving.triton.http_port
     triton_url = args.triton_url or f"127.0.0.1:{port}"
     token = read_token_file(args.gateway_token_file) if args.gateway_token_file else _default_token(paths.tokens_dir)
-    gateway = GatewayClient(args.gateway_url, timeout_s=5.0, token=token)
-    logger.info("master: %s version %d from %s (spec %s), Triton %s://%s, gateway %s", serving.models.master_agent,
+    gateway = gateway_client(args.gateway_url, timeout_s=5.0, token=token)
+
+    def open_client(chosen: MasterModel) -> Any:
+        return policy_client(triton_url, model_name, protocol=protocol, model_version=str(chosen.version))
+
+    logger.info("master: %s version %d from %s (spec %s), Triton %s://%s, gateway %s; %s", model_name,
                 model.version, model.version_dir, model.spec.spec_hash()[:12], protocol, triton_url,
-                args.gateway_url)
+                args.gateway_url, "pinned by --version" if store is None else "following the routing table's "
+                "master slot")
+    client = open_client(model)
+    follower = None if store is None else MasterVersionFollower(
+        store, model_repository=repository, model_name=model_name, public_key_path=public_key, current=model,
+        client_factory=open_client, current_client=client)
     try:
-        with PolicyClient(triton_url, serving.models.master_agent, protocol=protocol,
-                          model_version=str(model.version)) as client:
-            run_master(
-                redis_url=redis_url, infer=client.infer, spec=model.spec, portfolio=gateway.portfolio,
-                risk=config.risk, loop=serving.loop, policy_version=model.policy_version,
-                every_bars=args.every_bars, every_seconds=args.every_seconds,
-                snapshot_channel=args.snapshot_channel,
-                directive_channel=args.directive_channel or serving.directive_bus.channel,
-            )
+        run_master(
+            redis_url=redis_url, infer=client.infer, spec=model.spec, portfolio=gateway.portfolio,
+            risk=config.risk, loop=serving.loop, policy_version=model.policy_version,
+            every_bars=args.every_bars, every_seconds=args.every_seconds,
+            snapshot_channel=args.snapshot_channel,
+            directive_channel=args.directive_channel or serving.directive_bus.channel,
+            follow=follower,
+        )
     except ValidationError as exc:
         raise MasterProcessError(f"master: {exc}") from exc
     finally:
+        if follower is not None:
+            follower.close()  # closes whichever client is current
+        else:
+            _close_quietly(client)
         gateway.close()
     return 0

@@ -17,6 +17,7 @@ from typing import Protocol, runtime_checkable
 
 from contracts.config import DirectiveBusConfig
 from contracts.decisions import MasterDirective, MasterDirectivePublished
+from contracts.urls import redact_url
 from serving.errors import DirectiveBusError
 from serving.redis_channel import RECONNECT_PAUSE_S, ChannelHealth, HealthCallback, RedisChannel
 
@@ -98,6 +99,7 @@ class RedisDirectiveBus:
         reconnect_pause_s: float = RECONNECT_PAUSE_S,
     ) -> None:
         self.url = url
+        self.shown_url = redact_url(url)  # for logs and exception texts: never the password
         self.channel = channel
         try:
             self._channel: RedisChannel[tuple[MasterDirective, datetime | None]] = RedisChannel(

@@ -28,6 +28,7 @@ from typing import Generic, TypeVar
 import redis
 from pydantic import BaseModel, ValidationError
 
+from contracts.urls import redact_url
 from serving.errors import DirectiveBusError
 
 logger = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ class RedisChannel(Generic[M]):
                 raise DirectiveBusError(f"channel {channel!r}: give a message model or a parse function")
             parse = model.model_validate_json  # type: ignore[assignment]
         self.url = url
+        self.shown_url = redact_url(url)  # for logs and exception texts: never the password
         self.channel = channel
         self._parse_payload: Callable[[bytes | str], M] = parse  # type: ignore[assignment]
         self._on_health = on_health
@@ -89,7 +91,7 @@ class RedisChannel(Generic[M]):
                 self._redis.ping()
             except redis.RedisError as exc:
                 self._redis.close()
-                raise DirectiveBusError(f"redis at {url} unreachable: {exc}") from exc
+                raise DirectiveBusError(f"redis at {self.shown_url} unreachable: {exc}") from exc
         self._subscribers: list[Callable[[M], None]] = []
         self._lock = threading.Lock()
         self._health_lock = threading.Lock()
@@ -121,7 +123,7 @@ class RedisChannel(Generic[M]):
             receivers = int(self._redis.publish(self.channel, payload))
         except redis.RedisError as exc:
             raise DirectiveBusError(
-                f"publishing {what} to {self.url} channel {self.channel!r} failed: {exc}"
+                f"publishing {what} to {self.shown_url} channel {self.channel!r} failed: {exc}"
             ) from exc
         logger.debug("published %s on %s to %d receiver(s)", what, self.channel, receivers)
         return receivers
@@ -145,7 +147,7 @@ class RedisChannel(Generic[M]):
                 self._listener.start()
         if first and wait_s is not None and not self.wait_connected(wait_s):
             raise DirectiveBusError(
-                f"subscribing to {self.channel!r} at {self.url} failed: {self._health.reason}"
+                f"subscribing to {self.channel!r} at {self.shown_url} failed: {self._health.reason}"
             )
 
     def wait_connected(self, timeout_s: float) -> bool:
@@ -176,9 +178,10 @@ class RedisChannel(Generic[M]):
                 return
             self._health = ChannelHealth(connected, reason, datetime.now(UTC))
         if connected:
-            logger.info("redis channel %s at %s: subscribed (%s)", self.channel, self.url, reason)
+            logger.info("redis channel %s at %s: subscribed (%s)", self.channel, self.shown_url, reason)
         else:
-            logger.error("redis channel %s at %s: connection lost (%s); reconnecting", self.channel, self.url, reason)
+            logger.error("redis channel %s at %s: connection lost (%s); reconnecting", self.channel, self.shown_url,
+                         reason)
         if self._on_health is not None:
             try:
                 self._on_health(self._health)

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
 from contracts.decisions import MarketSnapshotMessage
+from contracts.urls import redact_url
 from serving.errors import DirectiveBusError
 from serving.redis_channel import RECONNECT_PAUSE_S, ChannelHealth, HealthCallback, RedisChannel
 
@@ -67,6 +68,7 @@ class SnapshotBus:
         reconnect_pause_s: float = RECONNECT_PAUSE_S,
     ) -> None:
         self.url = url
+        self.shown_url = redact_url(url)  # for logs and exception texts: never the password
         self.channel = channel
         self._channel: RedisChannel[MarketSnapshotMessage] = RedisChannel(
             url, channel, MarketSnapshotMessage, on_health=on_health, connect_timeout_s=connect_timeout_s,

@@ -138,3 +138,18 @@ def test_gateway_start_when_redis_down_then_alert_until_redis_up_and_directive_a
     private_redis.publish(published(directive("normal", issued_at=T0 + DAY, directive_id="master-v1-bar1")))
     wait_for(lambda: latest_directive_id(gateway) == "master-v1-bar1", "the directive")
     assert decide(gateway, 1)["directive_fallback"] is False
+
+
+def test_gateway_when_bus_url_has_password_and_redis_down_then_alerts_status_and_logs_never_show_it(
+    private_redis: PrivateRedis, make_gateway: GatewayFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO")
+    secret_url = private_redis.url.replace("redis://", "redis://user:s3cret@")  # nothing listens there yet
+    gateway = make_gateway(secret_url)
+    wait_for(lambda: "DIRECTIVE_BUS_DOWN" in alert_codes(gateway), "the bus-down alert")
+    wait_for(lambda: "unreachable" in caplog.text, "the subscriber's log line")
+    alerts = httpx.get(gateway.url + "/v1/alerts").text
+    status = httpx.get(gateway.url + "/v1/status").text
+    for text in (alerts, status, caplog.text):
+        assert "s3cret" not in text
+    assert "user:***@127.0.0.1" in caplog.text

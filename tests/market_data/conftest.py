@@ -1,7 +1,8 @@
 """The local Alpaca-compatible server (market_data.alpaca_server) for the alpaca-py and AlpacaBarSource tests.
 
 A test module using these sets N_DAYS (days of synthetic bars), WARMUP (bars released before the clock's start)
-and MAX_PAGE_SIZE (bars per REST page); the fixtures read them from the requesting module."""
+and MAX_PAGE_SIZE (bars per REST page); the fixtures read them from the requesting module. The server's test hooks
+(/_sim/advance, /_sim/withhold, /_sim/state) need the same key headers as REST: `sim_headers`."""
 
 from collections.abc import Iterator
 
@@ -9,7 +10,7 @@ import pandas as pd
 import pytest
 
 from gateway.serve import ServerHandle, serve_app_in_thread
-from market_data.alpaca_server import create_app
+from market_data.alpaca_server import LOCAL_KEY_ID, LOCAL_SECRET_KEY, create_app
 from market_data.source import load_market
 
 
@@ -28,3 +29,9 @@ def server(request: pytest.FixtureRequest, bars: pd.DataFrame, start: pd.Timesta
     """The server over `bars` in a uvicorn thread on a free port, its clock at `start`; stopped afterwards."""
     with serve_app_in_thread(create_app(bars, start=start, max_page_size=request.module.MAX_PAGE_SIZE)) as handle:
         yield handle
+
+
+@pytest.fixture()
+def sim_headers() -> dict[str, str]:
+    """The key headers the server's REST endpoints and /_sim test hooks require (the local default pair)."""
+    return {"APCA-API-KEY-ID": LOCAL_KEY_ID, "APCA-API-SECRET-KEY": LOCAL_SECRET_KEY}

@@ -28,6 +28,7 @@ N_DAYS = 20
 WARMUP = 10
 MAX_PAGE_SIZE = 7
 WAIT_S = 5.0
+SIM_HEADERS = {"APCA-API-KEY-ID": LOCAL_KEY_ID, "APCA-API-SECRET-KEY": LOCAL_SECRET_KEY}  # the /_sim hooks
 SYMBOLS = ["SPY", "SYM00", "SYM01", "SYM02", "VIX"]
 EARLY = pd.Timestamp("2022-01-01", tz="UTC")
 
@@ -137,11 +138,30 @@ def test_advance_when_clock_moves_then_rest_serves_the_new_bar_and_latest_follow
                                                                                   bars: pd.DataFrame) -> None:
     request = StockBarsRequest(symbol_or_symbols="SPY", timeframe=TimeFrame.Day, start=EARLY.to_pydatetime())
     assert len(client(server).get_stock_bars(request).data["SPY"]) == WARMUP
-    httpx.post(server.url + "/_sim/advance", params={"steps": 2}).raise_for_status()
+    httpx.post(server.url + "/_sim/advance", headers=SIM_HEADERS, params={"steps": 2}).raise_for_status()
     assert len(client(server).get_stock_bars(request).data["SPY"]) == WARMUP + 2
     latest = client(server).get_stock_latest_bar(StockLatestBarRequest(symbol_or_symbols=["SPY"]))
     close = alpaca_start_to_close(latest["SPY"].timestamp, "1Day")
     assert close == sorted(bars["timestamp"].unique())[WARMUP + 1]
+
+
+@pytest.mark.parametrize(("headers", "status"), [
+    ({}, 401),
+    ({"APCA-API-KEY-ID": LOCAL_KEY_ID}, 401),
+    ({"APCA-API-KEY-ID": LOCAL_KEY_ID, "APCA-API-SECRET-KEY": "wrong"}, 403),
+])
+def test_sim_hooks_when_keys_missing_or_wrong_then_refused_and_the_present_does_not_move(
+        server: ServerHandle, sim_headers: dict[str, str], headers: dict[str, str], status: int) -> None:
+    before = httpx.get(server.url + "/_sim/state", headers=sim_headers).json()
+    advanced = httpx.post(server.url + "/_sim/advance", headers=headers, params={"steps": 3})
+    assert advanced.status_code == status and "code" in advanced.json() and "present" not in advanced.json()
+    assert httpx.post(server.url + "/_sim/withhold", headers=headers, json={"symbols": ["SPY"]}).status_code == status
+    assert httpx.get(server.url + "/_sim/state", headers=headers).status_code == status
+    after = httpx.get(server.url + "/_sim/state", headers=sim_headers).json()
+    assert after["present"] == before["present"] and after["remaining"] == before["remaining"]
+    market = server._server.config.app.state.market  # type: ignore[attr-defined]
+    assert market.withheld == set()
+    assert httpx.get(server.url + "/healthz").json() == {"ok": True}  # still public
 
 
 def test_stream_when_clock_advances_then_alpaca_py_receives_each_bar_in_order(server: ServerHandle,
@@ -156,9 +176,9 @@ def test_stream_when_clock_advances_then_alpaca_py_receives_each_bar_in_order(se
     thread = threading.Thread(target=stream.run, daemon=True)
     thread.start()
     try:
-        wait_for(lambda: httpx.get(server.url + "/_sim/state").json()["subscribers"] == 1, what="subscription",
+        wait_for(lambda: httpx.get(server.url + "/_sim/state", headers=SIM_HEADERS).json()["subscribers"] == 1, what="subscription",
                  timeout_s=WAIT_S)
-        httpx.post(server.url + "/_sim/advance", params={"steps": 3}).raise_for_status()
+        httpx.post(server.url + "/_sim/advance", headers=SIM_HEADERS, params={"steps": 3}).raise_for_status()
         wait_for(lambda: len(received) == 3 * len(SYMBOLS), what="3 timestamps of bars", timeout_s=WAIT_S)
     finally:
         stream.stop()
@@ -185,7 +205,7 @@ def test_stream_when_client_speaks_json_or_bad_auth_then_protocol_answers_in_kin
             replies.append(json.loads(await ws.recv()))
             await ws.send(json.dumps({"action": "subscribe", "bars": ["SPY"]}))
             replies.append(json.loads(await ws.recv()))
-            httpx.post(server.url + "/_sim/advance")  # sync call inside the loop: fine, server is another thread
+            httpx.post(server.url + "/_sim/advance", headers=SIM_HEADERS)  # sync call inside the loop: fine, server is another thread
             replies.append(json.loads(await asyncio.wait_for(ws.recv(), 5)))
         async with websockets.connect(url, additional_headers={"Content-Type": "application/msgpack"}) as ws:
             replies.append(msgpack.unpackb(await ws.recv()))

@@ -22,6 +22,7 @@ N_DAYS = 24
 WARMUP = 12
 MAX_PAGE_SIZE = 9
 WAIT_S = 5.0
+SIM_HEADERS = {"APCA-API-KEY-ID": LOCAL_KEY_ID, "APCA-API-SECRET-KEY": LOCAL_SECRET_KEY}  # the /_sim hooks
 
 
 def settings_for(url: str, **overrides: Any) -> AlpacaDataSettings:
@@ -70,7 +71,7 @@ class Consumer:
 
 
 def subscribed(server: ServerHandle) -> bool:
-    return httpx.get(server.url + "/_sim/state").json()["subscribers"] >= 1
+    return httpx.get(server.url + "/_sim/state", headers=SIM_HEADERS).json()["subscribers"] >= 1
 
 
 def test_history_when_before_is_none_then_equals_the_replay_warmup_across_pages(
@@ -110,7 +111,7 @@ def test_batches_when_clock_advances_then_batches_equal_the_frame_in_order(
         server: ServerHandle, source: AlpacaBarSource, bars: pd.DataFrame, start: pd.Timestamp) -> None:
     with Consumer(source, after=None) as consumer:
         wait_for(lambda: subscribed(server), what="subscription", timeout_s=WAIT_S)
-        httpx.post(server.url + "/_sim/advance", params={"steps": 3}).raise_for_status()
+        httpx.post(server.url + "/_sim/advance", headers=SIM_HEADERS, params={"steps": 3}).raise_for_status()
         wait_for(lambda: len(consumer.got) == 3, what="3 batches", timeout_s=WAIT_S)
     want = list(replay(bars, start).batches(None, threading.Event()))[:3]
     assert [b.timestamp for b in consumer.got] == [w.timestamp for w in want]
@@ -120,10 +121,10 @@ def test_batches_when_clock_advances_then_batches_equal_the_frame_in_order(
 
 def test_batches_when_one_symbol_is_withheld_then_grace_period_yields_a_partial_batch(
         server: ServerHandle, source: AlpacaBarSource, start: pd.Timestamp) -> None:
-    httpx.post(server.url + "/_sim/withhold", json={"symbols": ["SYM01"]}).raise_for_status()
+    httpx.post(server.url + "/_sim/withhold", headers=SIM_HEADERS, json={"symbols": ["SYM01"]}).raise_for_status()
     with Consumer(source, after=None) as consumer:
         wait_for(lambda: subscribed(server), what="subscription", timeout_s=WAIT_S)
-        httpx.post(server.url + "/_sim/advance").raise_for_status()
+        httpx.post(server.url + "/_sim/advance", headers=SIM_HEADERS).raise_for_status()
         first_bar_at = time.monotonic()
         wait_for(lambda: consumer.got, what="the partial batch", timeout_s=WAIT_S)
         waited = time.monotonic() - first_bar_at
@@ -137,7 +138,7 @@ def test_batches_when_after_is_set_then_earlier_bars_are_skipped(
     stamps = sorted(bars["timestamp"].unique())
     with Consumer(source, after=pd.Timestamp(stamps[WARMUP + 1])) as consumer:
         wait_for(lambda: subscribed(server), what="subscription", timeout_s=WAIT_S)
-        httpx.post(server.url + "/_sim/advance", params={"steps": 3}).raise_for_status()
+        httpx.post(server.url + "/_sim/advance", headers=SIM_HEADERS, params={"steps": 3}).raise_for_status()
         wait_for(lambda: consumer.got, what="a batch", timeout_s=WAIT_S)
     assert [b.timestamp for b in consumer.got] == [stamps[WARMUP + 2]]
 

@@ -24,6 +24,7 @@ import httpx
 import numpy as np
 import pytest
 import redis
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from polling import wait_for
 from redis_server import REDIS_URL
 
@@ -46,14 +47,19 @@ from gateway.token_file import read_token_file
 from gateway.tokens import hash_token
 from marlops.gateway_client import GatewayClient
 from marlops.master_process import (
+    MasterModel,
     MasterProcessError,
     MasterSnapshotHandler,
+    MasterVersionFollower,
     load_master_model,
     run_master,
 )
+from marlops.routing import PolicyRef, RoutingChange, RoutingStore
+from registry.verification import sign_artifact
 from serving.client import PolicyOutput
 from serving.directive_bus import InProcessDirectiveBus, RedisDirectiveBus
 from serving.snapshot_bus import SnapshotBus, snapshot_message
+from serving.testing import write_public_key
 
 T0 = datetime(2026, 3, 2, 21, 0, tzinfo=UTC)
 HIGH_VOL = MASTER_FEATURES.index("regime_high_vol")
@@ -70,6 +76,19 @@ def make_spec() -> FeatureSpec:
 
 
 SPEC = make_spec()
+
+
+def export_signed_master(repository: Path, version: int, spec: FeatureSpec, key: Ed25519PrivateKey,
+                         **manifest: Any) -> Path:
+    """`<repository>/master_agent/<version>/` as an export leaves it: model.ptc and its SIGNED manifest (with the
+    feature spec); the trusted public key is written to `<repository>/trusted.pub.pem`, which is returned."""
+    folder = repository / "master_agent" / str(version)
+    folder.mkdir(parents=True)
+    (folder / "model.ptc").write_bytes(f"master artifact v{version}".encode())
+    body = {"agent": "master_agent", "version": str(version), "feature_spec_hash": spec.spec_hash(),
+            "feature_spec": json.loads(spec.canonical_json()), **manifest}
+    sign_artifact(folder / "model.ptc", {k: v for k, v in body.items() if v is not None}, key)
+    return write_public_key(key, repository / "trusted.pub.pem")
 
 
 class RegimePolicy:
@@ -264,24 +283,146 @@ def test_handler_when_gateway_unreachable_then_next_bar_retries_and_last_known_p
 
 
 def test_load_master_model_when_versions_exported_then_highest_and_its_spec_unless_pinned(tmp_path: Path) -> None:
+    key = Ed25519PrivateKey.generate()
     other = SPEC.model_copy(update={"clip": 4.0})
     for version, spec in ((2, other), (7, SPEC)):
-        folder = tmp_path / "master_agent" / str(version)
-        folder.mkdir(parents=True)
-        (folder / "model.ptc").write_bytes(b"artifact")
-        (folder / "model.manifest.json").write_text(json.dumps({
-            "agent": "master_agent", "feature_spec_hash": spec.spec_hash(),
-            "feature_spec": json.loads(spec.canonical_json())}))
-    latest = load_master_model(tmp_path)
+        public_key = export_signed_master(tmp_path, version, spec, key)
+    latest = load_master_model(tmp_path, public_key_path=public_key)
     assert (latest.version, latest.spec, latest.policy_version) == (7, SPEC, "master_agent/7")
-    assert load_master_model(tmp_path, 2).spec == other
+    assert load_master_model(tmp_path, 2, public_key_path=lambda: public_key).spec == other
     with pytest.raises(MasterProcessError, match=r"version 5 not exported; versions are \[2, 7\]"):
-        load_master_model(tmp_path, 5)
-    (tmp_path / "master_agent" / "7" / "model.manifest.json").write_text(json.dumps({"agent": "master_agent"}))
-    with pytest.raises(MasterProcessError, match="cannot read the feature spec"):
-        load_master_model(tmp_path)
+        load_master_model(tmp_path, 5, public_key_path=public_key)
     with pytest.raises(MasterProcessError, match="no exported master_agent version"):
-        load_master_model(tmp_path / "empty")
+        load_master_model(tmp_path / "empty", public_key_path=public_key)
+
+
+def test_load_master_model_when_manifest_tampered_or_unsigned_then_refused_with_clear_error(tmp_path: Path) -> None:
+    key = Ed25519PrivateKey.generate()
+    public_key = export_signed_master(tmp_path, 7, SPEC, key)
+    manifest_path = tmp_path / "master_agent" / "7" / "model.manifest.json"
+    # Tampered: the feature spec swapped for another one (hash updated too), signature left as it was.
+    tampered = json.loads(manifest_path.read_text())
+    other = SPEC.model_copy(update={"clip": 4.0})
+    tampered["feature_spec"], tampered["feature_spec_hash"] = json.loads(other.canonical_json()), other.spec_hash()
+    manifest_path.write_text(json.dumps(tampered))
+    with pytest.raises(MasterProcessError, match=r"master_agent/7: refused, its signed manifest cannot be trusted"):
+        load_master_model(tmp_path, public_key_path=public_key)
+    # Signed by another key than the trusted one.
+    rogue = tmp_path / "rogue"
+    export_signed_master(rogue, 7, SPEC, Ed25519PrivateKey.generate())
+    with pytest.raises(MasterProcessError, match="does not verify"):
+        load_master_model(rogue, public_key_path=public_key)
+    # Validly signed, but without a feature spec.
+    bare = tmp_path / "bare"
+    bare_key = export_signed_master(bare, 3, SPEC, key, feature_spec=None)
+    with pytest.raises(MasterProcessError, match="carries no feature_spec"):
+        load_master_model(bare, public_key_path=bare_key)
+
+
+class FakePolicyClient:
+    """What the follower's client factory hands out in place of a PolicyClient to Triton."""
+
+    def __init__(self, model: MasterModel) -> None:
+        self.model = model
+        self.policy = RegimePolicy()
+        self.closed = False
+
+    def infer(self, observation: np.ndarray) -> PolicyOutput:
+        return self.policy(observation)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_run_master_when_routing_master_slot_changes_then_next_directive_comes_from_the_new_version(
+    tmp_path: Path, channels: dict[str, str], snapshots: SnapshotBus,
+    directives: queue.Queue[tuple[MasterDirective, datetime | None]], caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("INFO")
+    key = Ed25519PrivateKey.generate()
+    repository = tmp_path / "repository"
+    for version in (7, 8):
+        public_key = export_signed_master(repository, version, SPEC, key)
+    # Version 9 is routed later but its manifest was tampered with: refused, version 8 keeps acting.
+    export_signed_master(repository, 9, SPEC, key)
+    manifest_9 = repository / "master_agent" / "9" / "model.manifest.json"
+    manifest_9.write_text(manifest_9.read_text().replace('"clip":', '"clip": 9.0, "_was":'))
+    store = RoutingStore(f"sqlite:///{tmp_path / 'state.db'}")
+    store.apply(RoutingChange(policies={"master": PolicyRef("master_agent", 7)}), principal="rita", reason="go")
+    current = load_master_model(repository, 7, public_key_path=public_key)
+    clients: list[FakePolicyClient] = [FakePolicyClient(current)]
+
+    def open_client(model: MasterModel) -> FakePolicyClient:
+        clients.append(FakePolicyClient(model))
+        return clients[-1]
+
+    follower = MasterVersionFollower(store, model_repository=repository, model_name="master_agent",
+                                     public_key_path=public_key, current=current, client_factory=open_client,
+                                     current_client=clients[0])
+    stop, ready = threading.Event(), threading.Event()
+    result: dict[str, Any] = {}
+
+    def _run() -> None:
+        result["summary"] = run_master(
+            redis_url=REDIS_URL, infer=clients[0].infer, spec=current.spec,
+            portfolio=lambda: {"drawdown": 0.0, "gross_exposure": 0.0}, risk=RiskOverlaysConfig(),
+            loop=LoopConfig(master_every_bars=5, directive_ttl_bars=10, bar_seconds=86400),
+            policy_version=current.policy_version, snapshot_channel=channels["snapshots"],
+            directive_channel=channels["directives"], stop=stop, ready=ready, handle_signals=False, follow=follower,
+        )
+
+    thread = threading.Thread(target=_run, daemon=True)
+    thread.start()
+    try:
+        assert ready.wait(_WAIT_S)
+        snapshots.publish(snapshot(0))
+        first, _ = directives.get(timeout=_WAIT_S)
+        assert (first.directive_id, first.policy_version) == ("master-master_agent/7-bar0", "master_agent/7")
+
+        store.apply(RoutingChange(policies={"master": PolicyRef("master_agent", 8)}), principal="rita",
+                    reason="promote master v8")
+        snapshots.publish(snapshot(3))  # not due: the schedule carried over (bar 0 acted), no directive
+        snapshots.publish(snapshot(5))
+        second, _ = directives.get(timeout=_WAIT_S)
+        assert (second.directive_id, second.policy_version) == ("master-master_agent/8-bar5", "master_agent/8")
+        assert [c.model.version for c in clients] == [7, 8] and clients[0].closed and not clients[1].closed
+        assert len(clients[0].policy.observations) == 1 and len(clients[1].policy.observations) == 1
+        assert "switching from master_agent/7 to master_agent/8" in caplog.text
+
+        store.apply(RoutingChange(policies={"master": PolicyRef("master_agent", 9)}), principal="rita",
+                    reason="promote master v9")
+        snapshots.publish(snapshot(10))
+        third, _ = directives.get(timeout=_WAIT_S)
+        assert third.directive_id == "master-master_agent/8-bar10"
+        assert "cannot switch to master_agent/9" in caplog.text and "does not verify" in caplog.text
+        assert len(clients) == 2
+    finally:
+        stop.set()
+        thread.join(5)
+        follower.close()
+        store.close()
+    assert not thread.is_alive() and clients[1].closed
+    summary = result["summary"]
+    assert summary.snapshots == 4 and summary.directives == [
+        "master-master_agent/7-bar0", "master-master_agent/8-bar5", "master-master_agent/8-bar10"]
+    assert directives.empty()
+
+
+def test_master_follower_when_slot_unset_or_names_the_version_in_use_then_no_switch(tmp_path: Path) -> None:
+    key = Ed25519PrivateKey.generate()
+    public_key = export_signed_master(tmp_path, 4, SPEC, key)
+    store = RoutingStore(f"sqlite:///{tmp_path / 'state.db'}")
+    try:
+        current = load_master_model(tmp_path, 4, public_key_path=public_key)
+        follower = MasterVersionFollower(store, model_repository=tmp_path, model_name="master_agent",
+                                         public_key_path=public_key, current=current,
+                                         client_factory=FakePolicyClient)
+        assert follower() is None  # no master slot at all: keeps version 4
+        store.apply(RoutingChange(policies={"master": PolicyRef("master_agent", 4)}), principal="rita", reason="r")
+        assert follower() is None  # the slot names the version in use
+        assert follower() is None and follower.current.version == 4
+    finally:
+        store.close()
 
 
 _SUBPROCESS = textwrap.dedent("""

@@ -13,7 +13,7 @@ from contracts.config import DirectiveBusConfig
 from contracts.decisions import MarketSnapshotMessage, MasterDirective, MasterDirectivePublished
 from serving.directive_bus import DirectiveBus, InProcessDirectiveBus, RedisDirectiveBus, make_bus
 from serving.errors import DirectiveBusError
-from serving.redis_channel import ChannelHealth
+from serving.redis_channel import ChannelHealth, RedisChannel
 from serving.snapshot_bus import SNAPSHOT_CHANNEL, SnapshotBus
 
 _WAIT_S = 5.0
@@ -80,6 +80,38 @@ def redis_channel(machine_redis: str, request: pytest.FixtureRequest) -> str:
 
 def _next(inbox: queue.Queue[MasterDirective]) -> MasterDirective:
     return inbox.get(timeout=_WAIT_S)
+
+
+_SECRET_URL = "redis://user:s3cret@127.0.0.1:1/0"  # nothing listens on port 1
+
+
+def test_redis_bus_when_url_has_password_and_unreachable_then_error_and_logs_never_show_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("DEBUG")
+    with pytest.raises(DirectiveBusError) as at_start:
+        RedisDirectiveBus(_SECRET_URL)
+    assert "s3cret" not in str(at_start.value) and "redis://user:***@127.0.0.1:1/0" in str(at_start.value)
+    with pytest.raises(DirectiveBusError) as snapshot_start:
+        SnapshotBus(_SECRET_URL)
+    assert "s3cret" not in str(snapshot_start.value)
+    # A channel that starts without Redis: the listener's lost/retry logs, the subscribe timeout and a
+    # failed publish all name the URL, redacted.
+    channel: RedisChannel[MarketSnapshotMessage] = RedisChannel(
+        _SECRET_URL, "test-redacted", MarketSnapshotMessage, require_connection=False, connect_timeout_s=0.2,
+        reconnect_pause_s=0.05)
+    try:
+        assert channel.shown_url == "redis://user:***@127.0.0.1:1/0"
+        with pytest.raises(DirectiveBusError) as subscribing:
+            channel.subscribe(lambda _message: None, wait_s=0.5)
+        with pytest.raises(DirectiveBusError) as publishing:
+            channel.publish_raw("{}")
+    finally:
+        channel.close()
+    for exc in (subscribing.value, publishing.value):
+        assert "s3cret" not in str(exc) and "user:***@127.0.0.1:1" in str(exc)
+    assert "connection lost" in caplog.text and "user:***@127.0.0.1:1" in caplog.text
+    assert "s3cret" not in caplog.text
 
 
 def test_redis_bus_when_published_then_other_bus_instance_receives(redis_channel: str) -> None:
