@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -144,7 +145,7 @@ class TradingService:
         self._on_bar = on_bar
         self._features: dict[str, FeatureService] = {}
         self._builders: dict[str, ObservationBuilder] = {}
-        self._recent = pd.DataFrame()
+        self._recent: deque[pd.DataFrame] = deque(maxlen=window)  # one frame per timestamp
         cursor = state.load(name)
         self.cursor = cursor if cursor is not None else TradingCursor.fresh(name, source.name)
         self._portfolio: dict[str, object] = {}
@@ -158,23 +159,26 @@ class TradingService:
     def _warm_up(self) -> None:
         # Up to AND including the last bar decided: the next bar's features need it (its return, its window).
         last = self.cursor.bar_timestamp
-        self._recent = self._source.history(None if last is None else last + pd.Timedelta(1, "ns"), self._window)
-        logger.info("%s: warm-up history %d bars (%d timestamps) from %s", self.name, len(self._recent),
-                    self._recent["timestamp"].nunique() if not self._recent.empty else 0, self._source.name)
+        history = self._source.history(None if last is None else last + pd.Timedelta(1, "ns"), self._window)
+        self._recent.clear()
+        for _, bars in history.groupby("timestamp", sort=True):
+            self._recent.append(bars)
+        logger.info("%s: warm-up history %d bars (%d timestamps) from %s", self.name, len(history),
+                    len(self._recent), self._source.name)
 
     def _feature_service(self, spec: FeatureSpec) -> FeatureService:
         key = spec.spec_hash()
         if key not in self._features:
-            self._features[key] = FeatureService(spec, self.symbols, history=self._recent, window=self._window)
+            history = pd.concat(list(self._recent), ignore_index=True) if self._recent else None
+            self._features[key] = FeatureService(spec, self.symbols, history=history, window=self._window)
             self._builders[key] = ObservationBuilder(spec)
             logger.info("%s: feature service for spec %s (%d bars of history)", self.name, key[:12],
                         self._features[key].n_bars)
         return self._features[key]
 
     def _remember(self, bars: pd.DataFrame) -> None:
-        frame = pd.concat([self._recent, bars], ignore_index=True) if not self._recent.empty else bars
-        stamps = np.sort(frame["timestamp"].unique())[-self._window:]
-        self._recent = frame[frame["timestamp"].isin(stamps)].reset_index(drop=True)
+        """The trailing window of raw bars, from which a feature service for a newly routed spec starts."""
+        self._recent.append(bars)
 
     # -- the loop ------------------------------------------------------------------------------------------
 
