@@ -473,18 +473,8 @@ class RoutingStore:
     # ---- writing ---------------------------------------------------------------------------------
     @contextmanager
     def _write_transaction(self) -> Iterator[Connection]:
-        with self._lock, self._engine.connect() as conn:
-            if self._sqlite:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-                try:
-                    yield conn
-                except BaseException:
-                    conn.exec_driver_sql("ROLLBACK")
-                    raise
-                conn.exec_driver_sql("COMMIT")
-            else:
-                with conn.begin():
-                    yield conn
+        with self._lock, self._engine.connect() as conn, _begin(conn, self._sqlite):
+            yield conn
 
     def apply(self, change: RoutingChange, *, principal: str, reason: str) -> RoutingTable:
         """Validate `change` against the current table, write it, bump the revision and audit it: one
