@@ -19,6 +19,7 @@ import os
 import secrets
 import stat
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -212,6 +213,16 @@ def bootstrap_token_store(store: Path | str, raw_dir: Path | str) -> BootstrapRe
         logger.warning("created a %s token for %s: its hash is in %s, the token itself in %s (owner-only)",
                        role, BOOTSTRAP_PRINCIPALS[role], store, path)
     return BootstrapResult(store=store, raw_dir=raw_dir, created=True, grants=tuple(grants), token_files=files)
+
+
+def read_local_token(raw_dir: Path | str, roles: Sequence[str]) -> str | None:
+    """The raw token of the first of `roles` that has a file in `raw_dir` (checked like `read_token_file`);
+    None when none has. How local CLI processes find the token they act with."""
+    for role in roles:
+        path = raw_token_path(raw_dir, role)
+        if path.is_file():
+            return read_token_file(path)
+    return None
 
 
 def read_token_file(path: Path | str) -> str:

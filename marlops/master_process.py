@@ -477,16 +477,6 @@ def add_master_parser(subparsers: Any) -> argparse.ArgumentParser:
     return master
 
 
-def _default_token(tokens_dir: Path) -> str | None:
-    from gateway.token_file import read_token_file
-
-    for role in ("viewer", "trader"):
-        path = tokens_dir / f"{role}.token"
-        if path.is_file():
-            return read_token_file(path)
-    return None
-
-
 def _routed_master_version(store: RoutingStore) -> int | None:
     """The master_agent version the routing table's `master` slot names (None: none routed)."""
     ref = store.read().policies.get("master")
@@ -527,7 +517,10 @@ def _run_master_command(args: argparse.Namespace, config: Any, paths: Any, repos
     protocol = args.protocol or serving.triton.protocol
     port = serving.triton.grpc_port if protocol == "grpc" else serving.triton.http_port
     triton_url = args.triton_url or f"127.0.0.1:{port}"
-    token = read_token_file(args.gateway_token_file) if args.gateway_token_file else _default_token(paths.tokens_dir)
+    from gateway.token_file import read_local_token
+
+    token = (read_token_file(args.gateway_token_file) if args.gateway_token_file
+             else read_local_token(paths.tokens_dir, ("viewer", "trader")))
     gateway = gateway_client(args.gateway_url, timeout_s=5.0, token=token)
 
     def open_client(chosen: MasterModel) -> Any:

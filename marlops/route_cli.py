@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gateway.token_file import TokenFileError, load_tokens
+from gateway.token_file import TokenFileError, load_tokens, read_token_file
 from gateway.tokens import grant_for
 from marlops.errors import RoutingError
 from marlops.paths import StatePaths
@@ -112,7 +112,7 @@ def _authorize(args: argparse.Namespace, paths: StatePaths) -> str:
     token_store = args.token_store or paths.token_store
     if not Path(token_file).is_file():
         raise RoutingError(f"changing routing needs a token: no token file {token_file} (pass --token-file)")
-    token = _read_token(Path(token_file))
+    token = read_token_file(Path(token_file))
     if not Path(token_store).is_file():
         raise RoutingError(f"no token store {token_store} to check the token against (pass --token-store)")
     grant = grant_for(load_tokens(token_store), token)
@@ -123,17 +123,6 @@ def _authorize(args: argparse.Namespace, paths: StatePaths) -> str:
             f"{grant.principal} has role {grant.role}; changing routing needs role {' or '.join(ROUTING_ROLES)}"
         )
     return grant.principal
-
-
-def _read_token(path: Path) -> str:
-    try:
-        from gateway.token_file import read_token_file
-    except ImportError:  # older gateway without the helper: read it plainly
-        token = path.read_text(encoding="utf-8").strip()
-        if not token:
-            raise RoutingError(f"{path}: empty token file") from None
-        return token
-    return read_token_file(path)
 
 
 def _symbols(raw: list[str]) -> list[str]:

@@ -47,12 +47,9 @@ def _probe(url: str) -> dict[str, Any]:
 
 
 def _local_token(paths: StatePaths, explicit: Path | None) -> str | None:
-    from marlops.trade_cli import read_token
+    from gateway.token_file import read_local_token, read_token_file
 
-    for path in ([explicit] if explicit else [paths.tokens_dir / f"{r}.token" for r in ("viewer", "trader", "admin")]):
-        if path is not None and path.is_file():
-            return read_token(path)
-    return None
+    return read_token_file(explicit) if explicit else read_local_token(paths.tokens_dir, ("viewer", "trader", "admin"))
 
 
 def collect_status(paths: StatePaths, config_dir: str, token_file: Path | None = None) -> dict[str, Any]:

@@ -68,13 +68,6 @@ def add_trade_parser(subparsers: Any) -> argparse.ArgumentParser:
     return trade
 
 
-def read_token(path: Path) -> str:
-    """A local raw token file (owner-only, as `gateway.token_file.read_token_file` insists)."""
-    from gateway.token_file import read_token_file
-
-    return read_token_file(path)
-
-
 def _env_with_dotenv() -> dict[str, str]:
     """The environment over the project's `.env` (Alpaca's own variable names work from either)."""
     from dotenv import dotenv_values

@@ -20,6 +20,7 @@ from prometheus_client import start_http_server
 from contracts.config import RLConfig, VolatilityProxyConfig
 from contracts.decisions import MarketSnapshotMessage, MasterDirective
 from contracts.features import FeatureSpec
+from gateway.token_file import read_token_file
 from marlops.errors import MarlopsError
 from marlops.gateway_client import GatewayClient
 from marlops.master_process import MasterSnapshotHandler
@@ -31,7 +32,7 @@ from marlops.policy_router import (
 )
 from marlops.routing import PolicyRef, RoutingStore
 from marlops.stack import PAPER_KEY_ID, PAPER_SECRET
-from marlops.trade_cli import build_source, read_token
+from marlops.trade_cli import build_source
 from marlops.trading import BarOutcome, TradingService
 from marlops.trading_state import TradingStateStore
 from registry.keys import PUBLIC_KEY_FILENAME, TRUSTED_PUBLIC_KEY_ENV
@@ -111,7 +112,7 @@ class TradingRuntime:
         closers.append(source)
         token = None
         if not args.insecure_no_auth:
-            token = read_token(args.token_file or paths.tokens_dir / "trader.token")
+            token = read_token_file(args.token_file or paths.tokens_dir / "trader.token")
         gateway = GatewayClient(args.gateway_url, token=token)
         closers.append(gateway)
         infer_url = args.triton_url or f"127.0.0.1:{triton.grpc_port if triton.protocol == 'grpc' else triton.http_port}"
