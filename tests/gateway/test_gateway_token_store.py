@@ -128,3 +128,12 @@ def test_raw_token_when_bootstrapped_then_it_authenticates_against_gateway_start
                 assert who.status_code == 200, who.text
                 assert who.json()["principal"] == BOOTSTRAP_PRINCIPALS[role]  # type: ignore[index]
                 assert who.json()["role"] == role
+
+
+def test_read_local_token_when_roles_in_order_then_first_present_one_wins(tmp_path: Path) -> None:
+    from gateway.token_file import read_local_token
+
+    bootstrap_token_store(tmp_path / "auth" / "tokens.yaml", tmp_path / "tokens")
+    trader = (tmp_path / "tokens" / "trader.token").read_text().strip()
+    assert read_local_token(tmp_path / "tokens", ("viewer", "trader", "admin")) == trader
+    assert read_local_token(tmp_path / "tokens", ("viewer",)) is None
