@@ -203,7 +203,7 @@ def run_replay(bars: pd.DataFrame, registered: RegisteredPolicies, ctx: Pipeline
         # One audit database per replay, so a summary counts only its own rows.
         audit_url = f"sqlite:///{run_dir / 'audit.db'}"
     stack = ServingStack(ctx.paths, ctx.config, ports=ports or StackPorts.free(), model_repository=ctx.model_repository,
-                         models=(), audit_url=audit_url, sectors=synthetic_sectors(symbols))
+                         audit_url=audit_url, sectors=synthetic_sectors(symbols))
     routing = RoutingStore(f"sqlite:///{run_dir / 'state.db'}")
     routing.apply(RoutingChange(
         policies={"production": PolicyRef(SYMBOL_AGENT, registered.symbol.triton_version),
@@ -217,9 +217,7 @@ def run_replay(bars: pd.DataFrame, registered: RegisteredPolicies, ctx: Pipeline
             t = ctx.config.serving.triton
             box: dict[str, TradingService] = {}
             router = closing.enter_context(contextlib.closing(PolicyRouter(
-                routing, triton_http_url=stack.triton.http_url,
-                infer_url=stack.triton.grpc_url if t.protocol == "grpc" else stack.triton.http_url,
-                protocol=t.protocol, repository=ctx.model_repository, public_key_path=ctx.keys.public_key_path,
+                routing, triton_http_url=stack.triton.http_url, infer_url=stack.infer_url, protocol=t.protocol, repository=ctx.model_repository, public_key_path=ctx.keys.public_key_path,
                 triton=t, alert=lambda name, detail: box["s"].alerts(name, detail))))
             assert stack.bus is not None
             bus = stack.bus

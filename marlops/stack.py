@@ -16,7 +16,6 @@ from gateway.settings import GatewaySettings
 from marlops.errors import StackError
 from marlops.net import http_ok, wait_until
 from marlops.paths import StatePaths
-from serving.client import PolicyClient
 from serving.directive_bus import DirectiveBus, make_bus
 from serving.triton_process import TritonServer
 
@@ -37,11 +36,6 @@ class StackPorts:
     @classmethod
     def free(cls) -> "StackPorts":
         return cls(*(free_port() for _ in range(5)))
-
-    @classmethod
-    def configured(cls, config: RLConfig, *, exchange: int = 5100, gateway: int = 8080) -> "StackPorts":
-        t = config.serving.triton
-        return cls(t.http_port, t.grpc_port, t.metrics_port, exchange, gateway)
 
 
 class PaperExchangeProcess:
@@ -102,18 +96,16 @@ class PaperExchangeProcess:
 
 
 class ServingStack:
-    """Paper exchange (process) + Triton (process) + gateway (uvicorn, in this process, so the
-    in-process directive bus reaches it; with the Redis bus the gateway can run anywhere)."""
+    """Paper exchange (process) + Triton (process, no model loaded: the trading service's router loads what its
+    routing table names) + gateway (uvicorn, in this process, so the in-process directive bus reaches it)."""
 
     def __init__(self, paths: StatePaths, config: RLConfig, *, ports: StackPorts, model_repository: Path,
-                 models: tuple[str, ...] = ("symbol_agent", "master_agent"), audit_url: str | None = None,
-                 sectors: dict[str, str] | None = None) -> None:
+                 audit_url: str | None = None, sectors: dict[str, str] | None = None) -> None:
         self.paths = paths
         self.sectors = dict(sectors or {})
         self.config = config
         self.ports = ports
         self.model_repository = model_repository
-        self.models = models
         self.audit_url = audit_url or paths.audit_url
         self.exchange = PaperExchangeProcess(ports.exchange, paths.logs_dir / "paper_exchange.log")
         self.triton = TritonServer(model_repository, http_port=ports.triton_http, grpc_port=ports.triton_grpc,
@@ -130,9 +122,6 @@ class ServingStack:
             logger.info("starting tritonserver (http :%d, grpc :%d, metrics :%d)", self.ports.triton_http,
                         self.ports.triton_grpc, self.ports.triton_metrics)
             self.triton.start(timeout_s=self.config.serving.triton.startup_timeout_s)
-            for model in self.models:
-                logger.info("loading model %s into Triton", model)
-                self.triton.load_model(model)
             self.bus = make_bus(self.config.serving.directive_bus)
             settings = GatewaySettings(
                 risk=self.config.risk,
@@ -151,20 +140,10 @@ class ServingStack:
             raise
         return self
 
-    def policy_client(self, model_name: str, *, version: str | None = None) -> PolicyClient:
-        t = self.config.serving.triton
-        url = self.triton.grpc_url if t.protocol == "grpc" else self.triton.http_url
-        return PolicyClient(url, model_name, protocol=t.protocol, model_version=version)
-
-    def urls(self) -> dict[str, str]:
-        return {
-            "gateway": self.gateway_url,
-            "gateway_metrics": f"{self.gateway_url}/metrics",
-            "paper_exchange": self.exchange.url,
-            "triton_http": self.triton.http_url,
-            "triton_grpc": self.triton.grpc_url,
-            "triton_metrics": self.triton.metrics_url,
-        }
+    @property
+    def infer_url(self) -> str:
+        """Where policy requests go: Triton's gRPC or HTTP endpoint, as `triton.protocol` says."""
+        return self.triton.grpc_url if self.config.serving.triton.protocol == "grpc" else self.triton.http_url
 
     def stop(self) -> None:
         errors: list[str] = []

@@ -186,24 +186,14 @@ def start_system(paths: StatePaths, config: RLConfig, options: UpOptions, group:
         market = live
     else:
         market = _local_market(paths, config, options, routing, group, urls)
-    from serving.triton_process import (
-        TritonServer,
-        find_tritonserver,
-        prepare_backend_directory,
-    )
+    from serving.triton_process import TritonServer
 
     repository = paths.model_repository(triton.model_repository)
-    backends = prepare_backend_directory(paths.triton_workdir)
-    triton_env = TritonServer(repository, http_port=t_http, grpc_port=t_grpc, metrics_port=t_metrics,
-                              workdir=paths.triton_workdir)._environment()
+    server = TritonServer(repository, http_port=t_http, grpc_port=t_grpc, metrics_port=t_metrics,
+                          workdir=paths.triton_workdir)
     group.start(ManagedProcess(
-        "tritonserver", [str(find_tritonserver()), f"--model-repository={repository}",
-                         f"--backend-directory={backends}", "--model-control-mode=explicit",
-                         "--http-address=127.0.0.1", f"--http-port={t_http}", "--grpc-address=127.0.0.1",
-                         f"--grpc-port={t_grpc}", "--metrics-address=127.0.0.1", f"--metrics-port={t_metrics}",
-                         "--exit-on-error=true"],
-        logs / "tritonserver.log", env=triton_env, ready=http_ok(f"{urls['triton_http']}/v2/health/ready"),
-        ready_timeout_s=triton.startup_timeout_s))
+        "tritonserver", server.command(), logs / "tritonserver.log", env=server.environment(),
+        ready=http_ok(f"{urls['triton_http']}/v2/health/ready"), ready_timeout_s=triton.startup_timeout_s))
     gateway_args = [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(options.gateway_port),
                     "--broker-url", market.broker_url, "--audit-url", paths.audit_url,
                     "--tokens-file", str(paths.token_store),

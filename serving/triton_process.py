@@ -30,7 +30,12 @@ from typing import IO
 
 import httpx
 
-from serving.errors import ModelLoadError, TritonNotFoundError, TritonStartError, TritonUnavailableError
+from serving.errors import (
+    ModelLoadError,
+    TritonNotFoundError,
+    TritonStartError,
+    TritonUnavailableError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -150,24 +155,8 @@ class TritonServer:
             return self
         if not self.model_repository.is_dir():
             raise TritonStartError(f"model repository {self.model_repository} is not a directory")
-        binary = find_tritonserver()
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        backends = prepare_backend_directory(self.workdir)
-        command = [
-            str(binary),
-            f"--model-repository={self.model_repository}",
-            f"--backend-directory={backends}",
-            "--model-control-mode=explicit",
-            f"--http-address={self.address}",
-            f"--http-port={self.http_port}",
-            f"--grpc-address={self.address}",
-            f"--grpc-port={self.grpc_port}",
-            f"--metrics-address={self.address}",
-            f"--metrics-port={self.metrics_port}",
-            f"--log-verbose={self.log_verbose}",
-            f"--exit-timeout-secs={self.exit_timeout_s}",
-            "--exit-on-error=true",
-        ]
+        command = self.command()
+        binary = command[0]
         logger.info(
             "starting tritonserver (http %s, grpc %s, metrics %s), log %s",
             self.http_port,
@@ -179,7 +168,7 @@ class TritonServer:
         try:
             # Own session: stop() can signal the server and its stub processes as one group.
             self._process = subprocess.Popen(
-                command, stdout=log_file, stderr=subprocess.STDOUT, env=self._environment(), start_new_session=True
+                command, stdout=log_file, stderr=subprocess.STDOUT, env=self.environment(), start_new_session=True
             )
         except OSError as exc:
             log_file.close()
@@ -263,7 +252,29 @@ class TritonServer:
     ) -> None:
         self.stop()
 
-    def _environment(self) -> dict[str, str]:
+    def command(self) -> list[str]:
+        """The tritonserver command line for this server (prepares the backend directory in `workdir`). `make up`
+        runs it under its own supervisor; `start()` runs it here."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        backends = prepare_backend_directory(self.workdir)
+        return [
+            str(find_tritonserver()),
+            f"--model-repository={self.model_repository}",
+            f"--backend-directory={backends}",
+            "--model-control-mode=explicit",
+            f"--http-address={self.address}",
+            f"--http-port={self.http_port}",
+            f"--grpc-address={self.address}",
+            f"--grpc-port={self.grpc_port}",
+            f"--metrics-address={self.address}",
+            f"--metrics-port={self.metrics_port}",
+            f"--log-verbose={self.log_verbose}",
+            f"--exit-timeout-secs={self.exit_timeout_s}",
+            "--exit-on-error=true",
+        ]
+
+    def environment(self) -> dict[str, str]:
+        """The process environment tritonserver needs (the wheel's libraries, the venv's python for the stubs)."""
         env = dict(os.environ)
         libs = pytriton_root().parent / "nvidia_pytriton.libs"
         env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(libs), env.get("LD_LIBRARY_PATH", "")) if p)
