@@ -52,7 +52,8 @@ from features.errors import FeatureError
 from features.observation import ObservationBuilder
 from marlops.errors import MarlopsError
 from marlops.policy_router import read_version_manifest
-from marlops.routing import PolicyRef, RoutingStore
+from marlops.routing import PolicyRef
+from marlops.routing_store import RoutingStore
 from serving.client import PolicyOutput
 from serving.directive_bus import DirectiveBus, RedisDirectiveBus
 from serving.errors import ServingError

@@ -51,7 +51,8 @@ from marlops.errors import PipelineError
 from marlops.gateway_client import GatewayClient
 from marlops.master_process import MasterSnapshotHandler
 from marlops.policy_router import PolicyRouter
-from marlops.routing import PolicyRef, RoutingChange, RoutingStore
+from marlops.routing import PolicyRef, RoutingChange
+from marlops.routing_store import RoutingStore
 from marlops.stack import ServingStack, StackPorts
 from marlops.trading import BarOutcome, TradingService
 from marlops.trading_state import TradingStateStore

@@ -21,7 +21,8 @@ import pandas as pd
 from contracts.config import TritonConfig
 from contracts.features import FeatureSpec
 from marlops.errors import MarlopsError
-from marlops.routing import PolicyRef, RoutingStore, RoutingTable
+from marlops.routing import PolicyRef, RoutingTable
+from marlops.routing_store import RoutingStore
 from registry.verification import ArtifactVerificationError, verify_artifact
 from serving.client import PolicyClient
 from serving.errors import ServingError

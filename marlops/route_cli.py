@@ -31,9 +31,9 @@ from marlops.routing import (
     SYMBOL_VARIANTS,
     PolicyRef,
     RoutingChange,
-    RoutingStore,
     RoutingTable,
 )
+from marlops.routing_store import RoutingStore
 
 ROUTING_ROLES = ("risk_officer", "admin")
 EXIT_REFUSED = 2

@@ -74,7 +74,7 @@ def collect_status(paths: StatePaths, config_dir: str, token_file: Path | None =
                 f"unknown (gateway answered {response.status_code})"
         except httpx.HTTPError as exc:
             trading_state = f"unknown ({type(exc).__name__})"
-    from marlops.routing import RoutingStore
+    from marlops.routing_store import RoutingStore
     from marlops.trading_state import TradingStateStore
 
     cursors = TradingStateStore(paths.state_url)

@@ -30,7 +30,8 @@ from marlops.policy_router import (
     read_version_manifest,
     version_holdout_start,
 )
-from marlops.routing import PolicyRef, RoutingStore
+from marlops.routing import PolicyRef
+from marlops.routing_store import RoutingStore
 from marlops.stack import PAPER_KEY_ID, PAPER_SECRET
 from marlops.trade_cli import build_source
 from marlops.trading import BarOutcome, TradingService

@@ -31,7 +31,8 @@ from marlops.errors import StackError
 from marlops.net import http_ok
 from marlops.paths import StatePaths
 from marlops.processes import ManagedProcess, ProcessGroup
-from marlops.routing import PolicyRef, RoutingChange, RoutingStore
+from marlops.routing import PolicyRef, RoutingChange
+from marlops.routing_store import RoutingStore
 from marlops.stack import PAPER_KEY_ID, PAPER_SECRET
 
 logger = logging.getLogger(__name__)

@@ -44,7 +44,8 @@ from marlops.pipeline import (
     train_candidate,
 )
 from marlops.policy_router import ALERT_VERSION_MISSING, PolicyRouter
-from marlops.routing import PolicyRef, RoutingChange, RoutingStore
+from marlops.routing import PolicyRef, RoutingChange
+from marlops.routing_store import RoutingStore
 from marlops.stack import PAPER_KEY_ID, PAPER_SECRET, PaperExchangeProcess
 from marlops.trading import (
     ALERT_SIM_PRICES,

@@ -54,7 +54,8 @@ from marlops.master_process import (
     load_master_model,
     run_master,
 )
-from marlops.routing import PolicyRef, RoutingChange, RoutingStore
+from marlops.routing import PolicyRef, RoutingChange
+from marlops.routing_store import RoutingStore
 from registry.verification import sign_artifact
 from serving.client import PolicyOutput
 from serving.directive_bus import InProcessDirectiveBus, RedisDirectiveBus

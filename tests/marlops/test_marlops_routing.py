@@ -21,9 +21,9 @@ from marlops.routing import (
     PolicyRef,
     Route,
     RoutingChange,
-    RoutingStore,
     RoutingTable,
 )
+from marlops.routing_store import RoutingStore
 
 V3 = PolicyRef("symbol_agent", 3)
 V4 = PolicyRef("symbol_agent", 4)
