@@ -42,7 +42,7 @@ from features.spec import fit_feature_spec
 from market_data.source import dataset_id, trading_symbols
 from marlops.context import PipelineContext
 from marlops.errors import DataQualityError, PipelineError
-from registry.artifacts import write_signed_artifact
+from registry.artifacts import candidate_dir_for, write_signed_artifact
 from registry.git import current_git_commit
 
 logger = logging.getLogger(__name__)
@@ -275,8 +275,8 @@ def register_candidate(candidate: PolicyCandidate, ctx: PipelineContext) -> Regi
                     "git_commit": candidate.git_commit, "dataset_id": candidate.dataset_id,
                     "mlflow_run_id": candidate.run_id, HOLDOUT_START_KEY: candidate.holdout_start,
                     "created_at": datetime.now(timezone.utc).isoformat()}
-        artifact = write_signed_artifact(Path(candidate.paths[agent]), root=ctx.paths.artifacts_root, agent=agent,
-                                         manifest=manifest, keys=ctx.keys)
+        artifact = write_signed_artifact(Path(candidate.paths[agent]), agent=agent, manifest=manifest, keys=ctx.keys,
+                                         directory=candidate_dir_for(ctx.paths.artifacts_root, candidate.run_id))
         result = ctx.registry.register(agent, artifact, signature=signature, metrics=candidate.train_metrics,
                                        params={"feature_spec_hash": candidate.spec.spec_hash(),
                                                HOLDOUT_START_KEY: candidate.holdout_start},

@@ -51,8 +51,18 @@ class StatePaths:
 
     @property
     def artifacts_root(self) -> Path:
-        """Signed artifacts go to `<artifacts_root>/models/rl/production/<date>/<agent>.ptc`."""
+        """Signed artifacts go under `<artifacts_root>/models/rl/`: candidates/<run_id>/ and production/<date>[.<n>]/."""
         return self.project_root
+
+    @property
+    def candidates_dir(self) -> Path:
+        """`models/rl/candidates/`: one folder per MLflow training run, `<run_id>/<agent>.ptc` (+ manifest, sig)."""
+        return self.artifacts_root / "models" / "rl" / "candidates"
+
+    @property
+    def production_dir(self) -> Path:
+        """`models/rl/production/`: one folder per promotion, `<YYYY-MM-DD>[.<n>]/<agent>.ptc` + promotion.json."""
+        return self.artifacts_root / "models" / "rl" / "production"
 
     def model_repository(self, configured: str) -> Path:
         """The Triton model repository: `triton.model_repository` of serving.yaml, relative to the project."""

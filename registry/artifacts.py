@@ -1,14 +1,25 @@
-"""Signed policy artifacts on disk: `<root>/models/rl/production/<YYYY-MM-DD>/<agent>.ptc` + manifest + sig."""
+"""Signed policy artifacts on disk: `<agent>.ptc` + `<agent>.manifest.json` + `<agent>.manifest.sig` in one folder.
+
+Two folders under the artifacts root (the project root by default):
+
+  models/rl/candidates/<mlflow_run_id>/<agent>.ptc   every trained candidate, as signed at registration
+  models/rl/production/<YYYY-MM-DD>[.<n>]/<agent>.ptc  what was promoted that day (`.2`, `.3`, ... for a second,
+                                                      third promotion the same day), with its promotion.json
+
+Neither is ever overwritten: a run id is unique, and each promotion gets a folder of its own
+(`marlops.lifecycle.promotion`). The registered copies live in MLflow, pinned by sha256.
+"""
 
 from __future__ import annotations
 
 import io
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Mapping
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,11 +34,40 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 ARTIFACT_SUFFIX = ".ptc"
-PRODUCTION_SUBDIR = Path("models") / "rl" / "production"
+MODELS_SUBDIR = Path("models") / "rl"
+CANDIDATES_SUBDIR = MODELS_SUBDIR / "candidates"
+PRODUCTION_SUBDIR = MODELS_SUBDIR / "production"
+# A run id (or any folder name) becomes one path component: no separators, no "..", no hidden names.
+_COMPONENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
-def artifact_path_for(root: Path, agent: str, day: date) -> Path:
-    return root / PRODUCTION_SUBDIR / day.isoformat() / f"{agent}{ARTIFACT_SUFFIX}"
+def candidate_dir_for(root: Path, run_id: str) -> Path:
+    """`<root>/models/rl/candidates/<run_id>`: the signed artifacts of one training run."""
+    if not _COMPONENT.match(run_id) or ".." in run_id:
+        raise ArtifactWriteError(f"run id {run_id!r} cannot name a folder (letters, digits, '_', '.', '-')")
+    return root / CANDIDATES_SUBDIR / run_id
+
+
+def production_dir_for(root: Path, day: date, n: int = 1) -> Path:
+    """`<root>/models/rl/production/<YYYY-MM-DD>` for the first promotion of `day`, `<YYYY-MM-DD>.<n>` for the n-th."""
+    if n < 1:
+        raise ValueError(f"promotion number must be >= 1, got {n}")
+    name = day.isoformat() if n == 1 else f"{day.isoformat()}.{n}"
+    return root / PRODUCTION_SUBDIR / name
+
+
+def production_dirs_of(root: Path, day: date) -> list[Path]:
+    """The production folders of `day` that exist, in promotion order (`<date>`, `<date>.2`, ...)."""
+    found: list[Path] = []
+    n = 1
+    while (candidate := production_dir_for(root, day, n)).exists():
+        found.append(candidate)
+        n += 1
+    return found
+
+
+def artifact_path_in(directory: Path, agent: str) -> Path:
+    return directory / f"{agent}{ARTIFACT_SUFFIX}"
 
 
 def artifact_files(artifact: Path) -> tuple[Path, Path, Path]:
@@ -38,34 +78,45 @@ def artifact_files(artifact: Path) -> tuple[Path, Path, Path]:
 def write_signed_artifact(
     module_path_or_bytes: Path | bytes | torch.jit.ScriptModule,
     *,
-    root: Path,
+    directory: Path,
     agent: str,
     manifest: Mapping[str, Any],
     keys: SigningKeys,
-    day: date | None = None,
 ) -> Path:
-    """Write a TorchScript artifact with its signed manifest; returns the `.ptc` path.
+    """Write a TorchScript artifact with its signed manifest into `directory`; returns the `.ptc` path.
 
     `manifest` must carry `signature` (PolicySignature or its dict) and `dataset_id`; see
-    `registry.manifest.build_manifest` for the fields filled in. An artifact already at the path
-    (a re-run on the same day) is replaced: registered copies live in MLflow, pinned by sha256.
+    `registry.manifest.build_manifest` for the fields filled in. Never replaces a different artifact:
+    an existing `<agent>.ptc` with other bytes raises ArtifactWriteError (candidate folders are named
+    by run id, so a clash is a bug). The same bytes again (a retried registration) are re-signed.
     """
     full_manifest = build_manifest(agent, manifest)
-    target = artifact_path_for(root, agent, day or datetime.now(UTC).date())
+    payload = _module_bytes(module_path_or_bytes)
+    target = artifact_path_in(directory, agent)
+    _refuse_to_replace(target, payload)
     target.parent.mkdir(parents=True, exist_ok=True)
     private_key = keys.load_private()
     # Stage in the target folder so the final renames stay on one filesystem (atomic per file).
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".staging-") as staging:
         staged = Path(staging) / target.name
-        staged.write_bytes(_module_bytes(module_path_or_bytes))
+        staged.write_bytes(payload)
         signed = verification.sign_artifact(staged, full_manifest, private_key)
+        _refuse_to_replace(target, payload)  # again: another writer may have been faster
         if target.exists():
-            logger.info("replacing signed artifact %s", target)
+            logger.info("re-signing the identical artifact %s", target)
         # Artifact first, signature last: a reader in between sees a mismatch and refuses (fails closed).
         for source, destination in zip(artifact_files(staged), artifact_files(target), strict=True):
             os.replace(source, destination)
     logger.info("wrote signed artifact %s (sha256 %s, %d bytes)", target, signed["sha256"], signed["size"])
     return target
+
+
+def _refuse_to_replace(target: Path, payload: bytes) -> None:
+    if target.exists() and (not target.is_file() or target.read_bytes() != payload):
+        raise ArtifactWriteError(
+            f"{target}: a different artifact is already there; refusing to overwrite it "
+            "(candidate folders are per MLflow run id, production folders per promotion)"
+        )
 
 
 def load_verified_artifact(

@@ -17,12 +17,21 @@ from typing import Any
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST, ErrorCode
+from mlflow.protos.databricks_pb2 import (
+    RESOURCE_ALREADY_EXISTS,
+    RESOURCE_DOES_NOT_EXIST,
+    ErrorCode,
+)
 
 from contracts.policy import PolicySignature
 from registry import verification
 from registry.artifacts import artifact_files, load_verified_artifact
-from registry.errors import ArtifactVerificationError, PolicyNotFoundError, RegistrationError, RegistryError
+from registry.errors import (
+    ArtifactVerificationError,
+    PolicyNotFoundError,
+    RegistrationError,
+    RegistryError,
+)
 from registry.registered_policy import (
     ALIAS_CANDIDATE,
     ALIAS_LAST_KNOWN_GOOD,
@@ -254,7 +263,27 @@ class PolicyRegistry:
         )
         return self.resolve(agent, last_good)
 
+    def set_version_tags(self, agent: str, version: str, tags: Mapping[str, str]) -> None:
+        """Set tags on one version (a number or an alias); the tags marlops registered with stay as they are."""
+        policy = self.resolve(agent, version)
+        with _mlflow_errors(RegistryError, f"tagging {agent} version {policy.version}"):
+            for key, value in tags.items():
+                self._client.set_model_version_tag(agent, policy.version, key, value)
+
+    def delete_version_tags(self, agent: str, version: str, keys: Sequence[str]) -> None:
+        """Remove tags from one version; keys it does not carry are skipped."""
+        policy = self.resolve(agent, version)
+        with _mlflow_errors(RegistryError, f"deleting tags of {agent} version {policy.version}"):
+            present = self._client.get_model_version(agent, policy.version).tags or {}
+            for key in keys:
+                if key in present:
+                    self._client.delete_model_version_tag(agent, policy.version, key)
+
     # ---- lookup ----------------------------------------------------------------------------
+
+    def aliases(self, agent: str) -> dict[str, str]:
+        """alias -> version of `agent`; PolicyNotFoundError when nothing is registered under that name."""
+        return self._aliases(agent)
 
     def resolve(self, agent: str, version_or_alias: str) -> RegisteredPolicy:
         """A version number ("3") or an alias ("production")."""

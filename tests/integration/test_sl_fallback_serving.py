@@ -71,7 +71,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
                                  spec.spec_hash(), symbol_action_labels())
     saved = save_policy(script_policy(sl_threshold_policy(spec, **rule)), root / f"{MODEL}.ptc", signature=signature)
     keys = load_or_create_signing_keys(root / "keys", env={})
-    artifact = write_signed_artifact(saved, root=root / "artifacts", agent="symbol_agent", keys=keys,
+    artifact = write_signed_artifact(saved, directory=root / "artifacts", agent="symbol_agent", keys=keys,
                                      manifest={"signature": signature, "dataset_id": dataset_id(bars)})
     repository = root / "repository"
     export_policy(repository, MODEL, 1, artifact, keys.public_key_path, TritonConfig(max_batch_size=1024),

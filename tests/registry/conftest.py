@@ -14,7 +14,7 @@ import torch
 from registry_test_values import DATASET_ID, FEATURE_SPEC_HASH, GIT_COMMIT
 
 from contracts.policy import PolicySignature, TensorSpec
-from registry.artifacts import write_signed_artifact
+from registry.artifacts import candidate_dir_for, write_signed_artifact
 from registry.keys import SigningKeys, load_or_create_signing_keys
 from registry.policy_registry import PolicyRegistry
 from registry.tracking import MLFLOW_DB_FILENAME, tracking_uri_for_state_dir
@@ -45,15 +45,16 @@ def tiny_modules() -> tuple[torch.jit.ScriptModule, torch.jit.ScriptModule]:
 @pytest.fixture
 def signed_artifact(
     tmp_path: Path, signing_keys: SigningKeys, symbol_signature: PolicySignature
-) -> Callable[[torch.jit.ScriptModule, date], Path]:
-    def write(module: torch.jit.ScriptModule, day: date) -> Path:
+) -> Callable[[torch.jit.ScriptModule, date | str], Path]:
+    """Write a signed symbol_agent artifact into the candidate folder named by `key` (a run id, or a date)."""
+
+    def write(module: torch.jit.ScriptModule, key: date | str) -> Path:
         return write_signed_artifact(
             module,
-            root=tmp_path / "project",
+            directory=candidate_dir_for(tmp_path / "project", str(key)),
             agent="symbol_agent",
             manifest={"signature": symbol_signature, "dataset_id": DATASET_ID, "git_commit": GIT_COMMIT},
             keys=signing_keys,
-            day=day,
         )
 
     return write

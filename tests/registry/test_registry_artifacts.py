@@ -1,4 +1,4 @@
-"""Writing and verifying signed artifacts in the production layout, on real files."""
+"""Writing and verifying signed artifacts in the candidate and production layout, on real files."""
 
 import io
 import json
@@ -11,12 +11,25 @@ from registry_test_values import DATASET_ID, FEATURE_SPEC_HASH, GIT_COMMIT
 
 from contracts.policy import PolicySignature
 from registry import verification
-from registry.artifacts import copy_signed_artifact, load_verified_artifact, write_signed_artifact
-from registry.errors import ArtifactVerificationError, ArtifactWriteError, ManifestError, RegistryError
+from registry.artifacts import (
+    candidate_dir_for,
+    copy_signed_artifact,
+    load_verified_artifact,
+    production_dir_for,
+    production_dirs_of,
+    write_signed_artifact,
+)
+from registry.errors import (
+    ArtifactVerificationError,
+    ArtifactWriteError,
+    ManifestError,
+    RegistryError,
+)
 from registry.keys import SigningKeys, load_or_create_signing_keys
 from registry.manifest import REQUIRED_MANIFEST_KEYS
 
 DAY = date(2026, 3, 2)
+RUN_ID = "0123456789abcdef0123456789abcdef"
 
 
 def _manifest(signature: PolicySignature, /, **changes: object) -> dict[str, object]:
@@ -29,7 +42,7 @@ def _script_bytes(module: torch.jit.ScriptModule) -> bytes:
     return buffer.getvalue()
 
 
-def test_write_when_script_module_given_then_production_layout_and_complete_signed_manifest(
+def test_write_when_script_module_given_then_candidate_layout_and_complete_signed_manifest(
     tmp_path: Path,
     signing_keys: SigningKeys,
     symbol_signature: PolicySignature,
@@ -37,14 +50,14 @@ def test_write_when_script_module_given_then_production_layout_and_complete_sign
 ) -> None:
     path = write_signed_artifact(
         tiny_modules[0],
-        root=tmp_path,
+        directory=candidate_dir_for(tmp_path, RUN_ID),
         agent="symbol_agent",
         manifest=_manifest(symbol_signature),
         keys=signing_keys,
-        day=DAY,
     )
 
-    assert path == tmp_path / "models" / "rl" / "production" / "2026-03-02" / "symbol_agent.ptc"
+    assert path == tmp_path / "models" / "rl" / "candidates" / RUN_ID / "symbol_agent.ptc"
+    assert not (tmp_path / "models" / "rl" / "production").exists()
     assert sorted(p.name for p in path.parent.iterdir()) == [
         "symbol_agent.manifest.json",
         "symbol_agent.manifest.sig",
@@ -76,43 +89,85 @@ def test_write_when_bytes_or_file_given_then_stored_byte_for_byte(
 
     from_bytes = write_signed_artifact(
         payload,
-        root=tmp_path / "a",
+        directory=tmp_path / "a",
         agent="symbol_agent",
         manifest=_manifest(symbol_signature),
         keys=signing_keys,
-        day=DAY,
     )
     from_file = write_signed_artifact(
         source,
-        root=tmp_path / "b",
+        directory=tmp_path / "b",
         agent="symbol_agent",
         manifest=_manifest(symbol_signature),
         keys=signing_keys,
-        day=DAY,
     )
 
     assert from_bytes.read_bytes() == payload
     assert from_file.read_bytes() == payload
 
 
-def test_write_when_same_day_again_then_replaced_and_still_verifies(
+def test_write_when_other_artifact_already_in_the_folder_then_refused_and_original_untouched(
     tmp_path: Path,
     signing_keys: SigningKeys,
     symbol_signature: PolicySignature,
     tiny_modules: tuple[torch.jit.ScriptModule, torch.jit.ScriptModule],
 ) -> None:
     kwargs = {
-        "root": tmp_path,
+        "directory": candidate_dir_for(tmp_path, RUN_ID),
         "agent": "symbol_agent",
         "manifest": _manifest(symbol_signature),
         "keys": signing_keys,
-        "day": DAY,
+    }
+    path = write_signed_artifact(tiny_modules[0], **kwargs)  # type: ignore[arg-type]
+    before = [f.read_bytes() for f in (path, verification.manifest_path_for(path), verification.signature_path_for(path))]
+
+    with pytest.raises(ArtifactWriteError, match="a different artifact is already there; refusing to overwrite"):
+        write_signed_artifact(tiny_modules[1], **kwargs)  # type: ignore[arg-type]
+
+    after = [f.read_bytes() for f in (path, verification.manifest_path_for(path), verification.signature_path_for(path))]
+    assert after == before
+    assert sorted(p.name for p in path.parent.iterdir()) == [
+        "symbol_agent.manifest.json",
+        "symbol_agent.manifest.sig",
+        "symbol_agent.ptc",
+    ]
+
+
+def test_write_when_same_bytes_again_then_re_signed_and_still_verifies(
+    tmp_path: Path,
+    signing_keys: SigningKeys,
+    symbol_signature: PolicySignature,
+    tiny_modules: tuple[torch.jit.ScriptModule, torch.jit.ScriptModule],
+) -> None:
+    kwargs = {
+        "directory": candidate_dir_for(tmp_path, RUN_ID),
+        "agent": "symbol_agent",
+        "manifest": _manifest(symbol_signature),
+        "keys": signing_keys,
     }
     write_signed_artifact(tiny_modules[0], **kwargs)  # type: ignore[arg-type]
-    path = write_signed_artifact(tiny_modules[1], **kwargs)  # type: ignore[arg-type]
+    path = write_signed_artifact(tiny_modules[0], **kwargs)  # type: ignore[arg-type]
     _, manifest = load_verified_artifact(path, signing_keys)
     assert manifest["sha256"] == verification.sha256_file(path)
-    assert path.read_bytes() == _script_bytes(tiny_modules[1])
+    assert path.read_bytes() == _script_bytes(tiny_modules[0])
+
+
+@pytest.mark.parametrize("run_id", ["", "..", "../escape", "a/b", ".hidden"])
+def test_candidate_dir_when_run_id_is_no_plain_name_then_refused(tmp_path: Path, run_id: str) -> None:
+    with pytest.raises(ArtifactWriteError, match="cannot name a folder"):
+        candidate_dir_for(tmp_path, run_id)
+
+
+def test_production_dir_when_nth_promotion_of_a_day_then_date_and_suffix(tmp_path: Path) -> None:
+    base = tmp_path / "models" / "rl" / "production"
+    assert production_dir_for(tmp_path, DAY) == base / "2026-03-02"
+    assert production_dir_for(tmp_path, DAY, 3) == base / "2026-03-02.3"
+    assert production_dirs_of(tmp_path, DAY) == []
+    for n in (1, 2):
+        production_dir_for(tmp_path, DAY, n).mkdir(parents=True)
+    assert production_dirs_of(tmp_path, DAY) == [base / "2026-03-02", base / "2026-03-02.2"]
+    with pytest.raises(ValueError, match=">= 1"):
+        production_dir_for(tmp_path, DAY, 0)
 
 
 def test_write_when_git_commit_omitted_then_filled_from_working_tree(
@@ -121,11 +176,10 @@ def test_write_when_git_commit_omitted_then_filled_from_working_tree(
     monkeypatch.setenv("MARLOPS_GIT_COMMIT", "feedface")
     path = write_signed_artifact(
         b"not-a-real-module",
-        root=tmp_path,
+        directory=candidate_dir_for(tmp_path, RUN_ID),
         agent="symbol_agent",
         manifest={"signature": symbol_signature, "dataset_id": DATASET_ID},
         keys=signing_keys,
-        day=DAY,
     )
     assert json.loads(verification.manifest_path_for(path).read_bytes())["git_commit"] == "feedface"
 
@@ -152,11 +206,10 @@ def test_write_when_manifest_invalid_then_manifest_error_names_the_problem(
     with pytest.raises(ManifestError, match=message):
         write_signed_artifact(
             b"module",
-            root=tmp_path,
+            directory=candidate_dir_for(tmp_path, RUN_ID),
             agent="symbol_agent",
             manifest=_manifest(symbol_signature, **change),
             keys=signing_keys,
-            day=DAY,
         )
     assert not (tmp_path / "models").exists()
 
@@ -167,11 +220,10 @@ def test_write_when_signature_is_for_other_agent_then_refused(
     with pytest.raises(ManifestError, match="signature is for agent 'symbol_agent', artifact is for 'master_agent'"):
         write_signed_artifact(
             b"module",
-            root=tmp_path,
+            directory=candidate_dir_for(tmp_path, RUN_ID),
             agent="master_agent",
             manifest=_manifest(symbol_signature),
             keys=signing_keys,
-            day=DAY,
         )
 
 
@@ -181,11 +233,10 @@ def test_write_when_source_file_missing_then_write_error_names_it(
     with pytest.raises(ArtifactWriteError, match="missing.pt: TorchScript file does not exist"):
         write_signed_artifact(
             tmp_path / "missing.pt",
-            root=tmp_path,
+            directory=candidate_dir_for(tmp_path, RUN_ID),
             agent="symbol_agent",
             manifest=_manifest(symbol_signature),
             keys=signing_keys,
-            day=DAY,
         )
 
 
@@ -193,11 +244,10 @@ def test_write_when_source_file_missing_then_write_error_names_it(
 def written(tmp_path: Path, signing_keys: SigningKeys, symbol_signature: PolicySignature) -> Path:
     return write_signed_artifact(
         b"torchscript-bytes",
-        root=tmp_path,
+        directory=candidate_dir_for(tmp_path, RUN_ID),
         agent="symbol_agent",
         manifest=_manifest(symbol_signature),
         keys=signing_keys,
-        day=DAY,
     )
 
 
