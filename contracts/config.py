@@ -329,11 +329,57 @@ class EvaluationConfig(_Config):
     periods_per_year: int = Field(default=252, ge=1)
 
 
+class PaperTradingConfig(_Config):
+    trading_days: int = Field(default=5, ge=1)
+    min_net_return: float = Field(default=0.0, allow_inf_nan=False)  # the gate: net return strictly above this
+    max_turnover_per_day: float = Field(default=1.0, gt=0, allow_inf_nan=False)  # traded notional / equity per day
+
+
+class CanaryConfig(_Config):
+    fraction: float = Field(default=0.10, gt=0, le=1.0)  # of the universe, sector-balanced
+    trading_days: int = Field(default=2, ge=1)
+    max_error_rate: float = Field(default=0.05, ge=0, le=1)
+    max_denial_rate_excess: float = Field(default=0.20, ge=0, le=1)
+    max_cost_ratio: float = Field(default=3.0, gt=0)
+    max_latency_ratio: float = Field(default=3.0, gt=0)
+    max_drawdown_excess: float = Field(default=0.05, ge=0)
+    pnl_alpha: float = Field(default=0.01, gt=0, lt=1)
+    min_pnl_observations: int = Field(default=8, ge=2)
+
+
+class AnomalyConfig(_Config):
+    window_bars: int = Field(default=3, ge=1)
+    max_error_rate: float = Field(default=0.05, ge=0, le=1)
+    min_action_entropy: float = Field(default=0.05, ge=0, le=1)
+
+
+class ReviewConfig(_Config):
+    trading_days_after_rollout: int = Field(default=10, ge=1)  # two weeks of market time
+    max_sharpe_shortfall: float = Field(default=1.0, ge=0)  # live Sharpe may trail the held-out Sharpe by this much
+
+
+class ABTestConfig(_Config):
+    rotation_days: int = Field(default=1, ge=1)
+    alpha: float = Field(default=0.05, gt=0, lt=1)
+
+
+class LifecycleConfig(_Config):
+    """config/rl/lifecycle.yaml: the gates between a validated candidate and production (docs/lifecycle.md)."""
+
+    replay_trading_days: int = Field(default=20, ge=0)  # last days of the data the accelerated lifecycle trades
+    paper_trading: PaperTradingConfig = PaperTradingConfig()
+    canary: CanaryConfig = CanaryConfig()
+    anomaly: AnomalyConfig = AnomalyConfig()
+    review: ReviewConfig = ReviewConfig()
+    ab_test: ABTestConfig = ABTestConfig()
+
+
 class RLConfig(_Config):
     serving: ServingConfig
     risk: RiskOverlaysConfig
     drift: DriftThresholdsConfig
     evaluation: EvaluationConfig
+    lifecycle: LifecycleConfig = LifecycleConfig()
 
 
 _M = TypeVar("_M", bound=BaseModel)
@@ -391,4 +437,5 @@ def load_rl_config(config_dir: Path | None = None) -> RLConfig:
         risk=load_risk(root / "risk_overlays.yaml"),
         drift=load_drift(root / "feature_drift_thresholds.json"),
         evaluation=load_evaluation(root / "evaluation.yaml"),
+        lifecycle=load_model(root / "lifecycle.yaml", LifecycleConfig),
     )

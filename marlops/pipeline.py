@@ -186,39 +186,50 @@ def percentiles(values: np.ndarray) -> dict[str, float]:
             "mean": float(values.mean()), "max": float(values.max())}
 
 
-def run_replay(bars: pd.DataFrame, registered: RegisteredPolicies, ctx: PipelineContext, *, replay_days: int,
-               ports: StackPorts | None = None, audit_url: str | None = None, speed: float | None = None,
-               on_step: Callable[[BarOutcome], None] | None = None) -> ReplaySummary:
-    """Replay the latest `replay_days` bars through the trading service (the same loop as `marlops trade`), the paper
-    exchange, Triton and the gateway, with a routing table of its own that sends every symbol to the registered
-    version; stop everything. `speed` = bars per second (None: as fast as possible)."""
-    start = replay_start(bars, replay_days)
+@dataclass(frozen=True)
+class WindowRun:
+    """What one replayed window produced: every bar's outcome and the gateway's and exchange's view after it."""
+
+    outcomes: list[BarOutcome]
+    symbols: tuple[str, ...]
+    audit_summary: dict[str, Any]
+    orders_at_exchange: int
+    trading_state: str
+    run_dir: Path
+
+
+def replay_window(bars: pd.DataFrame, ctx: PipelineContext, *, start: pd.Timestamp, end: pd.Timestamp | None = None,
+                  routing: RoutingStore, spec: FeatureSpec, name: str = "replay", ports: StackPorts | None = None,
+                  audit_url: str | None = None, speed: float | None = None,
+                  on_step: Callable[[BarOutcome], None] | None = None,
+                  run_dir: Path | None = None) -> WindowRun:
+    """Trade the bars from `start` to `end` (inclusive; earlier bars are warm-up history) on the trading service
+    (the same loop as `marlops trade`) with its own paper exchange (its own paper account), Triton and gateway,
+    routed by `routing`. `speed` = bars per second (None: as fast as possible)."""
+    if end is not None:
+        bars = bars[bars["timestamp"] <= end]
     # An etf volatility proxy (e.g. VIXY) is a market input of the features, not a tradable symbol.
-    symbols = tuple(s for s in trading_symbols(bars) if s not in non_tradable_symbols(proxy_from_spec(registered.spec)))
+    symbols = tuple(s for s in trading_symbols(bars) if s not in non_tradable_symbols(proxy_from_spec(spec)))
     loop_cfg = ctx.config.serving.loop
-    ctx.paths.staging_dir.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
-    run_dir = ctx.paths.staging_dir / f"run-{stamp}"
-    run_dir.mkdir(parents=True)
+    if run_dir is None:
+        ctx.paths.staging_dir.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+        run_dir = ctx.paths.staging_dir / f"{name}-{stamp}"
+    run_dir.mkdir(parents=True, exist_ok=True)
     if audit_url is None:
         # One audit database per replay, so a summary counts only its own rows.
         audit_url = f"sqlite:///{run_dir / 'audit.db'}"
     stack = ServingStack(ctx.paths, ctx.config, ports=ports or StackPorts.free(), model_repository=ctx.model_repository,
                          audit_url=audit_url, sectors=synthetic_sectors(symbols))
-    routing = RoutingStore(f"sqlite:///{run_dir / 'state.db'}")
-    routing.apply(RoutingChange(
-        policies={"production": PolicyRef(SYMBOL_AGENT, registered.symbol.triton_version),
-                  "sl_fallback": PolicyRef(SL_FALLBACK, registered.agents[SL_FALLBACK].triton_version),
-                  "master": PolicyRef(MASTER_AGENT, registered.master.triton_version)},
-        routes={"*": ("production", None)}), principal="staging-replay", reason=f"replay of run {registered.run_id}")
-    state = TradingStateStore(f"sqlite:///{run_dir / 'state.db'}")
+    state = TradingStateStore(f"sqlite:///{run_dir / 'cursor.db'}")
     try:
         with stack, contextlib.ExitStack() as closing:
             gateway = closing.enter_context(contextlib.closing(GatewayClient(stack.gateway_url)))
             t = ctx.config.serving.triton
             box: dict[str, TradingService] = {}
             router = closing.enter_context(contextlib.closing(PolicyRouter(
-                routing, triton_http_url=stack.triton.http_url, infer_url=stack.infer_url, protocol=t.protocol, repository=ctx.model_repository, public_key_path=ctx.keys.public_key_path,
+                routing, triton_http_url=stack.triton.http_url, infer_url=stack.infer_url, protocol=t.protocol,
+                repository=ctx.model_repository, public_key_path=ctx.keys.public_key_path,
                 triton=t, alert=lambda name, detail: box["s"].alerts(name, detail))))
             assert stack.bus is not None
             bus = stack.bus
@@ -229,8 +240,8 @@ def run_replay(bars: pd.DataFrame, registered: RegisteredPolicies, ctx: Pipeline
                                              policy_version=str(ref)).handle
 
             service = TradingService(
-                name="staging", source=ReplayBarSource(bars, start=start, bars_per_second=speed,
-                                                       bar_seconds=loop_cfg.bar_seconds, name="staging replay"),
+                name=name, source=ReplayBarSource(bars, start=start, bars_per_second=speed,
+                                                  bar_seconds=loop_cfg.bar_seconds, name=name),
                 symbols=symbols, router=router, gateway=gateway, state=state, master=master,
                 set_exchange_prices=stack.exchange.set_prices, on_bar=on_step)
             box["s"] = service
@@ -240,9 +251,39 @@ def run_replay(bars: pd.DataFrame, registered: RegisteredPolicies, ctx: Pipeline
             trading_state = str(gateway.state().get("trading_state"))
     finally:
         state.close()
+    return WindowRun(outcomes=outcomes, symbols=symbols, audit_summary=audit_summary,
+                     orders_at_exchange=len(exchange_orders), trading_state=trading_state, run_dir=run_dir)
+
+
+def registered_routing(registered: RegisteredPolicies) -> RoutingChange:
+    """Every symbol on the registered symbol agent, with its fallback and master."""
+    return RoutingChange(
+        policies={"production": PolicyRef(SYMBOL_AGENT, registered.symbol.triton_version),
+                  "sl_fallback": PolicyRef(SL_FALLBACK, registered.agents[SL_FALLBACK].triton_version),
+                  "master": PolicyRef(MASTER_AGENT, registered.master.triton_version)},
+        routes={"*": ("production", None)})
+
+
+def run_replay(bars: pd.DataFrame, registered: RegisteredPolicies, ctx: PipelineContext, *, replay_days: int,
+               ports: StackPorts | None = None, audit_url: str | None = None, speed: float | None = None,
+               on_step: Callable[[BarOutcome], None] | None = None) -> ReplaySummary:
+    """Replay the latest `replay_days` bars through the trading service, the paper exchange, Triton and the
+    gateway, with a routing table of its own that sends every symbol to the registered version; stop everything."""
+    start = replay_start(bars, replay_days)
+    ctx.paths.staging_dir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+    run_dir = ctx.paths.staging_dir / f"run-{stamp}"
+    run_dir.mkdir(parents=True)
+    routing = RoutingStore(f"sqlite:///{run_dir / 'state.db'}")
+    try:
+        routing.apply(registered_routing(registered), principal="staging-replay",
+                      reason=f"replay of run {registered.run_id}")
+        run = replay_window(bars, ctx, start=start, routing=routing, spec=registered.spec, name="staging",
+                            ports=ports, audit_url=audit_url, speed=speed, on_step=on_step, run_dir=run_dir)
+    finally:
         routing.close()
-    return summarize(outcomes, symbols=len(symbols), registered=registered, audit_summary=audit_summary,
-                     orders_at_exchange=len(exchange_orders), trading_state=trading_state)
+    return summarize(run.outcomes, symbols=len(run.symbols), registered=registered, audit_summary=run.audit_summary,
+                     orders_at_exchange=run.orders_at_exchange, trading_state=run.trading_state)
 
 
 def summarize(outcomes: list[BarOutcome], *, symbols: int, registered: RegisteredPolicies,

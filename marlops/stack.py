@@ -38,10 +38,13 @@ class StackPorts:
         return cls(*(free_port() for _ in range(5)))
 
 
+PAPER_INITIAL_CASH = 1_000_000.0  # every replay's paper account starts with this
+
+
 class PaperExchangeProcess:
     """The local Alpaca-compatible paper exchange in its own process, like a real broker."""
 
-    def __init__(self, port: int, log_path: Path, *, initial_cash: float = 1_000_000.0) -> None:
+    def __init__(self, port: int, log_path: Path, *, initial_cash: float = PAPER_INITIAL_CASH) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self._log_path = log_path

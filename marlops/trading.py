@@ -106,6 +106,23 @@ class BarOutcome:
     inference_ms: float = 0.0  # Triton time of the acting versions' requests
     observation_checksum: str = ""
     equity: float = 0.0
+    detail: BarDetail | None = None  # per-symbol facts of a decided bar (the lifecycle's canary/anomaly/shadow input)
+
+
+@dataclass(frozen=True)
+class BarDetail:
+    """What happened to each symbol this bar, as the gateway answered it."""
+
+    variants: dict[str, str]  # symbol -> routed variant (production | candidate | sl_fallback)
+    decisions: tuple[SymbolDecision, ...]
+    shadows: dict[str, tuple[str, int, tuple[float, ...]]]  # symbol -> (shadow version, action, probabilities)
+    orders: tuple[dict[str, object], ...]
+    risk: tuple[dict[str, object], ...]
+    positions: dict[str, float]  # symbol -> quantity held after the bar
+    prices: dict[str, float]  # symbol -> the bar's close
+    inference_ms: dict[str, float]  # version -> Triton time of its request this bar
+    failed: tuple[str, ...]  # versions that failed this bar (their symbols went to the fallback)
+    routing_revision: int = 0
 
 
 class TradingService:
@@ -150,6 +167,8 @@ class TradingService:
         self.cursor = cursor if cursor is not None else TradingCursor.fresh(name, source.name)
         self._portfolio: dict[str, object] = {}
         self._bar_obs: list[np.ndarray] = []
+        self._bar_ref_ms: dict[str, float] = {}  # version -> Triton ms this bar
+        self._bar_failed_refs: list[str] = []
         self._bar_inference_ms = 0.0
         self._bar_failures: list[str] = []
         self._first_bar = True
@@ -233,9 +252,10 @@ class TradingService:
         self._run_master(master_ref, specs, snapshots, bar_index)
         gross = float(self._portfolio.get("gross_exposure", 0.0) or 0.0)  # type: ignore[arg-type]
         self._bar_obs, self._bar_inference_ms, self._bar_failures = [], 0.0, []
+        self._bar_ref_ms, self._bar_failed_refs = {}, []
         decisions, used = self._decide(groups, specs, snapshots, gross)
         acted_obs, inference_ms = list(self._bar_obs), self._bar_inference_ms
-        self._score_shadows(specs, snapshots, decisions, gross)
+        shadows = self._score_shadows(specs, snapshots, decisions, gross)
         # Raised while any version failed this bar (even if the fallback then decided), cleared by a clean bar.
         self.alerts(ALERT_INFERENCE_FAILED, "; ".join(self._bar_failures)[:1000] if self._bar_failures else None)
         if not decisions:
@@ -249,7 +269,15 @@ class TradingService:
             decisions=tuple(decisions), decision_latency_ms=(time.perf_counter() - t0) * 1000,
         )
         outcome = self._send(batch_decisions, ts, t0, used, stop)
-        return None if outcome is None else replace(outcome, inference_ms=inference_ms)
+        if outcome is None:
+            return None
+        detail = None
+        if outcome.detail is not None:
+            detail = replace(outcome.detail, variants={s: table.route_for(s).variant for s in self.symbols},
+                             shadows=shadows, inference_ms=dict(self._bar_ref_ms),
+                             failed=tuple(self._bar_failed_refs), routing_revision=table.revision,
+                             prices={str(r.symbol): float(r.close) for r in batch.bars.itertuples()})
+        return replace(outcome, inference_ms=inference_ms, detail=detail)
 
     def _specs_in_use(self, groups: dict[PolicyRef, list[str]], master_ref: PolicyRef | None) -> dict[PolicyRef, FeatureSpec]:
         """The feature spec of every version this bar may run (acting, fallback, shadows, master); each spec
@@ -300,16 +328,20 @@ class TradingService:
             out = self._router.client(ref).infer(obs)
         except InferenceError as exc:
             self._bar_failures.append(f"{ref}: {exc}")
+            self._bar_failed_refs.append(str(ref))
             self._router.invalidate()  # Triton may have restarted and lost its models: sync again next bar
             return None
         elapsed = time.perf_counter() - t
+        self._bar_ref_ms[str(ref)] = self._bar_ref_ms.get(str(ref), 0.0) + elapsed * 1000
         self._bar_inference_ms += elapsed * 1000
         self.metrics.inference.labels(ref.model, str(ref.version)).observe(elapsed)
         return np.asarray(out.probabilities), np.asarray(out.actions).reshape(-1)
 
     def _score_shadows(self, specs: dict[PolicyRef, FeatureSpec], snapshots: dict[str, MarketSnapshot],
-                       decisions: list[SymbolDecision], gross: float) -> None:
+                       decisions: list[SymbolDecision], gross: float) -> dict[str, tuple[str, int, tuple[float, ...]]]:
+        """Shadow versions score the bar; nothing they choose is traded. Returns symbol -> (version, action, probs)."""
         acted = {d.symbol: d.action for d in decisions}
+        scored: dict[str, tuple[str, int, tuple[float, ...]]] = {}
         for ref, members in self._router.shadows(self.symbols).items():
             members = [s for s in members if s in acted]
             if not members:
@@ -317,8 +349,10 @@ class TradingService:
             result = self._infer(ref, specs[ref], snapshots, members, gross)
             if result is None:
                 continue
-            for symbol, action in zip(members, result[1], strict=True):
+            for i, (symbol, action) in enumerate(zip(members, result[1], strict=True)):
                 self.metrics.shadow_agree.labels(ref.model, str(ref.version), str(int(action) == acted[symbol])).inc()
+                scored[symbol] = (str(ref), int(action), tuple(float(p) for p in result[0][i]))
+        return scored
 
     def _run_master(self, ref: PolicyRef | None, specs: dict[PolicyRef, FeatureSpec],
                     snapshots: dict[str, MarketSnapshot], bar_index: int) -> None:
@@ -414,7 +448,13 @@ class TradingService:
             n_symbols=len(batch.decisions), n_filled=sum(1 for o in orders if float(o.get("filled_qty") or 0) > 0),
             n_denied=sum(1 for r in (response.get("risk", []) if response else []) if not r.get("approved", True)),
             observation_checksum=batch.observation_checksum,
-            equity=float(self._portfolio.get("equity", 0.0) or 0.0))  # type: ignore[arg-type]
+            equity=float(self._portfolio.get("equity", 0.0) or 0.0),  # type: ignore[arg-type]
+            detail=BarDetail(
+                variants={}, decisions=batch.decisions, shadows={}, orders=tuple(orders),
+                risk=tuple(response.get("risk", []) if response else ()),
+                positions={str(sym): float(p.get("qty", 0.0)) for sym, p in
+                           (self._portfolio.get("positions") or {}).items()},  # type: ignore[union-attr]
+                prices={}, inference_ms={}, failed=()))
 
     def _skip(self, bar_index: int, ts: pd.Timestamp, why: str, *, reason: str) -> BarOutcome:
         self.alerts(ALERT_BAR_SKIPPED, why)
