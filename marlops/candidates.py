@@ -21,6 +21,7 @@ import pandas as pd
 
 from agents.environment import EnvSettings, MarketEpisode
 from agents.evaluation import POLICY, Evaluation, evaluate_held_out
+from agents.fault_drill import plant_fault
 from agents.export import (
     load_policy,
     master_action_labels,
@@ -59,6 +60,7 @@ class TrainingSettings:
     seed: int = 7
     iterations: int = 80
     hidden: int = 64
+    fault_drill: str = ""  # agents.fault_drill: plant a defect on purpose (drills, the demo); "" = none
 
     def mappo(self) -> MAPPOConfig:
         return MAPPOConfig(seed=self.seed, iterations=self.iterations, hidden=self.hidden)
@@ -191,7 +193,8 @@ def train_candidate(bars: pd.DataFrame, spec: FeatureSpec, ctx: PipelineContext,
     params = {**{k: str(v) for k, v in mappo.model_dump().items()}, "dataset_id": data_id, "git_commit": commit,
               "feature_spec_hash": spec.spec_hash(), "n_symbols": str(len(episode.symbols)),
               "train_first_bar": episode.timestamps[0].isoformat(), "train_last_bar": episode.timestamps[-1].isoformat(),
-              "train_bars": str(episode.n_steps), HOLDOUT_START_KEY: start.isoformat()}
+              "train_bars": str(episode.n_steps), HOLDOUT_START_KEY: start.isoformat(),
+              **({"fault_drill": training.fault_drill} if training.fault_drill else {})}
     with ctx.registry.start_run("train-policies", params=params) as run:
         def log(iteration: int, metrics: dict[str, float]) -> None:
             run.log_metrics({k: float(v) for k, v in metrics.items() if np.isfinite(v)}, step=iteration)
@@ -207,8 +210,14 @@ def train_candidate(bars: pd.DataFrame, spec: FeatureSpec, ctx: PipelineContext,
     fallback = sl_threshold_policy(spec, buy_threshold=fallback_cfg.buy_threshold,
                                    sell_threshold=fallback_cfg.sell_threshold, buy_level=fallback_cfg.buy_level)
     signatures = signatures_for(spec)
+    symbol_policy = result.symbol_policy
+    if training.fault_drill:
+        symbol_policy = plant_fault(symbol_policy, training.fault_drill, full_batch=len(episode.symbols),
+                                    obs_dim=len(spec.symbol.names))
+        logger.warning("FAULT DRILL %r planted in the symbol policy of run %s (recorded in its parameters)",
+                       training.fault_drill, run_id)
     paths = {
-        SYMBOL_AGENT: str(save_policy(script_policy(result.symbol_policy), workdir / f"{SYMBOL_AGENT}.ptc")),
+        SYMBOL_AGENT: str(save_policy(script_policy(symbol_policy), workdir / f"{SYMBOL_AGENT}.ptc")),
         MASTER_AGENT: str(save_policy(script_policy(result.master_policy), workdir / f"{MASTER_AGENT}.ptc")),
         SL_FALLBACK: str(save_policy(script_policy(fallback), workdir / f"{SL_FALLBACK}.ptc")),
     }
@@ -307,6 +316,10 @@ class ValidationResult:
     def as_dict(self) -> dict[str, Any]:
         return {"versions": self.versions, HOLDOUT_START_KEY: self.holdout_start, "files": self.files,
                 **self.evaluation.report.as_dict()}
+
+    def metadata_metrics(self) -> dict[str, float]:
+        """The policy's held-out metrics (finite ones)."""
+        return {k: float(v) for k, v in self.evaluation.report.metrics[POLICY].items() if np.isfinite(v)}
 
     def metadata(self) -> dict[str, Any]:
         report = self.evaluation.report

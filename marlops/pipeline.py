@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from contracts.config import VolatilityProxyConfig
+from contracts.config import RLConfig, VolatilityProxyConfig
 from contracts.decisions import MarketSnapshotMessage
 from contracts.features import FeatureSpec
 from features.market_features import compute_market_features
@@ -76,6 +76,13 @@ KEEP_TRITON_VERSIONS = 2
 
 def load_bars(source: str, *, seed: int, n_symbols: int, n_days: int) -> pd.DataFrame:
     return load_market(source, seed=seed, n_symbols=n_symbols, n_days=n_days)
+
+
+def history_bars(feed: pd.DataFrame, config: RLConfig) -> pd.DataFrame:
+    """The bars before the trading days the accelerated lifecycle withholds (lifecycle.replay_trading_days)."""
+    from marlops.lifecycle.market import split_for_lifecycle
+
+    return split_for_lifecycle(feed, config.lifecycle.replay_trading_days)[0]
 
 
 def bars_metadata(bars: pd.DataFrame) -> dict[str, Any]:
@@ -186,6 +193,11 @@ def percentiles(values: np.ndarray) -> dict[str, float]:
             "mean": float(values.mean()), "max": float(values.max())}
 
 
+def tradable_symbols(bars: pd.DataFrame, spec: FeatureSpec) -> tuple[str, ...]:
+    # An etf volatility proxy (e.g. VIXY) is a market input of the features, not a tradable symbol.
+    return tuple(s for s in trading_symbols(bars) if s not in non_tradable_symbols(proxy_from_spec(spec)))
+
+
 @dataclass(frozen=True)
 class WindowRun:
     """What one replayed window produced: every bar's outcome and the gateway's and exchange's view after it."""
@@ -208,8 +220,7 @@ def replay_window(bars: pd.DataFrame, ctx: PipelineContext, *, start: pd.Timesta
     routed by `routing`. `speed` = bars per second (None: as fast as possible)."""
     if end is not None:
         bars = bars[bars["timestamp"] <= end]
-    # An etf volatility proxy (e.g. VIXY) is a market input of the features, not a tradable symbol.
-    symbols = tuple(s for s in trading_symbols(bars) if s not in non_tradable_symbols(proxy_from_spec(spec)))
+    symbols = tradable_symbols(bars, spec)
     loop_cfg = ctx.config.serving.loop
     if run_dir is None:
         ctx.paths.staging_dir.mkdir(parents=True, exist_ok=True)

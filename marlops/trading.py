@@ -123,6 +123,7 @@ class BarDetail:
     inference_ms: dict[str, float]  # version -> Triton time of its request this bar
     failed: tuple[str, ...]  # versions that failed this bar (their symbols went to the fallback)
     routing_revision: int = 0
+    directive_mode: str = ""  # the master directive in force for this bar ("" = none)
 
 
 class TradingService:
@@ -454,7 +455,8 @@ class TradingService:
                 risk=tuple(response.get("risk", []) if response else ()),
                 positions={str(sym): float(p.get("qty", 0.0)) for sym, p in
                            (self._portfolio.get("positions") or {}).items()},  # type: ignore[union-attr]
-                prices={}, inference_ms={}, failed=()))
+                prices={}, inference_ms={}, failed=(),
+                directive_mode=str(((response or {}).get("directive") or {}).get("mode") or "")))
 
     def _skip(self, bar_index: int, ts: pd.Timestamp, why: str, *, reason: str) -> BarOutcome:
         self.alerts(ALERT_BAR_SKIPPED, why)

@@ -7,15 +7,26 @@ from dagster import AssetExecutionContext, MetadataValue, Output, asset
 
 from contracts.features import FeatureSpec
 from marlops import pipeline
+from marlops.lifecycle.summary import record_gate, record_registration
 from orchestration.resources import MarketDataResource, MarlopsResource, TrainingResource
 
 GROUP = "spine"
 
 
-@asset(group_name=GROUP, kinds={"pandas"}, description="OHLCV bars of the universe, benchmark and volatility index.")
-def market_bars(context: AssetExecutionContext, market_data: MarketDataResource) -> Output[pd.DataFrame]:
+@asset(group_name=GROUP, kinds={"pandas"},
+       description="Every bar the source has: the universe, benchmark and volatility index. In accelerated replay "
+                   "its last `lifecycle.replay_trading_days` are the market the lifecycle trades.")
+def market_feed(market_data: MarketDataResource) -> Output[pd.DataFrame]:
     bars = pipeline.load_bars(market_data.source, seed=market_data.seed, n_symbols=market_data.n_symbols,
                               n_days=market_data.n_days)
+    return Output(bars, metadata=pipeline.bars_metadata(bars))
+
+
+@asset(group_name=GROUP, kinds={"pandas"},
+       description="The bars training, validation and staging may see: the feed without the days withheld for the "
+                   "lifecycle (config/rl/lifecycle.yaml replay_trading_days).")
+def market_bars(market_feed: pd.DataFrame, marlops: MarlopsResource) -> Output[pd.DataFrame]:
+    bars = pipeline.history_bars(market_feed, marlops.rl_config())
     return Output(bars, metadata=pipeline.bars_metadata(bars))
 
 
@@ -56,6 +67,8 @@ def policy_candidate(context: AssetExecutionContext, market_bars: pd.DataFrame, 
 def registered_policy(policy_candidate: pipeline.PolicyCandidate,
                       marlops: MarlopsResource) -> Output[pipeline.RegisteredPolicies]:
     registered = pipeline.register_candidate(policy_candidate, marlops.pipeline_context())
+    with marlops.lifecycle() as lc:
+        record_registration(lc, registered)
     return Output(registered, metadata=registered.metadata())
 
 
@@ -65,6 +78,9 @@ def validation_report(market_bars: pd.DataFrame, registered_policy: pipeline.Reg
                       marlops: MarlopsResource) -> Output[pipeline.ValidationResult]:
     result = pipeline.validate_candidate(market_bars, registered_policy, marlops.pipeline_context())
     report = result.evaluation.report
+    with marlops.lifecycle() as lc:
+        record_gate(lc, registered_policy.run_id, "validation", result.passed,
+                    "" if result.passed else "Go/No-Go failed: " + ", ".join(report.verdict.as_dict()["failed"]))
     metadata = {**result.metadata(), "report": MetadataValue.md(report.to_markdown()),
                 "plot": MetadataValue.path(result.files.get("plot", "")),
                 "verdict": MetadataValue.json(report.verdict.as_dict())}
@@ -85,4 +101,7 @@ def staging_replay(market_bars: pd.DataFrame, sl_model: FeatureSpec, registered_
                    market_data: MarketDataResource) -> Output[pipeline.ReplaySummary]:
     summary = pipeline.staging_replay(market_bars, registered_policy, triton_deployment, marlops.pipeline_context(),
                                       replay_days=market_data.replay_days)
+    with marlops.lifecycle() as lc:
+        record_gate(lc, registered_policy.run_id, "staging", summary.audit_chain_ok,
+                    "" if summary.audit_chain_ok else "the staging replay's audit chain is broken")
     return Output(summary, metadata=summary.metadata())

@@ -11,20 +11,49 @@ from dagster import (
     in_process_executor,
 )
 
-from orchestration import assets, checks
+from orchestration import assets, checks, lifecycle_assets, lifecycle_checks
 from orchestration.resources import MarketDataResource, MarlopsResource, TrainingResource
+from orchestration.rollback_job import rollback_job
+from orchestration.sensors import sensors_for
 
+# One process per run: every step imports torch/mlflow; forking a process per step costs more than it buys.
 spine_job = define_asset_job(
     "spine_job",
     selection=AssetSelection.groups(assets.GROUP),
     description="Data -> features -> SL + MAPPO training -> registry -> Go/No-Go -> Triton -> staging replay.",
-    # One process: every step imports torch/mlflow; forking a process per step costs more than it buys.
     executor_def=in_process_executor,
 )
 
+CANDIDATE_STAGES = AssetSelection.groups(assets.GROUP) | AssetSelection.assets(
+    lifecycle_assets.paper_trading, lifecycle_assets.deployment_rfc, lifecycle_assets.rfc_approval)
+
+lifecycle_job = define_asset_job(
+    "lifecycle_job",
+    selection=CANDIDATE_STAGES,
+    description="A new candidate through every gate up to the risk committee: spine -> paper trading -> deployment "
+                "RFC -> approval. Never approves: the run stops at `rfc_is_approved` until a risk officer decides.",
+    executor_def=in_process_executor,
+)
+
+deployment_job = define_asset_job(
+    "deployment_job",
+    selection=AssetSelection.assets(lifecycle_assets.rfc_approval, lifecycle_assets.canary,
+                                    lifecycle_assets.production_rollout),
+    description="An approved RFC: approval re-checked (digest) -> canary on 10% of symbols -> production rollout.",
+    executor_def=in_process_executor,
+)
+
+review_job = define_asset_job(
+    "review_job",
+    selection=AssetSelection.assets(lifecycle_assets.post_deployment_review),
+    description="Post-deployment review, two weeks of market time after the rollout.",
+    executor_def=in_process_executor,
+)
+
+# New candidates monthly on the latest data; they stop at the RFC approval like any other (never auto-approved).
 monthly_retraining = ScheduleDefinition(
     name="monthly_retraining",
-    job=spine_job,
+    job=lifecycle_job,
     cron_schedule="0 6 1 * *",
     execution_timezone="America/New_York",
     default_status=DefaultScheduleStatus.STOPPED,
@@ -45,10 +74,14 @@ def resources_for(environment: str) -> dict[str, object]:
 
 
 defs = Definitions(
-    assets=[assets.market_bars, assets.feature_table, assets.sl_model, assets.policy_candidate,
-            assets.registered_policy, assets.validation_report, assets.triton_deployment, assets.staging_replay],
-    asset_checks=[checks.market_bars_are_valid, checks.feature_table_is_complete, *checks.go_no_go_checks],
-    jobs=[spine_job],
+    assets=[assets.market_feed, assets.market_bars, assets.feature_table, assets.sl_model, assets.policy_candidate,
+            assets.registered_policy, assets.validation_report, assets.triton_deployment, assets.staging_replay,
+            lifecycle_assets.paper_trading, lifecycle_assets.deployment_rfc, lifecycle_assets.rfc_approval,
+            lifecycle_assets.canary, lifecycle_assets.production_rollout, lifecycle_assets.post_deployment_review],
+    asset_checks=[checks.market_bars_are_valid, checks.feature_table_is_complete, *checks.go_no_go_checks,
+                  *lifecycle_checks.lifecycle_checks],
+    jobs=[spine_job, lifecycle_job, deployment_job, review_job, rollback_job],
     schedules=[monthly_retraining],
+    sensors=sensors_for(deployment_job, review_job),
     resources=resources_for(os.environ.get("MARLOPS_ENV", "dev")),
 )

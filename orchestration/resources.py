@@ -1,10 +1,13 @@
 """Dagster resources: thin handles on marlops settings. The environment is chosen in definitions.py."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from dagster import ConfigurableResource
 
 from contracts.config import RLConfig, load_rl_config
+from marlops.lifecycle.context import LifecycleContext, lifecycle_context
 from marlops.paths import StatePaths
 from marlops.pipeline import PipelineContext, TrainingSettings
 
@@ -29,6 +32,11 @@ class MarlopsResource(ConfigurableResource):  # type: ignore[misc]
     def pipeline_context(self) -> PipelineContext:
         return PipelineContext.create(self.paths(), self.rl_config())
 
+    @contextmanager
+    def lifecycle(self) -> Iterator[LifecycleContext]:
+        with lifecycle_context(self.pipeline_context()) as lc:
+            yield lc
+
 
 class MarketDataResource(ConfigurableResource):  # type: ignore[misc]
     """`source`: "synthetic", "synthetic:<preset>", or a path to CSV/Parquet bars."""
@@ -46,6 +54,9 @@ class TrainingResource(ConfigurableResource):  # type: ignore[misc]
     seed: int = 7
     iterations: int = 80
     hidden: int = 64
+    # Drills only: plant a defect the canary must catch (agents/fault_drill.py); recorded in the MLflow run.
+    fault_drill: str = ""
 
     def settings(self) -> TrainingSettings:
-        return TrainingSettings(seed=self.seed, iterations=self.iterations, hidden=self.hidden)
+        return TrainingSettings(seed=self.seed, iterations=self.iterations, hidden=self.hidden,
+                                fault_drill=self.fault_drill)

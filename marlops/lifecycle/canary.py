@@ -13,13 +13,12 @@ from typing import Any
 import pandas as pd
 
 from market_data.synthetic import synthetic_sectors
-from market_data.source import trading_symbols
-from market_data.volatility import non_tradable_symbols, proxy_from_spec
 from marlops.candidates import SYMBOL_AGENT, RegisteredPolicies
 from marlops.context import PipelineContext
 from marlops.lifecycle.cohorts import canary_cohort
 from marlops.lifecycle.context import LifecycleContext
 from marlops.lifecycle.errors import LifecycleError
+from marlops.lifecycle.gates import require_approval
 from marlops.lifecycle.health import AnomalyRules, CanaryHealth, CanaryHealthRules, canary_health, model_anomalies
 from marlops.lifecycle.market import Window
 from marlops.lifecycle.paper import incumbent_of, paper_window
@@ -128,12 +127,13 @@ class CanaryResult:
 def run_canary(lc: LifecycleContext, feed: pd.DataFrame, history_end: pd.Timestamp, registered: RegisteredPolicies,
                *, rfc_id: str, principal: str = "lifecycle:canary") -> CanaryResult:
     """Accelerated replay of the canary window on the project's routing table."""
-    from marlops.pipeline import replay_window
+    from marlops.pipeline import replay_window, tradable_symbols
 
     ctx, store = lc.ctx, lc.store
+    require_approval(lc, rfc_id)
     cfg = lc.config.canary
     window = paper_window(store, feed, history_end, cfg.trading_days, "the canary")
-    symbols = [s for s in trading_symbols(feed) if s not in non_tradable_symbols(proxy_from_spec(registered.spec))]
+    symbols = list(tradable_symbols(feed, registered.spec))
     store.set_stage(registered.run_id, STAGE, "running", {"window": window.as_dict(), "rfc_id": rfc_id})
     cohort = start_canary(lc, registered, symbols, rfc_id=rfc_id, principal=principal)
     scope = canary_scope(registered.run_id)

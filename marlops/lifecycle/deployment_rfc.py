@@ -148,9 +148,6 @@ def prepare_rfc(ctx: PipelineContext, store: LifecycleStore, *, history: pd.Data
                                                                  f"{paper.window.end.date()}: candidate vs {inc.label}"))
     saved = store.save_rfc(rfc)
     store.set_stage(registered.run_id, STAGE, "passed", {"rfc_id": saved.rfc_id, "digest": saved.digest})
-    store.record_event("rfc_created", principal="lifecycle", candidate_run_id=registered.run_id,
-                       detail={"rfc_id": saved.rfc_id, "digest": saved.digest, "candidate": registered.versions(),
-                               "production": inc.versions})
     return saved
 
 

@@ -58,7 +58,9 @@ class BarRecorder:
             self._qty[sym], self._price[sym] = qty, price
         record = BarRecord(bar_index=outcome.bar_index, timestamp=outcome.timestamp.isoformat(), symbols=tuple(rows),
                            decision_latency_ms=outcome.latency_ms, equity=outcome.equity,
-                           trading_state=outcome.trading_state, routing_revision=detail.routing_revision)
+                           trading_state=outcome.trading_state, routing_revision=detail.routing_revision,
+                           # the shadow replay applies the same master directive to both sides
+                           extra={"directive_mode": detail.directive_mode} if detail.directive_mode else {})
         self.records.append(record)
         if self._sink is not None:
             self._sink(record)

@@ -13,13 +13,14 @@ from typing import Any
 
 import pandas as pd
 
-from agents.evaluation import POLICY
 from data_checks.drift import compute_drift
-from marlops.candidates import RegisteredPolicies, ValidationResult
+from marlops.candidates import RegisteredPolicies
 from marlops.lifecycle.context import LifecycleContext
+from marlops.lifecycle.errors import LifecycleError
 from marlops.lifecycle.market import Window, window_after
 from marlops.lifecycle.paper import candidate_refs, trade_paper_account
 from marlops.lifecycle.performance import window_metrics
+from marlops.lifecycle.rollout import RolloutResult
 from marlops.stack import PAPER_INITIAL_CASH
 
 STAGE = "post_deployment_review"
@@ -49,9 +50,12 @@ class ReviewResult:
                 "archive_sha256": self.digests.get("archive", ""), "reasons": "; ".join(self.reasons) or "none"}
 
 
-def run_review(lc: LifecycleContext, feed: pd.DataFrame, registered: RegisteredPolicies, validation: ValidationResult,
-               *, rfc_id: str, rollout_market_time: str) -> ReviewResult:
+def run_review(lc: LifecycleContext, feed: pd.DataFrame, rollout: RolloutResult) -> ReviewResult:
+    """Judge what `rollout` put in production over the trading days after it (accelerated: replayed now)."""
     ctx, store = lc.ctx, lc.store
+    if rollout.registered is None:
+        raise LifecycleError(f"{rollout.rfc_id}: the rollout record does not say what went to production")
+    registered, rfc_id, rollout_market_time = rollout.registered, rollout.rfc_id, rollout.market_time
     cfg = lc.config.review
     window = window_after(feed, pd.Timestamp(rollout_market_time), cfg.trading_days_after_rollout,
                           what="the post-deployment review")
@@ -59,7 +63,7 @@ def run_review(lc: LifecycleContext, feed: pd.DataFrame, registered: RegisteredP
     recorder = trade_paper_account(ctx, feed, registered, window, candidate_refs(registered), name="review")
     live = window_metrics(recorder.records, PAPER_INITIAL_CASH, trading_days=window.trading_days,
                           periods_per_year=ctx.config.evaluation.periods_per_year)
-    held = {k: float(v) for k, v in validation.evaluation.report.metrics[POLICY].items()}
+    held = dict(rollout.held_out)
     drift = _drift(ctx, feed, registered, window)
     incidents = [{"kind": e.kind, "at": str(e.at), "principal": e.principal, "detail": e.detail}
                  for e in store.events() if e.kind in INCIDENT_KINDS]

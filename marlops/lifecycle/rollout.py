@@ -19,6 +19,8 @@ import numpy as np
 from gateway.serve import free_port
 from marlops.candidates import MASTER_AGENT, SL_FALLBACK, SYMBOL_AGENT, RegisteredPolicies
 from marlops.lifecycle.context import LifecycleContext
+from marlops.lifecycle.errors import LifecycleError
+from marlops.lifecycle.gates import require_approval
 from marlops.lifecycle.promotion import promote_versions
 from marlops.policy_router import PolicyRouter
 from marlops.routing import DEFAULT_ROUTE, PolicyRef, RoutingChange
@@ -44,6 +46,8 @@ class RolloutResult:
     switch_ms: float
     failures: list[str] = field(default_factory=list)
     market_time: str = ""  # the lifecycle clock at the switch: post-deployment review counts from here
+    registered: RegisteredPolicies | None = None  # what went to production (the review judges it)
+    held_out: dict[str, float] = field(default_factory=dict)  # its validation metrics, the review's yardstick
 
     def metadata(self) -> dict[str, Any]:
         return {"versions": ", ".join(f"{k} v{v}" for k, v in self.versions.items()),
@@ -98,8 +102,14 @@ class _Traffic:
 
 
 def run_rollout(lc: LifecycleContext, registered: RegisteredPolicies, symbols: list[str], *, rfc_id: str,
-                principal: str, reason: str, min_requests_after_switch: int = 20) -> RolloutResult:
+                principal: str, reason: str, held_out: dict[str, float] | None = None,
+                min_requests_after_switch: int = 20) -> RolloutResult:
     ctx = lc.ctx
+    require_approval(lc, rfc_id)
+    canary = lc.store.stages(registered.run_id).get("canary")
+    if canary is None or canary.status != "passed":
+        raise LifecycleError(f"{rfc_id}: no passed canary for run {registered.run_id} "
+                             f"({'none' if canary is None else canary.status}); production follows a healthy canary")
     t = ctx.config.serving.triton
     lc.store.set_stage(registered.run_id, STAGE, "running", {"rfc_id": rfc_id})
     with TritonServer(ctx.model_repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
@@ -142,7 +152,8 @@ def run_rollout(lc: LifecycleContext, registered: RegisteredPolicies, symbols: l
                            previous=dict(promotion.previous), promotion=promotion.as_dict(),
                            routing_revision=table.revision, requests=requests, failed_requests=failed,
                            requests_after_switch=trading.after_switch, switch_ms=switch_ms,
-                           failures=[f for r in runners for f in r.failures][:20], market_time=lc.store.clock() or "")
+                           failures=[f for r in runners for f in r.failures][:20], market_time=lc.store.clock() or "",
+                           registered=registered, held_out=dict(held_out or {}))
     lc.store.set_stage(registered.run_id, STAGE, "passed" if failed == 0 else "blocked",
                        {"rfc_id": rfc_id, "failed_requests": failed, "requests": requests,
                         "routing_revision": table.revision, "production_dir": promotion.directory,

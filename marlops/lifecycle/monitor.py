@@ -1,0 +1,100 @@
+"""What the lifecycle sensors do, as plain functions: read the bars `marlops trade` records (scope "live") and
+the stage records, and act. Automatic actions only reduce risk: a canary goes back to production, production
+goes back to last-known-good (or the SL fallback); nothing is ever promoted or approved here."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from marlops.lifecycle.canary import ALERT_CANARY_BREACH, anomaly_rules, end_canary, judge
+from marlops.lifecycle.context import LifecycleContext
+from marlops.lifecycle.health import model_anomalies
+from marlops.lifecycle.records import BarRecord
+from marlops.lifecycle.rollback import rollback
+from registry.errors import PolicyNotFoundError
+
+logger = logging.getLogger(__name__)
+
+LIVE_SCOPE = "live"  # bars recorded by `marlops trade`
+
+
+@dataclass(frozen=True)
+class MonitorAction:
+    kind: str  # canary_rolled_back | model_anomaly_rollback | none
+    candidate_run_id: str = ""
+    reasons: tuple[str, ...] = ()
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def _since(bars: list[BarRecord], since: str | None) -> list[BarRecord]:
+    if not since:
+        return bars
+    cut = pd.Timestamp(since)
+    return [b for b in bars if pd.Timestamp(b.timestamp) > cut]
+
+
+def check_canaries(lc: LifecycleContext) -> list[MonitorAction]:
+    """Live canary health: every running canary is judged on the live bars since it started; a breach routes its
+    symbols back to production (in force at the next bar), alerts and audits."""
+    actions: list[MonitorAction] = []
+    for stage in lc.store.stage_runs("canary", "running"):
+        cohort = tuple(stage.detail.get("cohort") or ())
+        bars = [b for b in _since(lc.store.bars(LIVE_SCOPE), stage.detail.get("started_market_time"))
+                if b.of_variant("candidate")]
+        if not bars:
+            continue
+        verdict = judge(lc.ctx, bars)
+        if not verdict.breached:
+            continue
+        revision = end_canary(lc, cohort, principal="sensor:canary_health",
+                              reason="canary breach: " + "; ".join(verdict.reasons)[:500])
+        lc.store.set_stage(stage.candidate_run_id, "canary", "rolled_back",
+                           {**stage.detail, "reason": "; ".join(verdict.reasons), "routing_revision": revision})
+        lc.store.record_event("canary_rolled_back", principal="sensor:canary_health",
+                              candidate_run_id=stage.candidate_run_id,
+                              detail={"reasons": list(verdict.reasons), "routing_revision": revision,
+                                      "alert": ALERT_CANARY_BREACH})
+        logger.warning("ALERT %s: %s", ALERT_CANARY_BREACH, "; ".join(verdict.reasons))
+        actions.append(MonitorAction("canary_rolled_back", stage.candidate_run_id, verdict.reasons,
+                                     {"routing_revision": revision}))
+    return actions
+
+
+def check_model_anomaly(lc: LifecycleContext) -> MonitorAction:
+    """Production's outputs on the latest live bars: NaN or out-of-range probabilities, a collapsed action
+    distribution, a decision error rate. Any anomaly rolls production back to last-known-good (the SL fallback
+    when there is none) by itself."""
+    rules = anomaly_rules(lc.ctx)
+    bars = lc.store.bars(LIVE_SCOPE)[-rules.window_bars:]
+    anomalies = model_anomalies(bars, rules, variants=("production",))
+    if not anomalies:
+        return MonitorAction("none")
+    reasons = tuple(f"{a.code}: {a.detail}" for a in anomalies)
+    lc.store.record_event("model_anomaly", principal="sensor:model_anomaly",
+                          detail={"anomalies": [a.as_dict() for a in anomalies]})
+    try:
+        result = rollback(lc, to="last-known-good", principal="sensor:model_anomaly", reason="; ".join(reasons)[:500])
+    except PolicyNotFoundError:
+        result = rollback(lc, to="sl_fallback", principal="sensor:model_anomaly",
+                          reason="no last-known-good; " + "; ".join(reasons)[:480])
+    return MonitorAction("model_anomaly_rollback", reasons=reasons, detail=result.as_dict())
+
+
+def reviews_due(lc: LifecycleContext, trading_days: int) -> list[str]:
+    """Candidate runs whose rollout is `trading_days` business days behind the market clock and not reviewed."""
+    clock = lc.store.clock()
+    if not clock:
+        return []
+    due: list[str] = []
+    for stage in lc.store.stage_runs("production_rollout", "passed"):
+        if "post_deployment_review" in lc.store.stages(stage.candidate_run_id):
+            continue
+        start = stage.detail.get("market_time")
+        if start and len(pd.bdate_range(pd.Timestamp(start).normalize(), pd.Timestamp(clock).normalize())) - 1 \
+                >= trading_days:
+            due.append(stage.candidate_run_id)
+    return due
