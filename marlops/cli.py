@@ -30,7 +30,7 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from marlops.demo import demo_summary, materialize_spine
+    from marlops.demo import demo_summary
 
     paths = StatePaths.from_env().ensure()
     # Fail fast on bad config or an unreadable data source, before Dagster starts.
@@ -46,8 +46,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     }}
     logger.info("demo: %d symbols, %d days (%d replayed), source %s, seed %d", args.symbols, args.days,
                 args.replay_days, args.source, args.seed)
-    materialize_spine(paths, run_config)
-    summary = demo_summary(paths)
+    from marlops.demo_lifecycle import run_lifecycle_demo
+
+    outcome = run_lifecycle_demo(paths, run_config, config_dir=args.config_dir)
+    summary = {**demo_summary(paths, outcome["staging"]), "lifecycle": outcome["lifecycle"]}
     paths.demo_dir.mkdir(parents=True, exist_ok=True)
     out = paths.demo_dir / "summary.json"
     out.write_text(json.dumps(summary, indent=2, sort_keys=True))
@@ -62,6 +64,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"  decision latency   p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms\n"
         f"  policy versions    {summary['policy_versions']}\n"
         f"  final equity       {summary['final_equity']:,.0f}  state {summary['trading_state']}\n"
+        + "".join(f"  lifecycle          {e['candidate']:<15} {e['outcome']:<24} versions {e['versions']} "
+                  f"{e['reason'][:90]}\n" for e in summary["lifecycle"]) +
         f"  summary            {out}\n"
         f"  Dagster runs       make up, then open the Dagster UI (DAGSTER_HOME={paths.dagster_home})"
     )

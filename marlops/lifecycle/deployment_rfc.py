@@ -14,10 +14,10 @@ import pandas as pd
 
 from agents.evaluation import POLICY
 from contracts.features import FeatureSpec
-from data_checks.drift import compute_drift
 from marlops.candidates import AGENTS, SL_FALLBACK, SYMBOL_AGENT, RegisteredPolicies, ValidationResult
 from marlops.candidates import evaluate_policies
 from marlops.context import PipelineContext
+from marlops.lifecycle.drift import window_drift
 from marlops.lifecycle.paper import PaperTradingResult
 from marlops.lifecycle.rfc import DeploymentRFC, build_rfc, equity_drawdown_png
 from marlops.lifecycle.store import LifecycleStore
@@ -58,7 +58,7 @@ def risk_assessment(ctx: PipelineContext, history: pd.DataFrame, feed: pd.DataFr
     risk = ctx.config.risk
     ks = risk.kill_switch
     cand = paper.candidate
-    drift = feature_drift(ctx, history, feed, registered, paper)
+    drift = feature_drift(ctx, feed, registered, paper)
     weights = np.asarray(list((paper_records_weights or {}).values()), dtype=float)
     hhi = float(np.sum((weights / weights.sum()) ** 2)) if weights.size and weights.sum() > 0 else 0.0
     cost_ratio = cand["cost"] / cand["traded_notional"] if cand.get("traded_notional") else 0.0
@@ -75,22 +75,10 @@ def risk_assessment(ctx: PipelineContext, history: pd.DataFrame, feed: pd.DataFr
     }
 
 
-def feature_drift(ctx: PipelineContext, history: pd.DataFrame, feed: pd.DataFrame, registered: RegisteredPolicies,
+def feature_drift(ctx: PipelineContext, feed: pd.DataFrame, registered: RegisteredPolicies,
                   paper: PaperTradingResult) -> dict[str, Any]:
-    """Market features of the paper window against those of the training part (KS, sigma, PSI per feature)."""
-    from marlops.pipeline import compute_feature_table
-
-    table = compute_feature_table(feed[feed["timestamp"] <= paper.window.end])
-    names = [n for n in registered.spec.symbol.names if n in table.columns and pd.api.types.is_numeric_dtype(table[n])]
-    if not names:
-        return {"status": "not computed", "detail": "no market feature of the spec in the feature table"}
-    reference = table[table["timestamp"] < pd.Timestamp(registered.holdout_start)][names].dropna()
-    current = table[table["timestamp"] >= paper.window.start][names].dropna()
-    if len(reference) < 10 or len(current) < 5:
-        return {"status": "not computed", "detail": f"too few rows (reference {len(reference)}, current {len(current)})"}
-    report = compute_drift(reference, current, ctx.config.drift, features=names)
-    return {"status": "drift" if report.drifted else "ok", "summary": report.summary(),
-            "drifted_features": list(report.drifted_features)}
+    return window_drift(ctx, feed, registered.spec, holdout_start=registered.holdout_start, start=paper.window.start,
+                        end=paper.window.end)
 
 
 def rollback_plan(registered: RegisteredPolicies, paper: PaperTradingResult) -> list[str]:

@@ -13,9 +13,8 @@ from typing import Any
 
 import pandas as pd
 
-from data_checks.drift import compute_drift
-from marlops.candidates import RegisteredPolicies
 from marlops.lifecycle.context import LifecycleContext
+from marlops.lifecycle.drift import window_drift
 from marlops.lifecycle.errors import LifecycleError
 from marlops.lifecycle.market import Window, window_after
 from marlops.lifecycle.paper import candidate_refs, trade_paper_account
@@ -64,7 +63,8 @@ def run_review(lc: LifecycleContext, feed: pd.DataFrame, rollout: RolloutResult)
     live = window_metrics(recorder.records, PAPER_INITIAL_CASH, trading_days=window.trading_days,
                           periods_per_year=ctx.config.evaluation.periods_per_year)
     held = dict(rollout.held_out)
-    drift = _drift(ctx, feed, registered, window)
+    drift = window_drift(ctx, feed, registered.spec, holdout_start=registered.holdout_start, start=window.start,
+                         end=window.end)
     incidents = [{"kind": e.kind, "at": str(e.at), "principal": e.principal, "detail": e.detail}
                  for e in store.events() if e.kind in INCIDENT_KINDS]
     reasons: list[str] = []
@@ -86,20 +86,6 @@ def run_review(lc: LifecycleContext, feed: pd.DataFrame, rollout: RolloutResult)
     store.record_event("post_deployment_review", principal="lifecycle", candidate_run_id=registered.run_id,
                        detail=result.metadata())
     return result
-
-
-def _drift(ctx: Any, feed: pd.DataFrame, registered: RegisteredPolicies, window: Window) -> dict[str, Any]:
-    from marlops.pipeline import compute_feature_table
-
-    table = compute_feature_table(feed[feed["timestamp"] <= window.end])
-    names = [n for n in registered.spec.symbol.names if n in table.columns and pd.api.types.is_numeric_dtype(table[n])]
-    reference = table[table["timestamp"] < pd.Timestamp(registered.holdout_start)][names].dropna()
-    current = table[table["timestamp"] >= window.start][names].dropna()
-    if not names or len(reference) < 10 or len(current) < 5:
-        return {"status": "not computed", "detail": f"too few rows ({len(reference)} reference, {len(current)} live)"}
-    report = compute_drift(reference, current, ctx.config.drift, features=names)
-    return {"status": "drift" if report.drifted else "ok", "summary": report.summary(),
-            "drifted_features": list(report.drifted_features)}
 
 
 def _archive(lc: LifecycleContext, rfc_id: str, snapshot: dict[str, Any]) -> tuple[Path, dict[str, str]]:
