@@ -260,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     from marlops.market_data_cli import add_market_data_parser
     from marlops.master_process import add_master_parser
     from marlops.rfc_cli import add_rfc_parser
+    from marlops.rollback_cli import add_rollback_parser
     from marlops.route_cli import add_route_parser
     from marlops.status_cli import add_status_parser
     from marlops.token_cli import add_token_parser
@@ -271,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_master_parser(sub)
     add_route_parser(sub)
     add_rfc_parser(sub)
+    add_rollback_parser(sub)
     add_status_parser(sub)
     add_market_data_parser(sub)
     chaos = sub.add_parser("chaos", add_help=False,

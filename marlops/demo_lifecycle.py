@@ -81,7 +81,13 @@ def run_lifecycle_demo(paths: StatePaths, run_config: dict[str, Any], *, config_
         run_job(paths, "lifecycle_job", run_config, allow_failure=True, label="candidate-1")
         good = _latest_candidate(store, seen)
         seen.add(good)
-        staging = json.loads((paths.staging_dir / "latest.json").read_text())
+        latest = paths.staging_dir / "latest.json"
+        if not latest.is_file():
+            summary = candidate_summary(store, good)
+            raise PipelineError(f"the first candidate stopped before its staging replay ({summary['outcome']}: "
+                                f"{summary['reason'] or 'a step failed'}); see {paths.logs_dir}/"
+                                "demo-dagster-candidate-1.log")
+        staging = json.loads(latest.read_text())
         if store.stages(good).get("deployment_rfc") is not None:
             _approve(paths, store, good, token_file, "demo: the good candidate passed validation, staging and paper")
             print("      deployment: canary on 10% of symbols -> production rollout")

@@ -130,10 +130,13 @@ def deploy_to_triton(registered: RegisteredPolicies, ctx: PipelineContext, *, sm
             export_policy(repo, agent.agent, agent.triton_version, local, public_key, ctx.config.serving.triton,
                           expected_feature_spec_hash=registered.spec.spec_hash())
             models[agent.agent] = agent.triton_version
-            # Keep the new version and the one before it (instant rollback); older ones would each cost a
-            # Python backend stub at every Triton start.
+            # Keep the new version, the one before it, and whatever production / last-known-good point at
+            # (instant rollback); older ones would each cost a Python backend stub at every Triton start.
+            protected = {int(v) for alias, v in ctx.registry.aliases(agent.agent).items()
+                         if alias in ("production", "last-known-good")}
             for stale in exported_versions(repo, agent.agent)[:-KEEP_TRITON_VERSIONS]:
-                remove_version(repo, agent.agent, stale, public_key, ctx.config.serving.triton)
+                if stale not in protected:
+                    remove_version(repo, agent.agent, stale, public_key, ctx.config.serving.triton)
             logger.info("exported %s v%s into %s", agent.agent, agent.version, repo)
     if smoke_test:
         obs_dims = {SYMBOL_AGENT: len(registered.spec.symbol.names), MASTER_AGENT: len(registered.spec.master.names),

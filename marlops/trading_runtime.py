@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy.exc import SQLAlchemyError
 from prometheus_client import start_http_server
 
 from contracts.config import RLConfig, VolatilityProxyConfig
@@ -23,6 +24,11 @@ from contracts.features import FeatureSpec
 from gateway.token_file import read_token_file
 from marlops.errors import MarlopsError
 from marlops.gateway_client import GatewayClient
+from marlops.lifecycle.monitor import LIVE_SCOPE
+from marlops.lifecycle.errors import LifecycleError
+from marlops.lifecycle.recorder import BarRecorder
+from marlops.lifecycle.records import BarRecord
+from marlops.lifecycle.store import LifecycleStore
 from marlops.master_process import MasterSnapshotHandler
 from marlops.paths import StatePaths
 from marlops.policy_router import (
@@ -40,6 +46,8 @@ from registry.keys import PUBLIC_KEY_FILENAME, TRUSTED_PUBLIC_KEY_ENV
 from serving.errors import ServingError
 
 logger = logging.getLogger(__name__)
+
+ALERT_LIFECYCLE_RECORD = "LIFECYCLE_RECORD_FAILED"
 
 
 
@@ -150,10 +158,28 @@ class TradingRuntime:
         if args.sim_exchange:
             prices = SimPriceFeed(args.sim_exchange)
             closers.append(prices)
+        # Every decided bar is recorded for the lifecycle's sensors (canary health, model anomaly).
+        lifecycle = LifecycleStore(args.state_url or paths.state_url)
+        closers.append(lifecycle)
+
+        def record(bar: BarRecord) -> None:
+            try:
+                lifecycle.append_bars(LIVE_SCOPE, [bar])
+            except (LifecycleError, SQLAlchemyError) as exc:  # the sensors see a gap; trading goes on
+                service_ref["s"].alerts(ALERT_LIFECYCLE_RECORD, f"bar {bar.bar_index} not recorded: {exc}")
+                return
+            service_ref["s"].alerts(ALERT_LIFECYCLE_RECORD, None)
+
+        recorder = BarRecorder(sink=record, keep=False)
+
+        def on_bar(outcome: BarOutcome) -> None:
+            _log_bar(outcome)
+            recorder(outcome)
+
         service = TradingService(
             name=args.name, source=source, symbols=symbols, router=router, gateway=gateway, state=state,
             publish_snapshot=publish_snapshot, master=master_factory if master_mode == "inprocess" else None,
-            set_exchange_prices=prices, on_bar=_log_bar,
+            set_exchange_prices=prices, on_bar=on_bar,
         )
         service_ref["s"] = service
         if args.metrics_port:

@@ -40,10 +40,14 @@ def deployment_rfc(market_bars: pd.DataFrame, market_feed: pd.DataFrame,
     with marlops.lifecycle() as lc:
         rfc = prepare_rfc(lc.ctx, lc.store, history=market_bars, feed=market_feed, registered=registered_policy,
                           validation=validation_report, staging=staging_replay, paper=paper_trading)
-    return Output(rfc, metadata={"rfc_id": rfc.rfc_id, "rfc_digest": rfc.digest, "status": "pending approval",
-                                 "candidate": MetadataValue.json(rfc.candidate),
-                                 "production": MetadataValue.json(rfc.production or {}),
-                                 "rfc": MetadataValue.md(render_markdown(rfc))})
+    return Output(rfc, metadata=rfc_metadata(rfc))
+
+
+def rfc_metadata(rfc: DeploymentRFC) -> dict[str, object]:
+    """What the asset page shows: the RFC rendered as markdown with the equity/drawdown plot inline."""
+    return {"rfc_id": rfc.rfc_id, "rfc_digest": rfc.digest, "status": "pending approval",
+            "candidate": MetadataValue.json(rfc.candidate), "production": MetadataValue.json(rfc.production or {}),
+            "rfc": MetadataValue.md(render_markdown(rfc))}
 
 
 class ApprovalConfig(Config):  # type: ignore[misc]

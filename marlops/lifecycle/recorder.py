@@ -16,10 +16,11 @@ from marlops.trading import BarOutcome
 class BarRecorder:
     """Stateful: remembers each symbol's previous quantity and price. One recorder per trading run."""
 
-    def __init__(self, sink: Callable[[BarRecord], None] | None = None) -> None:
+    def __init__(self, sink: Callable[[BarRecord], None] | None = None, *, keep: bool = True) -> None:
         self._qty: dict[str, float] = {}
         self._price: dict[str, float] = {}
         self._sink = sink
+        self._keep = keep  # False for a live service: the sink keeps them, memory does not grow
         self.records: list[BarRecord] = []
 
     def __call__(self, outcome: BarOutcome) -> BarRecord | None:
@@ -61,7 +62,8 @@ class BarRecorder:
                            trading_state=outcome.trading_state, routing_revision=detail.routing_revision,
                            # the shadow replay applies the same master directive to both sides
                            extra={"directive_mode": detail.directive_mode} if detail.directive_mode else {})
-        self.records.append(record)
+        if self._keep:
+            self.records.append(record)
         if self._sink is not None:
             self._sink(record)
         return record
