@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from contracts.config import PaperTradingConfig
 from marlops.candidates import AGENTS, MASTER_AGENT, SL_FALLBACK, SYMBOL_AGENT, RegisteredPolicies
 from marlops.context import PipelineContext
 from marlops.lifecycle.market import Window, window_after
@@ -79,6 +80,22 @@ class PaperTradingResult:
                 **{f"incumbent_{k}": v for k, v in self.incumbent.items()}}
 
 
+def paper_gates(metrics: dict[str, float], *, decided_bars: int, window: Window,
+                cfg: PaperTradingConfig) -> dict[str, dict[str, Any]]:
+    """The paper-trading gates on the candidate's window metrics: gate -> passed, value, threshold, detail."""
+    net, turnover = metrics["net_return"], metrics["turnover_per_day"]
+    return {
+        "net_return": {"passed": net > cfg.min_net_return, "value": net, "threshold": cfg.min_net_return,
+                       "detail": f"net return {net:+.4%} after costs must be above {cfg.min_net_return:+.4%}"},
+        "turnover": {"passed": turnover <= cfg.max_turnover_per_day, "value": turnover,
+                     "threshold": cfg.max_turnover_per_day,
+                     "detail": f"turnover {turnover:.3f}/day must be at most {cfg.max_turnover_per_day:.3f}/day"},
+        "traded_every_day": {"passed": decided_bars >= window.trading_days, "value": float(decided_bars),
+                             "threshold": float(window.trading_days),
+                             "detail": f"{decided_bars} bars decided of the window's {window.trading_days}"},
+    }
+
+
 def paper_window(store: LifecycleStore, feed: pd.DataFrame, history_end: pd.Timestamp, days: int, what: str) -> Window:
     clock = store.clock()
     after = max(pd.Timestamp(clock), history_end) if clock else history_end
@@ -116,18 +133,7 @@ def run_paper_trading(ctx: PipelineContext, store: LifecycleStore, feed: pd.Data
     periods = ctx.config.evaluation.periods_per_year
     cand_m = window_metrics(cand.records, PAPER_INITIAL_CASH, trading_days=window.trading_days, periods_per_year=periods)
     inc_m = window_metrics(inc.records, PAPER_INITIAL_CASH, trading_days=window.trading_days, periods_per_year=periods)
-    checks = {
-        "net_return": {"passed": cand_m["net_return"] > cfg.min_net_return, "value": cand_m["net_return"],
-                       "threshold": cfg.min_net_return,
-                       "detail": f"net return {cand_m['net_return']:+.4%} after costs must be above {cfg.min_net_return:+.4%}"},
-        "turnover": {"passed": cand_m["turnover_per_day"] <= cfg.max_turnover_per_day,
-                     "value": cand_m["turnover_per_day"], "threshold": cfg.max_turnover_per_day,
-                     "detail": f"turnover {cand_m['turnover_per_day']:.3f}/day must be at most "
-                               f"{cfg.max_turnover_per_day:.3f}/day"},
-        "traded_every_day": {"passed": len(cand.records) >= window.trading_days, "value": float(len(cand.records)),
-                             "threshold": float(window.trading_days),
-                             "detail": f"{len(cand.records)} bars decided of the window's {window.trading_days}"},
-    }
+    checks = paper_gates(cand_m, decided_bars=len(cand.records), window=window, cfg=cfg)
     result = PaperTradingResult(
         candidate_run_id=registered.run_id, candidate_versions=registered.versions(), window=window, candidate=cand_m,
         incumbent=inc_m, incumbent_info=incumbent,
