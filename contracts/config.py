@@ -340,6 +340,7 @@ class CanaryConfig(_Config):
     trading_days: int = Field(default=2, ge=1)
     max_error_rate: float = Field(default=0.05, ge=0, le=1)
     max_denial_rate_excess: float = Field(default=0.20, ge=0, le=1)
+    denial_alpha: float = Field(default=0.01, gt=0, lt=1)
     max_cost_ratio: float = Field(default=3.0, gt=0)
     max_latency_ratio: float = Field(default=3.0, gt=0)
     max_drawdown_excess: float = Field(default=0.05, ge=0)
@@ -366,7 +367,7 @@ class ABTestConfig(_Config):
 class LifecycleConfig(_Config):
     """config/rl/lifecycle.yaml: the gates between a validated candidate and production (docs/lifecycle.md)."""
 
-    replay_trading_days: int = Field(default=20, ge=0)  # last days of the data the accelerated lifecycle trades
+    replay_trading_days: int = Field(default=17, ge=0)  # last days of the data the accelerated lifecycle trades
     paper_trading: PaperTradingConfig = PaperTradingConfig()
     canary: CanaryConfig = CanaryConfig()
     anomaly: AnomalyConfig = AnomalyConfig()

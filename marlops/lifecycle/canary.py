@@ -40,6 +40,7 @@ def canary_scope(run_id: str) -> str:
 def health_rules(ctx: PipelineContext) -> CanaryHealthRules:
     c = ctx.config.lifecycle.canary
     return CanaryHealthRules(max_error_rate=c.max_error_rate, max_denial_rate_excess=c.max_denial_rate_excess,
+                             denial_alpha=c.denial_alpha,
                              max_cost_ratio=c.max_cost_ratio, max_latency_ratio=c.max_latency_ratio,
                              max_drawdown_excess=c.max_drawdown_excess, pnl_alpha=c.pnl_alpha,
                              min_pnl_observations=c.min_pnl_observations)

@@ -135,6 +135,9 @@ class CanaryHealthRules:
     max_latency_ratio: float = 3.0  # canary p50 inference ms / control p50
     max_drawdown_excess: float = 0.05  # canary cohort drawdown - control cohort drawdown (fractions of cohort capital)
     pnl_alpha: float = 0.01  # one-sided Welch t-test: canary P&L per unit risk lower than control at this level
+    # A denial-rate excess must also be significant: one-sided Fisher exact test at this level. Denials follow the
+    # master's directive (a defensive week denies every buy), so one denied order of two is no evidence.
+    denial_alpha: float = 0.01
     min_pnl_observations: int = 8  # symbol-bars per cohort before the P&L test applies
 
     def __post_init__(self) -> None:
@@ -201,6 +204,16 @@ def _mean(values: Sequence[float]) -> float:
     return float(sum(values) / len(values)) if values else 0.0
 
 
+def _denial_p_value(canary: dict[str, float], control: dict[str, float]) -> float:
+    """One-sided Fisher exact test: are the canary's symbol-bars denied more often than the control's?"""
+    def counts(m: dict[str, float]) -> list[int]:
+        n = int(m["symbol_bars"])
+        denied = int(round(m["denial_rate"] * n))
+        return [denied, n - denied]
+
+    return float(stats.fisher_exact([counts(canary), counts(control)], alternative="greater")[1])
+
+
 def canary_health(
     bars: Sequence[BarRecord],
     rules: CanaryHealthRules = CanaryHealthRules(),
@@ -213,7 +226,9 @@ def canary_health(
     Cohort numbers are `cohort_metrics`. Breaches (each a HealthFinding; healthy = no breach):
       CANARY_ERROR_RATE    canary error_rate > max_error_rate. A hard limit: it applies from the first bar.
     Once `bars` holds at least `min_bars` bars and both cohorts have symbol-bars:
-      CANARY_DENIAL_RATE   canary denial_rate - control denial_rate > max_denial_rate_excess
+      CANARY_DENIAL_RATE   canary denial_rate - control denial_rate > max_denial_rate_excess AND the excess is
+                           significant: one-sided Fisher exact test on (denied, not denied) symbol-bars of the two
+                           cohorts, scipy.stats.fisher_exact(alternative="greater"), p < denial_alpha
       CANARY_COST_RATIO    canary cost_ratio / control cost_ratio > max_cost_ratio, only when both cohorts traded
                            and the control's ratio is > 0
       CANARY_LATENCY       canary inference_p50_ms / control inference_p50_ms > max_latency_ratio (control p50 > 0)
@@ -243,10 +258,13 @@ def canary_health(
     comparable = len(ordered) >= rules.min_bars and canary["symbol_bars"] > 0 and control["symbol_bars"] > 0
     if comparable:
         excess = canary["denial_rate"] - control["denial_rate"]
-        if excess > rules.max_denial_rate_excess:
+        p_denial = _denial_p_value(canary, control)
+        metrics["denial_test"] = {"p_value": p_denial, "excess": excess}
+        if excess > rules.max_denial_rate_excess and p_denial < rules.denial_alpha:
             breach(CANARY_DENIAL_RATE, "denial_rate", rules.max_denial_rate_excess,
                    f"risk rules denied {canary['denial_rate']:.1%} of canary symbol-bars against "
-                   f"{control['denial_rate']:.1%} of control's (excess {excess:.1%} > {rules.max_denial_rate_excess:.1%})")
+                   f"{control['denial_rate']:.1%} of control's (excess {excess:.1%} > {rules.max_denial_rate_excess:.1%}; "
+                   f"one-sided Fisher exact p={p_denial:.4g} < {rules.denial_alpha:g})")
         if canary["cost_ratio"] > 0 and control["cost_ratio"] > 0:
             ratio = canary["cost_ratio"] / control["cost_ratio"]
             if ratio > rules.max_cost_ratio:

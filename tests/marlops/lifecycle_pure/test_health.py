@@ -66,6 +66,14 @@ def test_canary_health_when_canary_denied_more_than_control_then_denial_breach()
     assert _codes(bars) == {CANARY_DENIAL_RATE}
 
 
+def test_canary_health_when_one_denial_of_two_then_not_significant_and_no_breach() -> None:
+    # A defensive directive denies every buy: one canary buy denied on the first bar is no evidence (Fisher p=0.1).
+    canary = [row("C1", 0, variant="candidate", denied=True), row("C2", 0, variant="candidate")]
+    control = [row(f"P{i:02d}", 0) for i in range(18)]
+    health = canary_health([bar(0, canary + control)])
+    assert health.healthy and health.metrics["denial_test"]["p_value"] == pytest.approx(0.1)
+
+
 def test_canary_health_when_fewer_bars_than_min_bars_then_comparisons_wait() -> None:
     bars = simulate(ROUTES, 6, seed=3, overrides=lambda t, s, v: {"denied": v == "candidate" and t % 2 == 0})
     assert _codes(bars, CanaryHealthRules(min_bars=7)) == set()
