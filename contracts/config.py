@@ -360,6 +360,7 @@ class ReviewConfig(_Config):
 
 
 class ABTestConfig(_Config):
+    trading_days: int = Field(default=10, ge=2)
     rotation_days: int = Field(default=1, ge=1)
     alpha: float = Field(default=0.05, gt=0, lt=1)
 

@@ -53,23 +53,33 @@ def cmd_demo(args: argparse.Namespace) -> int:
     paths.demo_dir.mkdir(parents=True, exist_ok=True)
     out = paths.demo_dir / "summary.json"
     out.write_text(json.dumps(summary, indent=2, sort_keys=True))
-    lat = summary["decision_latency_ms"]
-    print(
-        "\nmarlops demo — done\n"
-        f"  symbols            {summary['symbols']}  ({summary['trading_days']} trading days replayed)\n"
-        f"  decisions          {summary['decisions']}\n"
-        f"  orders             {summary['orders_submitted']} submitted, {summary['orders_filled']} filled, "
-        f"{summary['orders_at_exchange']} at the paper exchange\n"
-        f"  audit rows         {summary['audit_rows']}  (hash chain {'ok' if summary['audit_chain_ok'] else 'BROKEN'})\n"
-        f"  decision latency   p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms\n"
-        f"  policy versions    {summary['policy_versions']}\n"
-        f"  final equity       {summary['final_equity']:,.0f}  state {summary['trading_state']}\n"
-        + "".join(f"  lifecycle          {e['candidate']:<15} {e['outcome']:<24} versions {e['versions']} "
-                  f"{e['reason'][:90]}\n" for e in summary["lifecycle"]) +
-        f"  summary            {out}\n"
-        f"  Dagster runs       make up, then open the Dagster UI (DAGSTER_HOME={paths.dagster_home})"
-    )
+    print(format_demo_summary(summary, out, paths))
     return 0
+
+
+def format_demo_summary(summary: dict[str, object], out: Path, paths: StatePaths) -> str:
+    lines = ["", "marlops demo — done"]
+    if "decision_latency_ms" in summary:
+        lat = summary["decision_latency_ms"]
+        lines += [
+            f"  staging replay     {summary['symbols']} symbols, {summary['trading_days']} trading days, "
+            f"{summary['decisions']} decisions",
+            f"  orders             {summary['orders_submitted']} submitted, {summary['orders_filled']} filled, "
+            f"{summary['orders_at_exchange']} at the paper exchange",
+            f"  audit rows         {summary['audit_rows']}  (hash chain {'ok' if summary['audit_chain_ok'] else 'BROKEN'})",
+            f"  decision latency   p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms",  # type: ignore[index]
+            f"  final equity       {summary['final_equity']:,.0f}  state {summary['trading_state']}",
+        ]
+    else:
+        lines.append(f"  staging replay     {summary.get('staging')}")
+    for e in summary.get("lifecycle", []):  # type: ignore[attr-defined]
+        versions = ", ".join(f"{k} v{v}" for k, v in e["versions"].items())
+        lines.append(f"  lifecycle          {e['candidate']:<15} {e['outcome']:<24} ({versions})")
+        if e["reason"]:
+            lines.append(f"                     {e['reason'][:150]}")
+    lines += [f"  summary            {out}",
+              f"  Dagster runs       make up, then open the Dagster UI (DAGSTER_HOME={paths.dagster_home})"]
+    return "\n".join(lines)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -125,6 +125,8 @@ def demo_summary(paths: StatePaths, replay: dict[str, Any] | None = None) -> dic
         if not latest.is_file():
             raise PipelineError(f"{latest} missing: the staging replay did not report")
         replay = json.loads(latest.read_text())
+    if not replay:
+        return {"dagster_home": str(paths.dagster_home), "staging": "not run (the first candidate stopped earlier)"}
     replay = dict(replay)
     replay.pop("observation_checksums", None)
     replay["dagster_home"] = str(paths.dagster_home)

@@ -82,12 +82,11 @@ def run_lifecycle_demo(paths: StatePaths, run_config: dict[str, Any], *, config_
         good = _latest_candidate(store, seen)
         seen.add(good)
         latest = paths.staging_dir / "latest.json"
-        if not latest.is_file():
-            summary = candidate_summary(store, good)
-            raise PipelineError(f"the first candidate stopped before its staging replay ({summary['outcome']}: "
-                                f"{summary['reason'] or 'a step failed'}); see {paths.logs_dir}/"
-                                "demo-dagster-candidate-1.log")
-        staging = json.loads(latest.read_text())
+        if latest.is_file():
+            staging = json.loads(latest.read_text())
+        else:  # stopped before staging (e.g. NO-GO): the lifecycle summary says where and why
+            logger.warning("the first candidate stopped before its staging replay: %s",
+                           candidate_summary(store, good)["reason"] or "see the Dagster log")
         if store.stages(good).get("deployment_rfc") is not None:
             _approve(paths, store, good, token_file, "demo: the good candidate passed validation, staging and paper")
             print("      deployment: canary on 10% of symbols -> production rollout")

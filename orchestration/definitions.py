@@ -50,6 +50,13 @@ review_job = define_asset_job(
     executor_def=in_process_executor,
 )
 
+ab_test_job = define_asset_job(
+    "ab_test_job",
+    selection=AssetSelection.assets(lifecycle_assets.ab_test),
+    description="A/B test of the latest registered candidate against production on rotating symbol halves.",
+    executor_def=in_process_executor,
+)
+
 # New candidates monthly on the latest data; they stop at the RFC approval like any other (never auto-approved).
 monthly_retraining = ScheduleDefinition(
     name="monthly_retraining",
@@ -77,10 +84,11 @@ defs = Definitions(
     assets=[assets.market_feed, assets.market_bars, assets.feature_table, assets.sl_model, assets.policy_candidate,
             assets.registered_policy, assets.validation_report, assets.triton_deployment, assets.staging_replay,
             lifecycle_assets.paper_trading, lifecycle_assets.deployment_rfc, lifecycle_assets.rfc_approval,
-            lifecycle_assets.canary, lifecycle_assets.production_rollout, lifecycle_assets.post_deployment_review],
+            lifecycle_assets.canary, lifecycle_assets.production_rollout, lifecycle_assets.post_deployment_review,
+            lifecycle_assets.ab_test],
     asset_checks=[checks.market_bars_are_valid, checks.feature_table_is_complete, *checks.go_no_go_checks,
                   *lifecycle_checks.lifecycle_checks],
-    jobs=[spine_job, lifecycle_job, deployment_job, review_job, rollback_job],
+    jobs=[spine_job, lifecycle_job, deployment_job, review_job, rollback_job, ab_test_job],
     schedules=[monthly_retraining],
     sensors=sensors_for(deployment_job, review_job),
     resources=resources_for(os.environ.get("MARLOPS_ENV", "dev")),

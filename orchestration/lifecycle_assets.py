@@ -7,6 +7,7 @@ from dagster import AssetExecutionContext, Config, MetadataValue, Output, asset
 from pydantic import Field
 
 from marlops import pipeline
+from marlops.lifecycle.ab_test import ABTestResult, run_ab_test
 from marlops.lifecycle.canary import CanaryResult, run_canary
 from marlops.lifecycle.deployment_rfc import prepare_rfc
 from marlops.lifecycle.gates import ApprovalGate, approval_gate
@@ -115,3 +116,15 @@ def post_deployment_review(market_feed: pd.DataFrame, production_rollout: Rollou
     with marlops.lifecycle() as lc:
         result = run_review(lc, market_feed, production_rollout)
     return Output(result, metadata={**result.metadata(), "incidents_detail": MetadataValue.json(result.incidents)})
+
+
+@asset(group_name="experiments", kinds={"triton", "fastapi"},
+       description="A/B: production (A) and the candidate (B) on sector-balanced halves that swap every "
+                   "`ab_test.rotation_days`; P&L per variant and per symbol with a significance test. Its own "
+                   "paper account and routing table: production untouched.")
+def ab_test(market_feed: pd.DataFrame, market_bars: pd.DataFrame, registered_policy: pipeline.RegisteredPolicies,
+            marlops: MarlopsResource) -> Output[ABTestResult]:
+    ctx = marlops.pipeline_context()
+    result = run_ab_test(ctx, market_feed, market_bars["timestamp"].max(), registered_policy,
+                         trading_days=ctx.config.lifecycle.ab_test.trading_days)
+    return Output(result, metadata={**result.metadata(), "report": MetadataValue.md(result.report.to_markdown())})

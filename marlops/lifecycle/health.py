@@ -33,6 +33,15 @@ MODEL_OUTPUT_RANGE = "MODEL_OUTPUT_RANGE"
 MODEL_ACTION_COLLAPSE = "MODEL_ACTION_COLLAPSE"
 MODEL_ERROR_RATE = "MODEL_ERROR_RATE"
 
+# Denials that follow the trading state or the master's directive, not the policy: a defensive day denies every
+# buy of every cohort that asks. Canary health compares the denials a policy earns by itself.
+STATE_DENIALS = frozenset({"DEFENSIVE_MODE", "TRADING_HALTED", "TRADING_REDUCING", "MARKET_CLOSED"})
+
+
+def policy_denial(row: SymbolBar) -> bool:
+    return row.denied and row.denial_code not in STATE_DENIALS
+
+
 METRIC_KEYS = ("pnl_per_risk", "cost_ratio", "inference_p50_ms", "drawdown", "error_rate", "denial_rate",
                "symbol_bars", "pnl")
 
@@ -117,7 +126,7 @@ def cohort_metrics(bars: Sequence[BarRecord], variant: str) -> dict[str, float]:
         "inference_p50_ms": float(statistics.median(s.inference_ms for s in rows)) if rows else 0.0,
         "drawdown": _cohort_drawdown(ordered, variant),
         "error_rate": sum(1 for s in rows if s.error) / n if n else 0.0,
-        "denial_rate": sum(1 for s in rows if s.denied) / n if n else 0.0,
+        "denial_rate": sum(1 for s in rows if policy_denial(s)) / n if n else 0.0,
         "symbol_bars": float(n),
         "pnl": float(sum(s.pnl for s in rows)),
     }
@@ -133,6 +142,9 @@ class CanaryHealthRules:
     max_denial_rate_excess: float = 0.20  # canary denial rate - control denial rate
     max_cost_ratio: float = 3.0  # canary cost per traded notional / control's (only when both traded)
     max_latency_ratio: float = 3.0  # canary p50 inference ms / control p50
+    # The latency comparison needs this many bars with a request from each cohort: on a busy host one request
+    # can take 3x another (a cold stub, a neighbour's burst), the median of several cannot.
+    min_latency_bars: int = 5
     max_drawdown_excess: float = 0.05  # canary cohort drawdown - control cohort drawdown (fractions of cohort capital)
     pnl_alpha: float = 0.01  # one-sided Welch t-test: canary P&L per unit risk lower than control at this level
     # A denial-rate excess must also be significant: one-sided Fisher exact test at this level. Denials follow the
@@ -226,12 +238,15 @@ def canary_health(
     Cohort numbers are `cohort_metrics`. Breaches (each a HealthFinding; healthy = no breach):
       CANARY_ERROR_RATE    canary error_rate > max_error_rate. A hard limit: it applies from the first bar.
     Once `bars` holds at least `min_bars` bars and both cohorts have symbol-bars:
-      CANARY_DENIAL_RATE   canary denial_rate - control denial_rate > max_denial_rate_excess AND the excess is
+      CANARY_DENIAL_RATE   (denials the policy earns itself: STATE_DENIALS such as DEFENSIVE_MODE follow the master's
+                           directive and the trading state, and do not count)
+                           canary denial_rate - control denial_rate > max_denial_rate_excess AND the excess is
                            significant: one-sided Fisher exact test on (denied, not denied) symbol-bars of the two
                            cohorts, scipy.stats.fisher_exact(alternative="greater"), p < denial_alpha
       CANARY_COST_RATIO    canary cost_ratio / control cost_ratio > max_cost_ratio, only when both cohorts traded
                            and the control's ratio is > 0
-      CANARY_LATENCY       canary inference_p50_ms / control inference_p50_ms > max_latency_ratio (control p50 > 0)
+      CANARY_LATENCY       canary inference_p50_ms / control inference_p50_ms > max_latency_ratio (control p50 > 0),
+                           once each cohort sent requests in at least min_latency_bars bars
       CANARY_DRAWDOWN      canary drawdown - control drawdown > max_drawdown_excess
       CANARY_PNL_INFERIOR  per symbol-bar returns (pnl / |previous position_value|, over symbol-bars that came in
                            holding a position) of the canary are lower than the control's: one-sided Welch t-test,
@@ -270,7 +285,8 @@ def canary_health(
             if ratio > rules.max_cost_ratio:
                 breach(CANARY_COST_RATIO, "cost_ratio", rules.max_cost_ratio,
                        f"canary pays {ratio:.2f}x the control's cost per traded notional (limit {rules.max_cost_ratio:g}x)")
-        if control["inference_p50_ms"] > 0:
+        latency_bars = min(sum(1 for b in ordered if b.of_variant(v)) for v in (canary_variant, control_variant))
+        if control["inference_p50_ms"] > 0 and latency_bars >= rules.min_latency_bars:
             ratio = canary["inference_p50_ms"] / control["inference_p50_ms"]
             if ratio > rules.max_latency_ratio:
                 breach(CANARY_LATENCY, "inference_p50_ms", rules.max_latency_ratio,

@@ -30,7 +30,8 @@ class BarRecorder:
         orders_by_symbol: dict[str, list[dict[str, object]]] = {}
         for order in detail.orders:
             orders_by_symbol.setdefault(str(order.get("symbol")), []).append(order)
-        denied = {str(r.get("symbol")) for r in detail.risk if not r.get("approved", True)}
+        denied = {str(r.get("symbol")): str(r.get("reason_code") or "") for r in detail.risk
+                  if not r.get("approved", True)}
         failed = set(detail.failed)
         rows: list[SymbolBar] = []
         for decision in detail.decisions:
@@ -49,7 +50,7 @@ class BarRecorder:
                 policy_version=acting, action=int(decision.action), probabilities=tuple(decision.probabilities),
                 price=price, position_qty=qty, position_value=qty * price,
                 pnl=prev_qty * (price - prev_price) - cost, cost=cost, traded_notional=notional,
-                denied=sym in denied,
+                denied=sym in denied, denial_code=denied.get(sym, ""),
                 # The routed version failed when the symbol was decided by a version that failed, or by the
                 # fallback while routed elsewhere after a failure this bar.
                 error=bool(failed) and (acting in failed or (variant != "sl_fallback" and acting.startswith("sl_fallback"))),

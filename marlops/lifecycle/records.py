@@ -30,6 +30,7 @@ class SymbolBar:
     shadow_version: str | None = None  # a variant scored but not traded
     shadow_action: int | None = None
     shadow_probabilities: tuple[float, ...] | None = None
+    denial_code: str = ""  # the risk rule's upper-case reason when denied (e.g. DEFENSIVE_MODE, PER_SYMBOL_CAP)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -257,3 +257,19 @@ def test_review_when_two_weeks_after_rollout_then_archive_with_digests(
 def test_rollout_when_rfc_not_approved_then_refused(lc: LifecycleContext, planted: RegisteredPolicies) -> None:
     with pytest.raises(LifecycleError):
         run_rollout(lc, replace(planted), ["SYM00"], rfc_id="RFC-none", principal="t", reason="t")
+
+
+def test_ab_test_when_halves_rotate_then_every_symbol_ran_both_variants_and_report_says_significance(
+        lc: LifecycleContext, market: tuple[pd.DataFrame, pd.DataFrame], good: RegisteredPolicies,
+        planted: RegisteredPolicies, rollout: RolloutResult) -> None:
+    from marlops.lifecycle.ab_test import run_ab_test
+
+    feed, history = market
+    revision = lc.routing.revision()
+    result = run_ab_test(lc.ctx, feed, history["timestamp"].max(), good, trading_days=4)
+    assert result.rotations == 4 and result.a.label.startswith("production")
+    assert set(result.report.variants) == {"A", "B"}
+    both = [s for s, pnl in result.report.per_symbol.items() if set(pnl) == {"A", "B"}]
+    assert len(both) == N_SYMBOLS  # the halves swapped: every symbol traded under each variant
+    assert "significant" in result.report.conclusion
+    assert lc.routing.revision() == revision  # production's routing untouched

@@ -1,4 +1,5 @@
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -74,6 +75,15 @@ def test_canary_health_when_one_denial_of_two_then_not_significant_and_no_breach
     assert health.healthy and health.metrics["denial_test"]["p_value"] == pytest.approx(0.1)
 
 
+def test_canary_health_when_denials_follow_the_defensive_directive_then_not_held_against_the_canary() -> None:
+    # A defensive day denies every buy of whoever asks; the canary asked more often than the control.
+    canary = [row(f"C{i}", 0, variant="candidate", denied=True, denial_code="DEFENSIVE_MODE") for i in range(4)]
+    control = [row(f"P{i:02d}", 0) for i in range(36)]
+    assert canary_health([bar(0, canary + control)]).healthy
+    capped = [replace(r, denial_code="PER_SYMBOL_CAP") for r in canary]
+    assert {f.code for f in canary_health([bar(0, capped + control)]).findings} == {CANARY_DENIAL_RATE}
+
+
 def test_canary_health_when_fewer_bars_than_min_bars_then_comparisons_wait() -> None:
     bars = simulate(ROUTES, 6, seed=3, overrides=lambda t, s, v: {"denied": v == "candidate" and t % 2 == 0})
     assert _codes(bars, CanaryHealthRules(min_bars=7)) == set()
@@ -92,6 +102,12 @@ def test_canary_health_when_canary_inference_slow_then_latency_breach() -> None:
     health = canary_health(bars)
     assert {f.code for f in health.findings} == {CANARY_LATENCY}
     assert health.findings[0].canary == 9.0 and health.findings[0].control == 2.0
+
+
+def test_canary_health_when_slow_on_fewer_bars_than_min_latency_bars_then_no_latency_breach() -> None:
+    # Two slow bars on a busy host are noise, not a slow model.
+    bars = simulate(ROUTES, 2, seed=5, overrides=lambda t, s, v: {"inference_ms": 9.0 if v == "candidate" else 2.0})
+    assert CANARY_LATENCY not in {f.code for f in canary_health(bars).findings}
 
 
 def test_canary_health_when_canary_crashes_once_then_drawdown_breach() -> None:
