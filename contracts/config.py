@@ -343,6 +343,7 @@ class CanaryConfig(_Config):
     denial_alpha: float = Field(default=0.01, gt=0, lt=1)
     max_cost_ratio: float = Field(default=3.0, gt=0)
     max_latency_ratio: float = Field(default=3.0, gt=0)
+    min_latency_bars: int = Field(default=5, ge=1)
     max_drawdown_excess: float = Field(default=0.05, ge=0)
     pnl_alpha: float = Field(default=0.01, gt=0, lt=1)
     min_pnl_observations: int = Field(default=8, ge=2)

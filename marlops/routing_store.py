@@ -29,11 +29,11 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.pool import StaticPool
 
 from marlops.errors import RoutingError
+from marlops.state_db import engine_for, read_snapshot, write_transaction
 from marlops.routing import RoutingChange, RoutingTable, apply_change
 
 logger = logging.getLogger(__name__)
@@ -45,32 +45,6 @@ _STATE_ID = 1
 
 
 # ---- persistence -------------------------------------------------------------------------------
-def _engine_for(url: str) -> tuple[Engine, bool]:
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite":
-        return sa.create_engine(url, pool_pre_ping=True), False
-    database = parsed.database or ""
-    in_memory = database in ("", ":memory:") or database.startswith("file::memory:")
-    if in_memory:
-        engine = sa.create_engine(url, isolation_level="AUTOCOMMIT", poolclass=StaticPool,
-                                  connect_args={"check_same_thread": False})
-    else:
-        Path(database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
-        # AUTOCOMMIT hands transaction control to us: writes open with BEGIN IMMEDIATE.
-        engine = sa.create_engine(url, isolation_level="AUTOCOMMIT", connect_args={"timeout": 30})
-
-    @sa.event.listens_for(engine, "connect")
-    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        if not in_memory:
-            cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.close()
-
-    return engine, in_memory
-
-
 def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
@@ -121,7 +95,7 @@ class RoutingStore:
         )
         self._metadata = metadata
         try:
-            self._engine, self._in_memory = _engine_for(url)
+            self._engine, self._in_memory = engine_for(url)
             self._sqlite = self._engine.dialect.name == "sqlite"
             if create:
                 metadata.create_all(self._engine)
@@ -142,7 +116,7 @@ class RoutingStore:
         values = {"id": _STATE_ID, "revision": 0, "body": {"policies": {}, "routes": {}}, "audit_seq": 0,
                   "audit_hash": GENESIS_HASH, "updated_at": _now()}
         insert = sqlite.insert if self._sqlite else postgresql.insert
-        with self._engine.connect() as conn, _begin(conn, self._sqlite):
+        with self._engine.connect() as conn, write_transaction(conn, self._sqlite):
             conn.execute(insert(self._state).values(**values).on_conflict_do_nothing(index_elements=["id"]))
 
     def _install_guards(self) -> None:
@@ -218,7 +192,7 @@ class RoutingStore:
     # ---- writing ---------------------------------------------------------------------------------
     @contextmanager
     def _write_transaction(self) -> Iterator[Connection]:
-        with self._lock, self._engine.connect() as conn, _begin(conn, self._sqlite):
+        with self._lock, self._engine.connect() as conn, write_transaction(conn, self._sqlite):
             yield conn
 
     def apply(self, change: RoutingChange, *, principal: str, reason: str) -> RoutingTable:
@@ -277,7 +251,7 @@ class RoutingStore:
             with self._engine.connect() as conn:
                 if not self._sqlite:
                     conn = conn.execution_options(isolation_level="REPEATABLE READ")
-                with conn.begin() if not self._sqlite else _sqlite_read(conn):
+                with read_snapshot(conn, self._sqlite):
                     state = self._state_row(conn)
                     prev, expected_seq, last_after = GENESIS_HASH, 1, None
                     for row in conn.execute(sa.select(self._audit).order_by(self._audit.c.seq)):
@@ -320,31 +294,6 @@ class RoutingStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-@contextmanager
-def _begin(conn: Connection, is_sqlite: bool) -> Iterator[None]:
-    if is_sqlite:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            conn.exec_driver_sql("ROLLBACK")
-            raise
-        conn.exec_driver_sql("COMMIT")
-    else:
-        with conn.begin():
-            yield
-
-
-@contextmanager
-def _sqlite_read(conn: Connection) -> Iterator[None]:
-    # WAL: a deferred transaction reads one snapshot from its first SELECT on.
-    conn.exec_driver_sql("BEGIN")
-    try:
-        yield
-    finally:
-        conn.exec_driver_sql("ROLLBACK")
 
 
 def _audit_dict(row: Any) -> dict[str, Any]:

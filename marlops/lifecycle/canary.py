@@ -42,6 +42,7 @@ def health_rules(ctx: PipelineContext) -> CanaryHealthRules:
     return CanaryHealthRules(max_error_rate=c.max_error_rate, max_denial_rate_excess=c.max_denial_rate_excess,
                              denial_alpha=c.denial_alpha,
                              max_cost_ratio=c.max_cost_ratio, max_latency_ratio=c.max_latency_ratio,
+                             min_latency_bars=c.min_latency_bars,
                              max_drawdown_excess=c.max_drawdown_excess, pnl_alpha=c.pnl_alpha,
                              min_pnl_observations=c.min_pnl_observations)
 

@@ -39,7 +39,7 @@ from marlops.lifecycle.errors import (
 )
 from marlops.lifecycle.records import BarRecord
 from marlops.lifecycle.rfc import DeploymentRFC, canonical_json, jsonable, rfc_digest
-from marlops.routing_store import _begin, _engine_for
+from marlops.state_db import engine_for, read_snapshot, write_transaction
 
 logger = logging.getLogger(__name__)
 
@@ -208,12 +208,12 @@ class LifecycleStore:
         )
         self._metadata = md
         try:
-            self._engine, self._in_memory = _engine_for(url)
+            self._engine, self._in_memory = engine_for(url)
             self._sqlite = self._engine.dialect.name == "sqlite"
             md.create_all(self._engine)
             self._install_guards()
             insert = sqlite.insert if self._sqlite else postgresql.insert
-            with self._engine.connect() as conn, _begin(conn, self._sqlite):
+            with self._engine.connect() as conn, write_transaction(conn, self._sqlite):
                 conn.execute(insert(self._head).values(id=_HEAD_ID, seq=0, hash=GENESIS_HASH)
                              .on_conflict_do_nothing(index_elements=["id"]))
         except SQLAlchemyError as exc:
@@ -275,7 +275,7 @@ class LifecycleStore:
     def _writing(self, what: str) -> Iterator[Connection]:
         """One write transaction holding the head row: writers serialise, the event chain stays linear."""
         try:
-            with self._lock, self._engine.connect() as conn, _begin(conn, self._sqlite):
+            with self._lock, self._engine.connect() as conn, write_transaction(conn, self._sqlite):
                 query = sa.select(self._head.c.id).where(self._head.c.id == _HEAD_ID)
                 if not self._sqlite:
                     query = query.with_for_update()
@@ -564,7 +564,7 @@ class LifecycleStore:
 
     def chain_problem(self) -> str | None:
         """None when the event chain is intact and ends where the head row says; else what is wrong."""
-        with self._reading() as conn, _snapshot(conn, self._sqlite):
+        with self._reading() as conn, read_snapshot(conn, self._sqlite):
             head = conn.execute(sa.select(self._head).where(self._head.c.id == _HEAD_ID)).one()
             prev, expected = GENESIS_HASH, 1
             for row in conn.execute(sa.select(self._events).order_by(self._events.c.seq)):
@@ -658,21 +658,6 @@ class LifecycleStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-@contextmanager
-def _snapshot(conn: Connection, is_sqlite: bool) -> Iterator[None]:
-    """One consistent read of several tables (SQLite WAL: a deferred transaction; PostgreSQL: REPEATABLE READ)."""
-    if is_sqlite:
-        conn.exec_driver_sql("BEGIN")
-        try:
-            yield
-        finally:
-            conn.exec_driver_sql("ROLLBACK")
-    else:
-        conn.execution_options(isolation_level="REPEATABLE READ")
-        with conn.begin():
-            yield
 
 
 def _instant(ts: str) -> datetime:

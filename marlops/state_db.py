@@ -1,0 +1,72 @@
+"""The marlops state database (SQLite by default, PostgreSQL by URL): one engine recipe and one transaction
+discipline for every store in it (routing table, lifecycle, trading cursor)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.pool import StaticPool
+
+
+def engine_for(url: str) -> tuple[Engine, bool]:
+    """(engine, in_memory). SQLite: WAL, synchronous FULL, a busy timeout, and AUTOCOMMIT so that writes open
+    their own BEGIN IMMEDIATE (write_transaction)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return sa.create_engine(url, pool_pre_ping=True), False
+    database = parsed.database or ""
+    in_memory = database in ("", ":memory:") or database.startswith("file::memory:")
+    if in_memory:
+        engine = sa.create_engine(url, isolation_level="AUTOCOMMIT", poolclass=StaticPool,
+                                  connect_args={"check_same_thread": False})
+    else:
+        Path(database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+        # AUTOCOMMIT hands transaction control to us: writes open with BEGIN IMMEDIATE.
+        engine = sa.create_engine(url, isolation_level="AUTOCOMMIT", connect_args={"timeout": 30})
+
+    @sa.event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        if not in_memory:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    return engine, in_memory
+
+
+@contextmanager
+def write_transaction(conn: Connection, is_sqlite: bool) -> Iterator[None]:
+    """One write transaction: SQLite BEGIN IMMEDIATE (writers queue, readers go on), PostgreSQL a plain BEGIN."""
+    if is_sqlite:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            conn.exec_driver_sql("ROLLBACK")
+            raise
+        conn.exec_driver_sql("COMMIT")
+    else:
+        with conn.begin():
+            yield
+
+
+@contextmanager
+def read_snapshot(conn: Connection, is_sqlite: bool) -> Iterator[None]:
+    """One consistent read of several tables (SQLite WAL: a deferred transaction; PostgreSQL: REPEATABLE READ)."""
+    if is_sqlite:
+        conn.exec_driver_sql("BEGIN")
+        try:
+            yield
+        finally:
+            conn.exec_driver_sql("ROLLBACK")
+    else:
+        conn.execution_options(isolation_level="REPEATABLE READ")
+        with conn.begin():
+            yield
