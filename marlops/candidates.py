@@ -299,6 +299,29 @@ def register_candidate(candidate: PolicyCandidate, ctx: PipelineContext) -> Regi
                               holdout_start=candidate.holdout_start)
 
 
+def registered_from_registry(ctx: PipelineContext, versions: dict[str, str]) -> RegisteredPolicies:
+    """The registered candidate with these versions, rebuilt from the registry: each artifact downloaded and
+    verified (signature, sha256, feature spec) into `<MARLOPS_HOME>/approved/<run>/`. What an approved RFC names
+    is what gets deployed, whatever was trained since."""
+    agents: dict[str, RegisteredAgent] = {}
+    manifest: dict[str, Any] = {}
+    run_id = ""
+    for agent in AGENTS:
+        if agent not in versions:
+            raise PipelineError(f"{agent}: no version given; an RFC names all of {', '.join(AGENTS)}")
+        policy = ctx.registry.resolve(agent, str(versions[agent]))
+        run_id = run_id or policy.run_id
+        if policy.run_id != run_id:
+            raise PipelineError(f"{agent} v{policy.version} comes from run {policy.run_id}, not {run_id}: the versions "
+                                "of one candidate are registered from one training run")
+        local, manifest_of = ctx.registry.download_verified(agent, policy.version, ctx.paths.root / "approved" / run_id,
+                                                           ctx.keys.public_pem())
+        manifest = manifest_of if agent == SYMBOL_AGENT else manifest
+        agents[agent] = RegisteredAgent(agent=agent, version=policy.version, sha256=policy.sha256, artifact=str(local))
+    spec = FeatureSpec.model_validate(manifest["feature_spec"])
+    return RegisteredPolicies(agents=agents, spec=spec, run_id=run_id, holdout_start=str(manifest[HOLDOUT_START_KEY]))
+
+
 # ---------------------------------------------------------------------------------------- validation
 
 

@@ -194,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="materialize the spine through Dagster and replay through the real stack")
     demo.add_argument("--source", default="synthetic:planted-alpha",
                       help="synthetic | synthetic:<preset> | path to CSV/Parquet bars")
-    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--seed", type=int, default=3,
+                      help="market and training seed (3: the planted-alpha market whose lifecycle the README shows)")
     demo.add_argument("--symbols", type=int, default=20)
     demo.add_argument("--days", type=int, default=504, help="bars per symbol (synthetic source)")
     demo.add_argument("--replay-days", type=int, default=30, help="latest bars replayed through the stack")

@@ -1,10 +1,11 @@
 """`make demo`: the whole governed lifecycle through Dagster, in accelerated replay.
 
-Three candidates, one market clock:
+Three candidates, trained and paper-traded side by side (paper accounts are apart from production), then one
+production timeline:
   1. a good candidate: spine -> paper trading -> RFC -> approved by the demo risk officer -> canary -> production;
   2. a candidate trained on a market with no learnable signal: blocked at validation (Go/No-Go);
   3. a candidate with a planted live-only defect (agents/fault_drill.py): passes validation, staging and paper
-     trading, is approved, and is rolled back from the canary automatically;
+     trading, is approved, and its canary (after the first rollout) is rolled back automatically;
 then the post-deployment review of the first, two weeks of market time after its rollout.
 Each step is a Dagster run on the project's instance, so every run, check and lineage edge shows in the UI.
 """
@@ -58,6 +59,11 @@ def _registered_runs(store: LifecycleStore) -> list[str]:
     return [s.candidate_run_id for s in sorted(store.stage_runs("registration"), key=lambda s: s.updated_at)]
 
 
+def _for_rfc(run_config: dict[str, Any], rfc_id: str) -> dict[str, Any]:
+    """`deployment_job`'s config for one RFC, as the approval sensor launches it."""
+    return {**run_config, "ops": {"rfc_approval": {"config": {"rfc_id": rfc_id}}}}
+
+
 def _approve(paths: StatePaths, store: LifecycleStore, run_id: str, token_file: Path, comment: str) -> str:
     rfc = store.latest_rfc(run_id)
     if rfc is None:
@@ -76,7 +82,7 @@ def run_lifecycle_demo(paths: StatePaths, run_config: dict[str, Any], *, config_
     staging: dict[str, Any] = {}
     entries: list[dict[str, Any]] = []
     try:
-        # 1. the good candidate, through every gate.
+        # Three candidates are trained and paper-trade side by side (paper accounts are separate from production).
         print("\n[1/3] good candidate: spine -> paper trading -> RFC (stops for approval)")
         run_job(paths, "lifecycle_job", run_config, allow_failure=True, label="candidate-1")
         good = _latest_candidate(store, seen)
@@ -87,38 +93,38 @@ def run_lifecycle_demo(paths: StatePaths, run_config: dict[str, Any], *, config_
         else:  # stopped before staging (e.g. NO-GO): the lifecycle summary says where and why
             logger.warning("the first candidate stopped before its staging replay: %s",
                            candidate_summary(store, good)["reason"] or "see the Dagster log")
-        if store.stages(good).get("deployment_rfc") is not None:
-            _approve(paths, store, good, token_file, "demo: the good candidate passed validation, staging and paper")
-            print("      deployment: canary on 10% of symbols -> production rollout")
-            run_job(paths, "deployment_job", run_config, allow_failure=True, label="deploy-1")
-        entries.append({"candidate": "good", **candidate_summary(store, good)})
 
-        # 2. trained on a market without a signal: Go/No-Go stops it.
         print("[2/3] candidate trained on a market with no learnable signal (expected: blocked at validation)")
         no_alpha = copy.deepcopy(run_config)
         no_alpha["resources"]["market_data"]["config"]["source"] = "synthetic:no-alpha"
         run_job(paths, "lifecycle_job", no_alpha, allow_failure=True, label="candidate-2")
         weak = _latest_candidate(store, seen)
         seen.add(weak)
-        entries.append({"candidate": "no-signal", **candidate_summary(store, weak)})
 
-        # 3. a planted live-only defect: approved, then rolled back from the canary by the health rules.
         print("[3/3] candidate with a planted live-only defect (expected: rolled back at canary)")
         drill = copy.deepcopy(run_config)
         drill["resources"]["training"]["config"]["fault_drill"] = "subset-batch"
         run_job(paths, "lifecycle_job", drill, allow_failure=True, label="candidate-3")
         planted = _latest_candidate(store, seen)
         seen.add(planted)
+
+        # The risk committee: the good candidate first; its canary and rollout touch production.
+        if store.stages(good).get("deployment_rfc") is not None:
+            rfc_id = _approve(paths, store, good, token_file, "demo: passed validation, staging and paper trading")
+            print("      deployment of the good candidate: canary on 10% of symbols -> production rollout")
+            run_job(paths, "deployment_job", _for_rfc(run_config, rfc_id), allow_failure=True, label="deploy-1")
+        # The planted candidate also looked fine on paper; its canary runs against production.
         if store.stages(planted).get("deployment_rfc") is not None:
-            _approve(paths, store, planted, token_file, "demo: approved to show the canary catching a live defect")
-            run_job(paths, "deployment_job", drill, allow_failure=True, label="deploy-3")
-        entries.append({"candidate": "planted-defect", **candidate_summary(store, planted)})
+            rfc_id = _approve(paths, store, planted, token_file, "demo: approved to show the canary catching a live defect")
+            print("      deployment of the planted candidate: canary (expected: rolled back automatically)")
+            run_job(paths, "deployment_job", _for_rfc(drill, rfc_id), allow_failure=True, label="deploy-3")
 
         # Two weeks of market time after the first rollout: its review.
         if store.stages(good).get("production_rollout") is not None:
             print("      post-deployment review of the production candidate (two weeks of market time)")
             run_job(paths, "review_job", run_config, allow_failure=True, label="review-1")
-            entries[0] = {"candidate": "good", **candidate_summary(store, good)}
+        entries = [{"candidate": name, **candidate_summary(store, run_id)}
+                   for name, run_id in (("good", good), ("no-signal", weak), ("planted-defect", planted))]
     finally:
         store.close()
     return {"staging": staging, "lifecycle": entries}

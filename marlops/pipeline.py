@@ -41,6 +41,7 @@ from marlops.candidates import (
     ValidationResult,
     check_bars,
     evaluate_registered,
+    registered_from_registry,
     fit_spec,
     register_candidate,
     train_candidate,
@@ -63,6 +64,7 @@ from serving.triton_process import TritonServer
 __all__ = [
     "MASTER_AGENT", "SL_FALLBACK", "SYMBOL_AGENT", "PipelineContext", "PolicyCandidate", "RegisteredPolicies",
     "TrainingSettings", "ValidationResult", "check_bars", "evaluate_registered", "fit_spec", "register_candidate",
+    "registered_from_registry",
     "train_candidate", "validate_candidate",
 ]
 

@@ -56,6 +56,8 @@ class ApprovalConfig(Config):  # type: ignore[misc]
     `marlops rfc approve|reject`. Dagster stores run config in plain text, so give a ONE-TIME approval code
     (`marlops rfc code <RFC-ID>`), not your API token: the code is bound to this RFC's digest and expires."""
 
+    rfc_id: str = Field(default="", description="the RFC to gate (the approval sensor sets it); empty: the latest "
+                                                "deployment_rfc")
     decision: str = Field(default="", description="approve | reject | empty (read the recorded decision)")
     credential: str = Field(default="", description="one-time approval code from `marlops rfc code RFC-ID` "
                                                     "(a risk_officer's); an API token also works but is then stored "
@@ -70,7 +72,8 @@ class ApprovalConfig(Config):  # type: ignore[misc]
 def rfc_approval(context: AssetExecutionContext, config: ApprovalConfig, deployment_rfc: DeploymentRFC,
                  marlops: MarlopsResource) -> Output[ApprovalGate]:
     with marlops.lifecycle() as lc:
-        gate = approval_gate(lc, deployment_rfc, token_store=lc.ctx.paths.token_store, decision=config.decision,
+        rfc = lc.store.rfc(config.rfc_id) if config.rfc_id else deployment_rfc
+        gate = approval_gate(lc, rfc, token_store=lc.ctx.paths.token_store, decision=config.decision,
                              credential=config.credential, comment=config.comment)
     if gate.refused_code:
         context.log.warning(f"decision refused: {gate.reason}")
@@ -83,8 +86,10 @@ def rfc_approval(context: AssetExecutionContext, config: ApprovalConfig, deploym
 def canary(market_feed: pd.DataFrame, market_bars: pd.DataFrame, registered_policy: pipeline.RegisteredPolicies,
            deployment_rfc: DeploymentRFC, rfc_approval: ApprovalGate, marlops: MarlopsResource) -> Output[CanaryResult]:
     with marlops.lifecycle() as lc:
-        result = run_canary(lc, market_feed, market_bars["timestamp"].max(), registered_policy,
-                            rfc_id=deployment_rfc.rfc_id)
+        # Exactly what the approval names (its RFC's versions), whatever was trained since.
+        registered = registered_policy if registered_policy.versions() == rfc_approval.candidate \
+            else pipeline.registered_from_registry(lc.ctx, rfc_approval.candidate)
+        result = run_canary(lc, market_feed, market_bars["timestamp"].max(), registered, rfc_id=rfc_approval.rfc_id)
     metadata = {**result.metadata(), "health": MetadataValue.json(result.health)}
     if result.shadow:
         metadata["shadow"] = MetadataValue.json(result.shadow)
@@ -95,15 +100,17 @@ def canary(market_feed: pd.DataFrame, market_bars: pd.DataFrame, registered_poli
        description="Alias production -> candidate, last-known-good -> previous; every symbol switched in one routing "
                    "change while Triton serves (failed requests measured); artifacts copied to "
                    "models/rl/production/<date>/.")
-def production_rollout(market_bars: pd.DataFrame, registered_policy: pipeline.RegisteredPolicies,
-                       validation_report: pipeline.ValidationResult, deployment_rfc: DeploymentRFC,
-                       canary: CanaryResult, marlops: MarlopsResource) -> Output[RolloutResult]:
-    symbols = list(pipeline.tradable_symbols(market_bars, registered_policy.spec))
+def production_rollout(market_bars: pd.DataFrame, canary: CanaryResult,
+                       marlops: MarlopsResource) -> Output[RolloutResult]:
+    registered = canary.registered  # the candidate whose canary passed, not the latest trained
+    if registered is None:
+        raise pipeline.PipelineError(f"{canary.rfc_id}: the canary record does not say which candidate ran")
+    symbols = list(pipeline.tradable_symbols(market_bars, registered.spec))
     with marlops.lifecycle() as lc:
-        result = run_rollout(lc, registered_policy, symbols, rfc_id=deployment_rfc.rfc_id,
-                             principal="lifecycle:production_rollout", reason=f"{deployment_rfc.rfc_id} approved, "
-                             f"canary healthy over {canary.bars} bars",
-                             held_out=validation_report.metadata_metrics())
+        held_out = lc.store.rfc(canary.rfc_id).metrics.get("held_out", {}).get("candidate", {})
+        result = run_rollout(lc, registered, symbols, rfc_id=canary.rfc_id, principal="lifecycle:production_rollout",
+                             reason=f"{canary.rfc_id} approved, canary healthy over {canary.bars} bars",
+                             held_out={k: float(v) for k, v in held_out.items() if isinstance(v, (int, float))})
     return Output(result, metadata=result.metadata())
 
 

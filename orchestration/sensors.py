@@ -22,7 +22,8 @@ def sensors_for(deployment_job: object, review_job: object) -> list[object]:
                      and "canary" not in lc.store.stages(r.candidate_run_id)]
         if not ready:
             return SkipReason("no approved RFC waiting for its canary")
-        return [RunRequest(run_key=f"{r.rfc_id}:{r.digest[:12]}", tags={"marlops/rfc": r.rfc_id}) for r in ready]
+        return [RunRequest(run_key=f"{r.rfc_id}:{r.digest[:12]}", tags={"marlops/rfc": r.rfc_id},
+                           run_config={"ops": {"rfc_approval": {"config": {"rfc_id": r.rfc_id}}}}) for r in ready]
 
     @sensor(name="canary_health_sensor", minimum_interval_seconds=30, default_status=DefaultSensorStatus.RUNNING,
             description="Live canaries judged on the bars `marlops trade` records; a breach moves the canary symbols "

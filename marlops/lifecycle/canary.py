@@ -21,7 +21,7 @@ from marlops.lifecycle.errors import LifecycleError
 from marlops.lifecycle.gates import require_approval
 from marlops.lifecycle.health import AnomalyRules, CanaryHealth, CanaryHealthRules, canary_health, model_anomalies
 from marlops.lifecycle.market import Window
-from marlops.lifecycle.paper import incumbent_of, paper_window
+from marlops.lifecycle.paper import incumbent_of, next_window
 from marlops.lifecycle.recorder import BarRecorder
 from marlops.lifecycle.records import BarRecord
 from marlops.lifecycle.shadow import shadow_report
@@ -117,6 +117,7 @@ class CanaryResult:
     bars_on_candidate_after_breach: int  # must be 0: the symbols were back on production at the next bar
     health: dict[str, Any]
     shadow: dict[str, Any] = field(default_factory=dict)
+    registered: RegisteredPolicies | None = None  # the candidate that ran (the rollout promotes exactly this)
 
     def metadata(self) -> dict[str, Any]:
         return {"cohort": ", ".join(self.cohort), "healthy": self.healthy, "bars": self.bars,
@@ -134,7 +135,9 @@ def run_canary(lc: LifecycleContext, feed: pd.DataFrame, history_end: pd.Timesta
     ctx, store = lc.ctx, lc.store
     require_approval(lc, rfc_id)
     cfg = lc.config.canary
-    window = paper_window(store, feed, history_end, cfg.trading_days, "the canary")
+    paper = store.stages(registered.run_id).get("paper_trading")
+    paper_end = str(paper.detail.get("window", {}).get("end", "")) if paper is not None else ""
+    window = next_window(store, feed, history_end, cfg.trading_days, "the canary", not_before=paper_end or None)
     symbols = list(tradable_symbols(feed, registered.spec))
     store.set_stage(registered.run_id, STAGE, "running", {"window": window.as_dict(), "rfc_id": rfc_id})
     cohort = start_canary(lc, registered, symbols, rfc_id=rfc_id, principal=principal)
@@ -176,7 +179,7 @@ def run_canary(lc: LifecycleContext, feed: pd.DataFrame, history_end: pd.Timesta
     result = CanaryResult(candidate_run_id=registered.run_id, rfc_id=rfc_id, cohort=cohort, window=window,
                           healthy=healthy, reasons=tuple(state["reasons"]) or (() if records else ("no bar decided",)),
                           bars=len(records), breach_bar=breach, bars_on_candidate_after_breach=after,
-                          health=final.health.as_dict(), shadow=shadow)
+                          health=final.health.as_dict(), shadow=shadow, registered=registered)
     store.set_stage(registered.run_id, STAGE, "passed" if healthy else "rolled_back",
                     {"cohort": list(cohort), "window": window.as_dict(), "reason": "; ".join(result.reasons),
                      "breach_bar": breach, "bars_on_candidate_after_breach": after})

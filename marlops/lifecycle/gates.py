@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +21,13 @@ class ApprovalGate:
     approved: bool
     reason: str
     refused_code: str = ""  # set when this materialization's own decision attempt was refused
+    candidate_run_id: str = ""
+    candidate: dict[str, str] = field(default_factory=dict)  # agent -> version: what the approval lets through
 
     def metadata(self) -> dict[str, Any]:
         return {"rfc_id": self.rfc_id, "rfc_digest": self.digest, "approved": self.approved, "reason": self.reason,
-                "refused": self.refused_code or "no"}
+                "refused": self.refused_code or "no", "candidate_run_id": self.candidate_run_id,
+                "candidate": ", ".join(f"{k} v{v}" for k, v in self.candidate.items())}
 
 
 def approval_gate(lc: LifecycleContext, rfc: DeploymentRFC, *, token_store: Path, decision: str = "",
@@ -42,7 +45,7 @@ def approval_gate(lc: LifecycleContext, rfc: DeploymentRFC, *, token_store: Path
             refused, reason_prefix = exc.code, f"decision refused ({exc}); "
     approved, reason = approval_status(lc.store, rfc.rfc_id)
     gate = ApprovalGate(rfc_id=rfc.rfc_id, digest=rfc.digest, approved=approved, reason=reason_prefix + reason,
-                        refused_code=refused)
+                        refused_code=refused, candidate_run_id=rfc.candidate_run_id, candidate=dict(rfc.candidate))
     lc.store.set_stage(rfc.candidate_run_id, STAGE, "passed" if approved else "blocked",
                        {"rfc_id": rfc.rfc_id, "reason": gate.reason})
     return gate

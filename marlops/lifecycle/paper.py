@@ -96,9 +96,14 @@ def paper_gates(metrics: dict[str, float], *, decided_bars: int, window: Window,
     }
 
 
-def paper_window(store: LifecycleStore, feed: pd.DataFrame, history_end: pd.Timestamp, days: int, what: str) -> Window:
-    clock = store.clock()
-    after = max(pd.Timestamp(clock), history_end) if clock else history_end
+def next_window(store: LifecycleStore, feed: pd.DataFrame, history_end: pd.Timestamp, days: int, what: str, *,
+                not_before: str | None = None) -> Window:
+    """The next `days` trading days after the market clock (the last day that production-affecting stages have
+    traded), the end of history, and `not_before` (e.g. the end of this candidate's own paper trading)."""
+    after = history_end
+    for mark in (store.clock(), not_before):
+        if mark:
+            after = max(after, pd.Timestamp(mark))
     return window_after(feed, after, days, what=what)
 
 
@@ -125,7 +130,9 @@ def trade_paper_account(ctx: PipelineContext, feed: pd.DataFrame, registered: Re
 def run_paper_trading(ctx: PipelineContext, store: LifecycleStore, feed: pd.DataFrame, history_end: pd.Timestamp,
                       registered: RegisteredPolicies) -> PaperTradingResult:
     cfg = ctx.config.lifecycle.paper_trading
-    window = paper_window(store, feed, history_end, cfg.trading_days, "paper trading")
+    # Paper trading runs on its own account beside production: candidates ready at the same time paper-trade the
+    # same days, so it does not move the market clock (the canary, which touches production, does).
+    window = next_window(store, feed, history_end, cfg.trading_days, "paper trading")
     store.set_stage(registered.run_id, STAGE, "running", {"window": window.as_dict()})
     incumbent = incumbent_of(ctx, registered)
     cand = trade_paper_account(ctx, feed, registered, window, candidate_refs(registered), name="paper-candidate")
@@ -140,7 +147,6 @@ def run_paper_trading(ctx: PipelineContext, store: LifecycleStore, feed: pd.Data
         curves={"candidate": equity_curve(cand.records, PAPER_INITIAL_CASH),
                 incumbent.label: equity_curve(inc.records, PAPER_INITIAL_CASH)},
         checks=checks, timestamps=[r.timestamp for r in cand.records])
-    store.advance_clock(window.end.isoformat())
     store.set_stage(registered.run_id, STAGE, "passed" if result.passed else "blocked",
                     {"window": window.as_dict(), "candidate": cand_m, "incumbent": inc_m,
                      "failed": [k for k, c in checks.items() if not c["passed"]],
