@@ -32,6 +32,15 @@ def candidate_summary(store: LifecycleStore, run_id: str) -> dict[str, Any]:
     versions = dict((stages.get("registration").detail if "registration" in stages else {}).get("versions", {}))
     passed = [s for s in STAGES if s in stages and stages[s].status == "passed"]
     outcome, reason = "in_progress", ""
+    rollout = stages.get("production_rollout")
+    if rollout is not None and rollout.status == "passed":
+        # In production; the review (a warning, not a gate) adds what it found.
+        outcome, reason = "production", f"promoted to {rollout.detail.get('production_dir', '')}"
+        review = stages.get("post_deployment_review")
+        if review is not None:
+            found = review.detail.get("reason")
+            reason += "; post-deployment review: " + (f"needs attention: {found}" if found else "within expectations")
+        return {"run_id": run_id, "versions": versions, "stages_passed": passed, "outcome": outcome, "reason": reason}
     for stage in reversed(STAGES):
         record = stages.get(stage)
         if record is None:
@@ -40,15 +49,9 @@ def candidate_summary(store: LifecycleStore, run_id: str) -> dict[str, Any]:
             outcome, reason = _BLOCKED.get(stage, f"blocked_at_{stage}"), str(record.detail.get("reason", ""))
             if stage == "rfc_approval" and "no decision recorded" in reason:
                 outcome = "awaiting_approval"
-        elif stage in ("production_rollout", "post_deployment_review") and record.status == "passed":
-            outcome, reason = "production", str(stages["production_rollout"].detail.get("production_dir", ""))
-            if "post_deployment_review" in stages:
-                review = stages["post_deployment_review"]
-                reason += f"; post-deployment review {review.status}" + (
-                    f": {review.detail.get('reason')}" if review.detail.get("reason") else "")
         elif record.status == "running":
-            outcome, reason = f"running_{stage}", ""
+            outcome = f"running_{stage}"
         else:
-            outcome, reason = f"passed_{stage}", ""
+            outcome = f"passed_{stage}"
         break
     return {"run_id": run_id, "versions": versions, "stages_passed": passed, "outcome": outcome, "reason": reason}

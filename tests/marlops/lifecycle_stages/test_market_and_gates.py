@@ -110,3 +110,16 @@ def test_summary_when_stages_recorded_then_outcome_and_reason(tmp_path) -> None:
     assert weak["versions"] == {"symbol_agent": "1"} and weak["stages_passed"] == ["registration"]
     assert planted["outcome"] == "rolled_back_at_canary" and planted["reason"].startswith("MODEL_ACTION_COLLAPSE")
     assert "rfc_approval" in planted["stages_passed"] and "canary" not in planted["stages_passed"]
+
+
+def test_summary_when_rolled_out_then_production_even_if_review_needs_attention(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    store = LifecycleStore(f"sqlite:///{tmp_path / 'state.db'}")
+    try:
+        store.set_stage("r1", "registration", "passed", {"versions": {"symbol_agent": "1"}})
+        store.set_stage("r1", "production_rollout", "passed", {"production_dir": "models/rl/production/2026-11-30"})
+        store.set_stage("r1", "post_deployment_review", "blocked", {"reason": "live Sharpe trails"})
+        summary = candidate_summary(store, "r1")
+    finally:
+        store.close()
+    assert summary["outcome"] == "production"
+    assert "2026-11-30" in summary["reason"] and "needs attention: live Sharpe trails" in summary["reason"]
