@@ -50,7 +50,9 @@ def test_register_when_candidate_trained_then_signed_versions_with_aliases(
     _, registered = spine
     for agent in registered.agents.values():
         artifact = Path(agent.artifact)
-        assert artifact.parent.parent.name == "production" and artifact.name == f"{agent.agent}.ptc"
+        # Candidates are signed into models/rl/candidates/<run>/; only a rollout writes models/rl/production/.
+        assert artifact.parent.parent.name == "candidates" and artifact.parent.name == registered.run_id
+        assert artifact.name == f"{agent.agent}.ptc"
         assert artifact.with_suffix(".manifest.sig").is_file()
         resolved = pipeline_ctx.registry.resolve(agent.agent, "candidate")
         assert resolved.version == agent.version and resolved.sha256 == agent.sha256
