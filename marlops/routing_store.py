@@ -33,7 +33,7 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from marlops.errors import RoutingError
-from marlops.state_db import engine_for, read_snapshot, write_transaction
+from marlops.state_db import StateDbStore, engine_for, read_snapshot, write_transaction
 from marlops.routing import RoutingChange, RoutingTable, apply_change
 
 logger = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ def audit_hash(row: Mapping[str, Any]) -> str:
     return hashlib.sha256(_canonical(body).encode()).hexdigest()
 
 
-class RoutingStore:
+class RoutingStore(StateDbStore):
     """The persisted routing table and its hash-chained audit trail (see the module docstring)."""
 
     def __init__(self, url: str, *, create: bool = True, table: str = "routing") -> None:
@@ -282,18 +282,6 @@ class RoutingStore:
             logger.error("routing audit %s broken: %s", self._audit.name, problem)
         return problem is None
 
-    def drop(self) -> None:
-        """Remove both tables (tests and throwaway stores only)."""
-        self._metadata.drop_all(self._engine)
-
-    def close(self) -> None:
-        self._engine.dispose()
-
-    def __enter__(self) -> RoutingStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _audit_dict(row: Any) -> dict[str, Any]:

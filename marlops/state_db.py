@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, make_url
@@ -70,3 +70,23 @@ def read_snapshot(conn: Connection, is_sqlite: bool) -> Iterator[None]:
         conn.execution_options(isolation_level="REPEATABLE READ")
         with conn.begin():
             yield
+
+
+class StateDbStore:
+    """What every store in the state database shares: its engine and metadata, and their lifetime."""
+
+    _engine: Engine
+    _metadata: sa.MetaData
+
+    def drop(self) -> None:
+        """Remove the store's tables (tests and throwaway stores only)."""
+        self._metadata.drop_all(self._engine)
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

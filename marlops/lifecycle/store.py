@@ -25,7 +25,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Self
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -39,7 +39,7 @@ from marlops.lifecycle.errors import (
 )
 from marlops.lifecycle.records import BarRecord
 from marlops.lifecycle.rfc import DeploymentRFC, canonical_json, jsonable, rfc_digest
-from marlops.state_db import engine_for, read_snapshot, write_transaction
+from marlops.state_db import StateDbStore, engine_for, read_snapshot, write_transaction
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def _big() -> sa.types.TypeEngine[int]:
     return sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
-class LifecycleStore:
+class LifecycleStore(StateDbStore):
     """See the module docstring. Thread-safe; several processes may share one database."""
 
     def __init__(self, url: str, *, table: str = "lifecycle") -> None:
@@ -645,19 +645,6 @@ class LifecycleStore:
             else:
                 logger.debug("clock %s stays at %s (given %s, not later)", name, current, ts)
 
-    # ---- housekeeping ------------------------------------------------------------------------------------------
-    def drop(self) -> None:
-        """Remove every table (tests and throwaway stores only)."""
-        self._metadata.drop_all(self._engine)
-
-    def close(self) -> None:
-        self._engine.dispose()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _instant(ts: str) -> datetime:
