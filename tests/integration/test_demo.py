@@ -26,8 +26,8 @@ def test_demo_when_run_tiny_then_every_candidate_has_a_lifecycle_outcome(tmp_pat
     (config / "serving.yaml").write_text(yaml.safe_dump(serving))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MARLOPS_", "DAGSTER_", "MLFLOW_"))}
     done = subprocess.run(
-        [sys.executable, "-m", "marlops.cli", "demo", "--symbols", "6", "--days", "200", "--replay-days", "8",
-         "--iterations", "2", "--config-dir", str(config)],
+        [sys.executable, "-m", "marlops.cli", "--config-dir", str(config), "demo", "--symbols", "6", "--days", "200",
+         "--replay-days", "8", "--iterations", "2"],
         cwd=project, env=env, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = json.loads((project / ".marlops" / "demo" / "summary.json").read_text())
