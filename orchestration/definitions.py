@@ -43,6 +43,13 @@ deployment_job = define_asset_job(
     executor_def=in_process_executor,
 )
 
+rollout_job = define_asset_job(
+    "rollout_job",
+    selection=AssetSelection.assets(lifecycle_assets.production_rollout),
+    description="Production rollout after a live canary passed (launched by canary_health_sensor).",
+    executor_def=in_process_executor,
+)
+
 review_job = define_asset_job(
     "review_job",
     selection=AssetSelection.assets(lifecycle_assets.post_deployment_review),
@@ -88,8 +95,8 @@ defs = Definitions(
             lifecycle_assets.ab_test],
     asset_checks=[checks.market_bars_are_valid, checks.feature_table_is_complete, *checks.go_no_go_checks,
                   *lifecycle_checks.lifecycle_checks],
-    jobs=[spine_job, lifecycle_job, deployment_job, review_job, rollback_job, ab_test_job],
+    jobs=[spine_job, lifecycle_job, deployment_job, rollout_job, review_job, rollback_job, ab_test_job],
     schedules=[monthly_retraining],
-    sensors=sensors_for(deployment_job, review_job),
+    sensors=sensors_for(deployment_job, review_job, rollout_job),
     resources=resources_for(os.environ.get("MARLOPS_ENV", "dev")),
 )

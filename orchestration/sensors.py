@@ -12,7 +12,7 @@ from marlops.lifecycle.monitor import check_canaries, check_model_anomaly, revie
 from orchestration.resources import MarlopsResource
 
 
-def sensors_for(deployment_job: object, review_job: object) -> list[object]:
+def sensors_for(deployment_job: object, review_job: object, rollout_job: object) -> list[object]:
     @sensor(name="rfc_approval_sensor", job=deployment_job, minimum_interval_seconds=30,
             default_status=DefaultSensorStatus.RUNNING,
             description="An RFC approved (CLI or UI) whose canary has not started launches the deployment job.")
@@ -25,12 +25,17 @@ def sensors_for(deployment_job: object, review_job: object) -> list[object]:
         return [RunRequest(run_key=f"{r.rfc_id}:{r.digest[:12]}", tags={"marlops/rfc": r.rfc_id},
                            run_config={"ops": {"rfc_approval": {"config": {"rfc_id": r.rfc_id}}}}) for r in ready]
 
-    @sensor(name="canary_health_sensor", minimum_interval_seconds=30, default_status=DefaultSensorStatus.RUNNING,
+    @sensor(name="canary_health_sensor", job=rollout_job, minimum_interval_seconds=30,
+            default_status=DefaultSensorStatus.RUNNING,
             description="Live canaries judged on the bars `marlops trade` records; a breach moves the canary symbols "
-                        "back to production at the next bar, alerts and audits.")
+                        "back to production at the next bar, alerts and audits; a canary healthy for its trading "
+                        "days launches the rollout.")
     def canary_health_sensor(context: SensorEvaluationContext, marlops: MarlopsResource):  # type: ignore[no-untyped-def]
         with marlops.lifecycle() as lc:
             actions = check_canaries(lc)
+        passed = [a for a in actions if a.kind == "canary_passed"]
+        if passed:
+            return [RunRequest(run_key=f"rollout:{a.candidate_run_id}") for a in passed]
         return SkipReason("; ".join(f"{a.kind} {a.candidate_run_id}: {'; '.join(a.reasons)}" for a in actions)
                           or "every running canary is healthy")
 

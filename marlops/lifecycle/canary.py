@@ -127,13 +127,34 @@ class CanaryResult:
                 "reasons": "; ".join(self.reasons) or "none"}
 
 
+def start_live_canary(lc: LifecycleContext, symbols: list[str], registered: RegisteredPolicies, *, rfc_id: str,
+                      principal: str = "lifecycle:canary") -> CanaryResult:
+    """Live: route the cohort and hand over to the canary-health sensor, which judges the bars `marlops trade`
+    records, rolls back on a breach, and passes the stage after `canary.trading_days` healthy trading days."""
+    require_approval(lc, rfc_id)
+    cohort = start_canary(lc, registered, symbols, rfc_id=rfc_id, principal=principal)
+    started = lc.store.clock() or pd.Timestamp.now("UTC").isoformat()
+    lc.store.set_stage(registered.run_id, STAGE, "running",
+                       {"rfc_id": rfc_id, "cohort": list(cohort), "started_market_time": started,
+                        "trading_days": lc.config.canary.trading_days})
+    window = Window(pd.Timestamp(started), pd.Timestamp(started), lc.config.canary.trading_days)
+    return CanaryResult(candidate_run_id=registered.run_id, rfc_id=rfc_id, cohort=cohort, window=window,
+                        healthy=False, reasons=("running live: the canary-health sensor decides after "
+                                                f"{lc.config.canary.trading_days} trading days",),
+                        bars=0, breach_bar=None, bars_on_candidate_after_breach=0, health={}, registered=registered)
+
+
 def run_canary(lc: LifecycleContext, feed: pd.DataFrame, history_end: pd.Timestamp, registered: RegisteredPolicies,
                *, rfc_id: str, principal: str = "lifecycle:canary") -> CanaryResult:
-    """Accelerated replay of the canary window on the project's routing table."""
+    """The canary window on the project's routing table: replayed here in accelerated replay
+    (`lifecycle.replay_trading_days` > 0), else started live for the canary-health sensor."""
     from marlops.pipeline import replay_window, tradable_symbols
 
     ctx, store = lc.ctx, lc.store
     require_approval(lc, rfc_id)
+    if lc.config.replay_trading_days == 0:
+        return start_live_canary(lc, list(tradable_symbols(feed, registered.spec)), registered, rfc_id=rfc_id,
+                                 principal=principal)
     cfg = lc.config.canary
     paper = store.stages(registered.run_id).get("paper_trading")
     paper_end = str(paper.detail.get("window", {}).get("end", "")) if paper is not None else ""

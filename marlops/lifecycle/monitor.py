@@ -13,6 +13,7 @@ import pandas as pd
 from marlops.lifecycle.canary import ALERT_CANARY_BREACH, anomaly_rules, end_canary, judge
 from marlops.lifecycle.context import LifecycleContext
 from marlops.lifecycle.health import model_anomalies
+from marlops.lifecycle.market import MARKET_TZ
 from marlops.lifecycle.records import BarRecord
 from marlops.lifecycle.rollback import rollback
 from registry.errors import PolicyNotFoundError
@@ -38,29 +39,39 @@ def _since(bars: list[BarRecord], since: str | None) -> list[BarRecord]:
 
 
 def check_canaries(lc: LifecycleContext) -> list[MonitorAction]:
-    """Live canary health: every running canary is judged on the live bars since it started; a breach routes its
-    symbols back to production (in force at the next bar), alerts and audits."""
+    """Live canaries, judged on the bars `marlops trade` recorded since each started: a breach routes the canary
+    symbols back to production (in force at the next bar), alerts and audits; a canary healthy for its trading
+    days passes its stage (the rollout may follow)."""
     actions: list[MonitorAction] = []
     for stage in lc.store.stage_runs("canary", "running"):
+        if "started_market_time" not in stage.detail:
+            continue  # a replayed canary: its asset judges it bar by bar
         cohort = tuple(stage.detail.get("cohort") or ())
         bars = [b for b in _since(lc.store.bars(LIVE_SCOPE), stage.detail.get("started_market_time"))
                 if b.of_variant("candidate")]
         if not bars:
             continue
         verdict = judge(lc.ctx, bars)
-        if not verdict.breached:
+        if verdict.breached:
+            revision = end_canary(lc, cohort, principal="sensor:canary_health",
+                                  reason="canary breach: " + "; ".join(verdict.reasons)[:500])
+            lc.store.set_stage(stage.candidate_run_id, "canary", "rolled_back",
+                               {**stage.detail, "reason": "; ".join(verdict.reasons), "routing_revision": revision})
+            lc.store.record_event("canary_rolled_back", principal="sensor:canary_health",
+                                  candidate_run_id=stage.candidate_run_id,
+                                  detail={"reasons": list(verdict.reasons), "routing_revision": revision,
+                                          "alert": ALERT_CANARY_BREACH})
+            logger.warning("ALERT %s: %s", ALERT_CANARY_BREACH, "; ".join(verdict.reasons))
+            actions.append(MonitorAction("canary_rolled_back", stage.candidate_run_id, verdict.reasons,
+                                         {"routing_revision": revision}))
             continue
-        revision = end_canary(lc, cohort, principal="sensor:canary_health",
-                              reason="canary breach: " + "; ".join(verdict.reasons)[:500])
-        lc.store.set_stage(stage.candidate_run_id, "canary", "rolled_back",
-                           {**stage.detail, "reason": "; ".join(verdict.reasons), "routing_revision": revision})
-        lc.store.record_event("canary_rolled_back", principal="sensor:canary_health",
-                              candidate_run_id=stage.candidate_run_id,
-                              detail={"reasons": list(verdict.reasons), "routing_revision": revision,
-                                      "alert": ALERT_CANARY_BREACH})
-        logger.warning("ALERT %s: %s", ALERT_CANARY_BREACH, "; ".join(verdict.reasons))
-        actions.append(MonitorAction("canary_rolled_back", stage.candidate_run_id, verdict.reasons,
-                                     {"routing_revision": revision}))
+        days = len({pd.Timestamp(b.timestamp).tz_convert(MARKET_TZ).date() for b in bars})
+        if days >= int(stage.detail.get("trading_days", lc.config.canary.trading_days)):
+            lc.store.set_stage(stage.candidate_run_id, "canary", "passed",
+                               {**stage.detail, "bars": len(bars), "trading_days_observed": days, "reason": ""})
+            lc.store.record_event("canary_passed", principal="sensor:canary_health",
+                                  candidate_run_id=stage.candidate_run_id, detail={"bars": len(bars), "days": days})
+            actions.append(MonitorAction("canary_passed", stage.candidate_run_id, (), {"bars": len(bars)}))
     return actions
 
 
