@@ -33,7 +33,13 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from marlops.errors import RoutingError
-from marlops.state_db import StateDbStore, engine_for, read_snapshot, write_transaction
+from marlops.state_db import (
+    StateDbStore,
+    engine_for,
+    install_append_only_guards,
+    read_snapshot,
+    write_transaction,
+)
 from marlops.routing import RoutingChange, RoutingTable, apply_change
 
 logger = logging.getLogger(__name__)
@@ -120,31 +126,8 @@ class RoutingStore(StateDbStore):
             conn.execute(insert(self._state).values(**values).on_conflict_do_nothing(index_elements=["id"]))
 
     def _install_guards(self) -> None:
-        name = self._audit.name
-        with self._engine.connect() as conn:
-            if self._sqlite:
-                for operation in ("UPDATE", "DELETE"):
-                    conn.exec_driver_sql(
-                        f'CREATE TRIGGER IF NOT EXISTS "{name}_no_{operation.lower()}" BEFORE {operation} ON "{name}" '
-                        f"BEGIN SELECT RAISE(ABORT, '{APPEND_ONLY_MESSAGE}'); END"
-                    )
-                return
-            present = {str(r[0]) for r in conn.execute(sa.text(
-                "SELECT tgname FROM pg_trigger WHERE tgrelid = to_regclass(quote_ident(:t)) AND NOT tgisinternal"),
-                {"t": name})}
-            conn.rollback()
-            if f"{name}_append_only" in present:
-                return
-            with conn.begin():
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('marlops-routing-guards'))"))
-                conn.execute(sa.text(
-                    "CREATE OR REPLACE FUNCTION marlops_routing_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ "
-                    f"BEGIN RAISE EXCEPTION '{APPEND_ONLY_MESSAGE}: % on % refused', TG_OP, TG_TABLE_NAME "
-                    "USING ERRCODE = 'insufficient_privilege'; END $$"))
-                conn.execute(sa.text(f'DROP TRIGGER IF EXISTS "{name}_append_only" ON "{name}"'))
-                conn.execute(sa.text(
-                    f'CREATE TRIGGER "{name}_append_only" BEFORE UPDATE OR DELETE ON "{name}" '
-                    "FOR EACH ROW EXECUTE FUNCTION marlops_routing_append_only()"))
+        install_append_only_guards(self._engine, self._sqlite, (self._audit.name,), message=APPEND_ONLY_MESSAGE,
+                                   namespace="routing")
 
     # ---- reading ---------------------------------------------------------------------------------
     def _state_row(self, conn: Connection, *, for_update: bool = False) -> Any:

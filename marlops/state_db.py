@@ -72,6 +72,38 @@ def read_snapshot(conn: Connection, is_sqlite: bool) -> Iterator[None]:
             yield
 
 
+def install_append_only_guards(engine: Engine, is_sqlite: bool, tables: tuple[str, ...], *, message: str,
+                               namespace: str) -> None:
+    """Refuse UPDATE and DELETE on `tables` inside the database: SQLite triggers `<table>_no_update|delete`,
+    PostgreSQL one trigger `<table>_append_only` over a function `marlops_<namespace>_append_only` (created once,
+    under an advisory lock, by whichever process gets there first)."""
+    with engine.connect() as conn:
+        if is_sqlite:
+            for name in tables:
+                for operation in ("UPDATE", "DELETE"):
+                    conn.exec_driver_sql(
+                        f'CREATE TRIGGER IF NOT EXISTS "{name}_no_{operation.lower()}" BEFORE {operation} '
+                        f"ON \"{name}\" BEGIN SELECT RAISE(ABORT, '{message}'); END")
+            return
+        missing = [name for name in tables if conn.execute(sa.text(
+            "SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass(quote_ident(:t)) AND tgname = :g "
+            "AND NOT tgisinternal"), {"t": name, "g": f"{name}_append_only"}).first() is None]
+        conn.rollback()
+        if not missing:
+            return
+        function = f"marlops_{namespace}_append_only"
+        with conn.begin():
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"marlops-{namespace}-guards"})
+            conn.execute(sa.text(
+                f"CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                f"BEGIN RAISE EXCEPTION '{message}: % on % refused', TG_OP, TG_TABLE_NAME "
+                "USING ERRCODE = 'insufficient_privilege'; END $$"))
+            for name in missing:
+                conn.execute(sa.text(f'DROP TRIGGER IF EXISTS "{name}_append_only" ON "{name}"'))
+                conn.execute(sa.text(f'CREATE TRIGGER "{name}_append_only" BEFORE UPDATE OR DELETE ON "{name}" '
+                                     f"FOR EACH ROW EXECUTE FUNCTION {function}()"))
+
+
 class StateDbStore:
     """What every store in the state database shares: its engine and metadata, and their lifetime."""
 

@@ -39,7 +39,13 @@ from marlops.lifecycle.errors import (
 )
 from marlops.lifecycle.records import BarRecord
 from marlops.lifecycle.rfc import DeploymentRFC, canonical_json, jsonable, rfc_digest
-from marlops.state_db import StateDbStore, engine_for, read_snapshot, write_transaction
+from marlops.state_db import (
+    StateDbStore,
+    engine_for,
+    install_append_only_guards,
+    read_snapshot,
+    write_transaction,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -227,36 +233,8 @@ class LifecycleStore(StateDbStore):
 
     # ---- setup -------------------------------------------------------------------------------------------------
     def _install_guards(self) -> None:
-        guarded = (self._events.name, self._decisions.name)
-        with self._engine.connect() as conn:
-            if self._sqlite:
-                for name in guarded:
-                    for operation in ("UPDATE", "DELETE"):
-                        conn.exec_driver_sql(
-                            f'CREATE TRIGGER IF NOT EXISTS "{name}_no_{operation.lower()}" BEFORE {operation} '
-                            f"ON \"{name}\" BEGIN SELECT RAISE(ABORT, '{APPEND_ONLY_MESSAGE}'); END")
-                return
-            missing = []
-            for name in guarded:
-                present = conn.execute(sa.text(
-                    "SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass(quote_ident(:t)) AND tgname = :g "
-                    "AND NOT tgisinternal"), {"t": name, "g": f"{name}_append_only"}).first()
-                if present is None:
-                    missing.append(name)
-            conn.rollback()
-            if not missing:
-                return
-            with conn.begin():
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('marlops-lifecycle-guards'))"))
-                conn.execute(sa.text(
-                    "CREATE OR REPLACE FUNCTION marlops_lifecycle_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ "
-                    f"BEGIN RAISE EXCEPTION '{APPEND_ONLY_MESSAGE}: % on % refused', TG_OP, TG_TABLE_NAME "
-                    "USING ERRCODE = 'insufficient_privilege'; END $$"))
-                for name in missing:
-                    conn.execute(sa.text(f'DROP TRIGGER IF EXISTS "{name}_append_only" ON "{name}"'))
-                    conn.execute(sa.text(
-                        f'CREATE TRIGGER "{name}_append_only" BEFORE UPDATE OR DELETE ON "{name}" '
-                        "FOR EACH ROW EXECUTE FUNCTION marlops_lifecycle_append_only()"))
+        install_append_only_guards(self._engine, self._sqlite, (self._events.name, self._decisions.name),
+                                   message=APPEND_ONLY_MESSAGE, namespace="lifecycle")
 
     # ---- transactions ------------------------------------------------------------------------------------------
     @contextmanager
