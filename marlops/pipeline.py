@@ -280,24 +280,33 @@ def registered_routing(registered: RegisteredPolicies) -> RoutingChange:
         routes={"*": ("production", None)})
 
 
+def replay_on_own_table(bars: pd.DataFrame, ctx: PipelineContext, *, change: RoutingChange, principal: str,
+                        reason: str, start: pd.Timestamp, spec: FeatureSpec, name: str, run_dir: Path,
+                        end: pd.Timestamp | None = None, ports: StackPorts | None = None,
+                        audit_url: str | None = None, speed: float | None = None,
+                        on_step: Callable[[BarOutcome], None] | None = None) -> WindowRun:
+    """`replay_window` routed by a table of its own (in `run_dir`, set by `change`): the project's routing
+    table, and so production, is never touched."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    routing = RoutingStore(f"sqlite:///{run_dir / 'routing.db'}")
+    try:
+        routing.apply(change, principal=principal, reason=reason)
+        return replay_window(bars, ctx, start=start, end=end, routing=routing, spec=spec, name=name, ports=ports,
+                             audit_url=audit_url, speed=speed, on_step=on_step, run_dir=run_dir)
+    finally:
+        routing.close()
+
+
 def run_replay(bars: pd.DataFrame, registered: RegisteredPolicies, ctx: PipelineContext, *, replay_days: int,
                ports: StackPorts | None = None, audit_url: str | None = None, speed: float | None = None,
                on_step: Callable[[BarOutcome], None] | None = None) -> ReplaySummary:
     """Replay the latest `replay_days` bars through the trading service, the paper exchange, Triton and the
     gateway, with a routing table of its own that sends every symbol to the registered version; stop everything."""
-    start = replay_start(bars, replay_days)
-    ctx.paths.staging_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
-    run_dir = ctx.paths.staging_dir / f"run-{stamp}"
-    run_dir.mkdir(parents=True)
-    routing = RoutingStore(f"sqlite:///{run_dir / 'state.db'}")
-    try:
-        routing.apply(registered_routing(registered), principal="staging-replay",
-                      reason=f"replay of run {registered.run_id}")
-        run = replay_window(bars, ctx, start=start, routing=routing, spec=registered.spec, name="staging",
-                            ports=ports, audit_url=audit_url, speed=speed, on_step=on_step, run_dir=run_dir)
-    finally:
-        routing.close()
+    run = replay_on_own_table(bars, ctx, change=registered_routing(registered), principal="staging-replay",
+                              reason=f"replay of run {registered.run_id}", start=replay_start(bars, replay_days),
+                              spec=registered.spec, name="staging", run_dir=ctx.paths.staging_dir / f"run-{stamp}",
+                              ports=ports, audit_url=audit_url, speed=speed, on_step=on_step)
     return summarize(run.outcomes, symbols=len(run.symbols), registered=registered, audit_summary=run.audit_summary,
                      orders_at_exchange=run.orders_at_exchange, trading_state=run.trading_state)
 

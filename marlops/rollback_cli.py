@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +47,7 @@ def add_rollback_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run_rollback(args: argparse.Namespace) -> int:
     paths = StatePaths.from_env()
     if args.state_url:
-        paths = StatePaths(root=paths.root, project_root=paths.project_root,
-                           mlflow_tracking_uri=paths.mlflow_tracking_uri, dagster_home_dir=paths.dagster_home_dir,
-                           state_store_url=args.state_url)
+        paths = replace(paths, state_store_url=args.state_url)
     try:
         principal = _authorize(args, paths)
     except (RoutingError, OSError) as exc:

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy.exc import SQLAlchemyError
 from prometheus_client import start_http_server
+from sqlalchemy.exc import SQLAlchemyError
 
 from contracts.config import RLConfig, VolatilityProxyConfig
 from contracts.decisions import MarketSnapshotMessage, MasterDirective
@@ -24,10 +24,9 @@ from contracts.features import FeatureSpec
 from gateway.token_file import read_token_file
 from marlops.errors import MarlopsError
 from marlops.gateway_client import GatewayClient
-from marlops.lifecycle.monitor import LIVE_SCOPE
 from marlops.lifecycle.errors import LifecycleError
 from marlops.lifecycle.recorder import BarRecorder
-from marlops.lifecycle.records import BarRecord
+from marlops.lifecycle.records import LIVE_SCOPE, BarRecord
 from marlops.lifecycle.store import LifecycleStore
 from marlops.master_process import MasterSnapshotHandler
 from marlops.paths import StatePaths

@@ -17,7 +17,12 @@ from marlops.context import PipelineContext
 from marlops.lifecycle.ab import ABReport, ab_report
 from marlops.lifecycle.cohorts import ab_assignment
 from marlops.lifecycle.market import Window, window_after
-from marlops.lifecycle.paper import Incumbent, candidate_refs, incumbent_of
+from marlops.lifecycle.paper import (
+    Incumbent,
+    candidate_refs,
+    incumbent_of,
+    stage_run_dir,
+)
 from marlops.lifecycle.recorder import BarRecorder
 from marlops.routing import DEFAULT_ROUTE, PolicyRef, RoutingChange
 from marlops.routing_store import RoutingStore
@@ -54,7 +59,7 @@ def run_ab_test(ctx: PipelineContext, feed: pd.DataFrame, history_end: pd.Timest
     window = window_after(feed, history_end, trading_days, what="the A/B test")
     symbols = list(tradable_symbols(feed, registered.spec))
     incumbent = incumbent_of(ctx, registered)
-    run_dir = ctx.paths.root / "lifecycle" / f"ab-{registered.run_id[:8]}-{pd.Timestamp.now('UTC'):%Y%m%dT%H%M%S%f}"
+    run_dir = stage_run_dir(ctx, "ab", registered.run_id)
     run_dir.mkdir(parents=True)
     routing = RoutingStore(f"sqlite:///{run_dir / 'routing.db'}")
     policies: dict[str, PolicyRef | None] = {**incumbent.refs,

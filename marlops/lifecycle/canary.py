@@ -19,11 +19,17 @@ from marlops.lifecycle.cohorts import canary_cohort
 from marlops.lifecycle.context import LifecycleContext
 from marlops.lifecycle.errors import LifecycleError
 from marlops.lifecycle.gates import require_approval
-from marlops.lifecycle.health import AnomalyRules, CanaryHealth, CanaryHealthRules, canary_health, model_anomalies
+from marlops.lifecycle.health import (
+    AnomalyRules,
+    CanaryHealth,
+    CanaryHealthRules,
+    canary_health,
+    model_anomalies,
+)
 from marlops.lifecycle.market import Window
-from marlops.lifecycle.paper import incumbent_of, next_window
+from marlops.lifecycle.paper import incumbent_of, next_window, stage_run_dir
 from marlops.lifecycle.recorder import BarRecorder
-from marlops.lifecycle.records import BarRecord
+from marlops.lifecycle.records import LIVE_SCOPE, BarRecord
 from marlops.lifecycle.shadow import shadow_report
 from marlops.routing import DEFAULT_ROUTE, PolicyRef, RoutingChange
 
@@ -134,8 +140,11 @@ def start_live_canary(lc: LifecycleContext, symbols: list[str], registered: Regi
     require_approval(lc, rfc_id)
     cohort = start_canary(lc, registered, symbols, rfc_id=rfc_id, principal=principal)
     started = lc.store.clock() or pd.Timestamp.now("UTC").isoformat()
+    latest = lc.store.bars(LIVE_SCOPE, last=1)
     lc.store.set_stage(registered.run_id, STAGE, "running",
                        {"rfc_id": rfc_id, "cohort": list(cohort), "started_market_time": started,
+                        # the sensor judges the bars after this one: those the cohort traded on the candidate
+                        "started_after_bar_index": latest[0].bar_index if latest else -1,
                         "trading_days": lc.config.canary.trading_days})
     window = Window(pd.Timestamp(started), pd.Timestamp(started), lc.config.canary.trading_days)
     return CanaryResult(candidate_run_id=registered.run_id, rfc_id=rfc_id, cohort=cohort, window=window,
@@ -183,7 +192,7 @@ def run_canary(lc: LifecycleContext, feed: pd.DataFrame, history_end: pd.Timesta
                                        "routing_revision": revision, "alert": ALERT_CANARY_BREACH})
 
     recorder = BarRecorder(sink=on_record)
-    run_dir = ctx.paths.root / "lifecycle" / f"canary-{registered.run_id[:8]}-{pd.Timestamp.now('UTC'):%Y%m%dT%H%M%S%f}"
+    run_dir = stage_run_dir(ctx, "canary", registered.run_id)
     replay_window(feed, ctx, start=window.start, end=window.end, routing=lc.routing, spec=registered.spec,
                   name="canary", on_step=recorder, run_dir=run_dir)
     store.advance_clock(window.end.isoformat())

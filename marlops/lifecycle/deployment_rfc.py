@@ -14,14 +14,20 @@ import pandas as pd
 
 from agents.evaluation import POLICY
 from contracts.features import FeatureSpec
-from marlops.candidates import AGENTS, SL_FALLBACK, SYMBOL_AGENT, RegisteredPolicies, ValidationResult
-from marlops.candidates import evaluate_policies
+from marlops.candidates import (
+    AGENTS,
+    SL_FALLBACK,
+    SYMBOL_AGENT,
+    RegisteredPolicies,
+    ValidationResult,
+    evaluate_policies,
+)
 from marlops.context import PipelineContext
 from marlops.lifecycle.drift import window_drift
 from marlops.lifecycle.paper import PaperTradingResult
 from marlops.lifecycle.rfc import DeploymentRFC, build_rfc, equity_drawdown_png
 from marlops.lifecycle.store import LifecycleStore
-from registry.verification import manifest_path_for, signature_path_for, sha256_file
+from registry.verification import manifest_path_for, sha256_file, signature_path_for
 
 STAGE = "deployment_rfc"
 HELD_OUT_KEYS = ("sharpe", "total_return", "max_drawdown", "profit_factor", "win_rate", "turnover", "cost_ratio")

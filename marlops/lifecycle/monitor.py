@@ -10,17 +10,21 @@ from typing import Any
 
 import pandas as pd
 
-from marlops.lifecycle.canary import ALERT_CANARY_BREACH, anomaly_rules, end_canary, judge
+from marlops.lifecycle.canary import (
+    ALERT_CANARY_BREACH,
+    anomaly_rules,
+    end_canary,
+    judge,
+)
 from marlops.lifecycle.context import LifecycleContext
 from marlops.lifecycle.health import model_anomalies
 from marlops.lifecycle.market import MARKET_TZ
-from marlops.lifecycle.records import BarRecord
+from marlops.lifecycle.records import LIVE_SCOPE
 from marlops.lifecycle.rollback import rollback
 from registry.errors import PolicyNotFoundError
 
 logger = logging.getLogger(__name__)
 
-LIVE_SCOPE = "live"  # bars recorded by `marlops trade`
 
 
 @dataclass(frozen=True)
@@ -31,24 +35,17 @@ class MonitorAction:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
-def _since(bars: list[BarRecord], since: str | None) -> list[BarRecord]:
-    if not since:
-        return bars
-    cut = pd.Timestamp(since)
-    return [b for b in bars if pd.Timestamp(b.timestamp) > cut]
-
-
 def check_canaries(lc: LifecycleContext) -> list[MonitorAction]:
     """Live canaries, judged on the bars `marlops trade` recorded since each started: a breach routes the canary
     symbols back to production (in force at the next bar), alerts and audits; a canary healthy for its trading
     days passes its stage (the rollout may follow)."""
     actions: list[MonitorAction] = []
     for stage in lc.store.stage_runs("canary", "running"):
-        if "started_market_time" not in stage.detail:
+        if "started_after_bar_index" not in stage.detail:
             continue  # a replayed canary: its asset judges it bar by bar
         cohort = tuple(stage.detail.get("cohort") or ())
-        bars = [b for b in _since(lc.store.bars(LIVE_SCOPE), stage.detail.get("started_market_time"))
-                if b.of_variant("candidate")]
+        since = int(stage.detail["started_after_bar_index"]) + 1
+        bars = [b for b in lc.store.bars(LIVE_SCOPE, since_bar_index=since) if b.of_variant("candidate")]
         if not bars:
             continue
         verdict = judge(lc.ctx, bars)
@@ -80,7 +77,7 @@ def check_model_anomaly(lc: LifecycleContext) -> MonitorAction:
     distribution, a decision error rate. Any anomaly rolls production back to last-known-good (the SL fallback
     when there is none) by itself."""
     rules = anomaly_rules(lc.ctx)
-    bars = lc.store.bars(LIVE_SCOPE)[-rules.window_bars:]
+    bars = lc.store.bars(LIVE_SCOPE, last=rules.window_bars)
     anomalies = model_anomalies(bars, rules, variants=("production",))
     if not anomalies:
         return MonitorAction("none")

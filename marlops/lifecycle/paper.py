@@ -5,12 +5,19 @@ routing is not touched. Gate: net return above the configured floor and turnover
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from contracts.config import PaperTradingConfig
-from marlops.candidates import AGENTS, MASTER_AGENT, SL_FALLBACK, SYMBOL_AGENT, RegisteredPolicies
+from marlops.candidates import (
+    AGENTS,
+    MASTER_AGENT,
+    SL_FALLBACK,
+    SYMBOL_AGENT,
+    RegisteredPolicies,
+)
 from marlops.context import PipelineContext
 from marlops.lifecycle.market import Window, window_after
 from marlops.lifecycle.performance import equity_curve, window_metrics
@@ -18,7 +25,6 @@ from marlops.lifecycle.promotion import production_versions
 from marlops.lifecycle.recorder import BarRecorder
 from marlops.lifecycle.store import LifecycleStore
 from marlops.routing import PolicyRef, RoutingChange
-from marlops.routing_store import RoutingStore
 from marlops.stack import PAPER_INITIAL_CASH
 
 STAGE = "paper_trading"
@@ -107,23 +113,23 @@ def next_window(store: LifecycleStore, feed: pd.DataFrame, history_end: pd.Times
     return window_after(feed, after, days, what=what)
 
 
+def stage_run_dir(ctx: PipelineContext, name: str, run_id: str) -> Path:
+    """Where one replayed stage keeps its audit, cursor and routing databases."""
+    return ctx.paths.root / "lifecycle" / f"{name}-{run_id[:8]}-{pd.Timestamp.now('UTC'):%Y%m%dT%H%M%S%f}"
+
+
 def trade_paper_account(ctx: PipelineContext, feed: pd.DataFrame, registered: RegisteredPolicies, window: Window,
                         refs: dict[str, PolicyRef], *, name: str) -> BarRecorder:
     """One paper account, every symbol on `refs["production"]`, over `window`; returns its bar records."""
-    from marlops.pipeline import replay_window  # pipeline imports the lifecycle's callers; keep the edge one way
+    from marlops.pipeline import (
+        replay_on_own_table,  # pipeline imports the lifecycle's callers; keep the edge one way
+    )
 
-    ctx.paths.staging_dir.mkdir(parents=True, exist_ok=True)
-    run_dir = ctx.paths.root / "lifecycle" / f"{name}-{registered.run_id[:8]}-{pd.Timestamp.now('UTC'):%Y%m%dT%H%M%S%f}"
-    run_dir.mkdir(parents=True)
-    routing = RoutingStore(f"sqlite:///{run_dir / 'routing.db'}")
     recorder = BarRecorder()
-    try:
-        routing.apply(RoutingChange(policies=dict(refs), routes={"*": ("production", None)}), principal="paper-trading",
-                      reason=f"{name}: separate paper account")
-        replay_window(feed, ctx, start=window.start, end=window.end, routing=routing, spec=registered.spec, name=name,
-                      on_step=recorder, run_dir=run_dir)
-    finally:
-        routing.close()
+    replay_on_own_table(feed, ctx, change=RoutingChange(policies=dict(refs), routes={"*": ("production", None)}),
+                        principal="paper-trading", reason=f"{name}: separate paper account", start=window.start,
+                        end=window.end, spec=registered.spec, name=name,
+                        run_dir=stage_run_dir(ctx, name, registered.run_id), on_step=recorder)
     return recorder
 
 

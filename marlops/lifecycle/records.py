@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+LIVE_SCOPE = "live"  # the lifecycle store's scope of the bars `marlops trade` records
+
 
 @dataclass(frozen=True)
 class SymbolBar:

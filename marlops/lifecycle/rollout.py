@@ -17,7 +17,12 @@ from typing import Any
 import numpy as np
 
 from gateway.serve import free_port
-from marlops.candidates import MASTER_AGENT, SL_FALLBACK, SYMBOL_AGENT, RegisteredPolicies
+from marlops.candidates import (
+    MASTER_AGENT,
+    SL_FALLBACK,
+    SYMBOL_AGENT,
+    RegisteredPolicies,
+)
 from marlops.lifecycle.context import LifecycleContext
 from marlops.lifecycle.errors import LifecycleError
 from marlops.lifecycle.gates import require_approval

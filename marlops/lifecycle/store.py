@@ -597,11 +597,16 @@ class LifecycleStore(StateDbStore):
                     {"scope": scope, "bar_index": index, "timestamp": body["timestamp"], "body": body}
                     for index, body in sorted(rows.items())])
 
-    def bars(self, scope: str, *, since_bar_index: int | None = None) -> list[BarRecord]:
-        """The bars of `scope` in bar order; with `since_bar_index`, those with bar_index >= it (inclusive)."""
+    def bars(self, scope: str, *, since_bar_index: int | None = None, last: int | None = None) -> list[BarRecord]:
+        """The bars of `scope` in bar order; with `since_bar_index`, those with bar_index >= it (inclusive); with
+        `last`, only the latest `last` of those (a live scope grows every bar: sensors read a window, not all)."""
         query = sa.select(self._bars.c.body).where(self._bars.c.scope == scope)
         if since_bar_index is not None:
             query = query.where(self._bars.c.bar_index >= since_bar_index)
+        if last is not None:
+            query = query.order_by(self._bars.c.bar_index.desc()).limit(max(0, last))
+            with self._reading() as conn:
+                return [BarRecord.from_dict(r.body) for r in reversed(list(conn.execute(query)))]
         with self._reading() as conn:
             return [BarRecord.from_dict(r.body) for r in conn.execute(query.order_by(self._bars.c.bar_index))]
 

@@ -12,8 +12,8 @@ import pytest
 from contracts.config import load_rl_config
 from marlops.context import PipelineContext
 from marlops.lifecycle.context import LifecycleContext, lifecycle_context
-from marlops.lifecycle.monitor import LIVE_SCOPE, check_canaries
-from marlops.lifecycle.records import BarRecord, SymbolBar
+from marlops.lifecycle.monitor import check_canaries
+from marlops.lifecycle.records import LIVE_SCOPE, BarRecord, SymbolBar
 from marlops.paths import StatePaths
 from marlops.routing import DEFAULT_ROUTE, PolicyRef, RoutingChange
 
@@ -34,7 +34,8 @@ def lc(tmp_path: Path) -> Iterator[LifecycleContext]:
             principal="test", reason="canary")
         context.store.set_stage("run-2", "canary", "running",
                                 {"rfc_id": "RFC-2-x", "cohort": list(COHORT), "trading_days": 2,
-                                 "started_market_time": "2024-11-01T00:00:00+00:00"})
+                                 "started_market_time": "2024-11-01T00:00:00+00:00",
+                                 "started_after_bar_index": -1})
         yield context
 
 
@@ -75,3 +76,9 @@ def test_live_canary_when_outputs_collapse_then_cohort_back_on_production_and_au
     assert lc.routing.history(1)[0]["principal"] == "sensor:canary_health"
     assert lc.store.stages("run-2")["canary"].status == "rolled_back"
     assert check_canaries(lc) == []  # acted once
+
+
+def test_live_bars_when_asked_for_the_last_n_then_only_those_in_bar_order(lc: LifecycleContext) -> None:
+    lc.store.append_bars(LIVE_SCOPE, [_bar(day) for day in range(5)])
+    assert [b.bar_index for b in lc.store.bars(LIVE_SCOPE, last=2)] == [3, 4]
+    assert [b.bar_index for b in lc.store.bars(LIVE_SCOPE, since_bar_index=1, last=10)] == [1, 2, 3, 4]

@@ -9,7 +9,12 @@ from contracts.config import PaperTradingConfig
 from contracts.decisions import SymbolDecision
 from market_data.source import load_market
 from marlops.lifecycle.errors import LifecycleError
-from marlops.lifecycle.market import Window, split_for_lifecycle, trading_days_between, window_after
+from marlops.lifecycle.market import (
+    Window,
+    split_for_lifecycle,
+    trading_days_between,
+    window_after,
+)
 from marlops.lifecycle.paper import paper_gates
 from marlops.lifecycle.recorder import BarRecorder
 from marlops.lifecycle.store import LifecycleStore
