@@ -163,8 +163,8 @@ class TradingRuntime:
 
         def record(bar: BarRecord) -> None:
             try:
-                lifecycle.append_bars(LIVE_SCOPE, [bar])
-                lifecycle.advance_clock(bar.timestamp)  # live, the market clock is the trading service's bars
+                # live, the market clock is the trading service's bars
+                lifecycle.append_bars(LIVE_SCOPE, [bar], advance_clock="market")
             except (LifecycleError, SQLAlchemyError) as exc:  # the sensors see a gap; trading goes on
                 service_ref["s"].alerts(ALERT_LIFECYCLE_RECORD, f"bar {bar.bar_index} not recorded: {exc}")
                 return

@@ -572,9 +572,11 @@ class LifecycleStore(StateDbStore):
         return "" if int(head.seq) == 0 else str(head.hash)
 
     # ---- bars ----------------------------------------------------------------------------------------------------
-    def append_bars(self, scope: str, records: Sequence[BarRecord]) -> None:
+    def append_bars(self, scope: str, records: Sequence[BarRecord], *, advance_clock: str | None = None) -> None:
         """Append bar records under `scope` (e.g. "canary:<run_id>"). A bar index already stored with the same
-        content is skipped (re-appending is harmless); with different content it is refused (LifecycleError)."""
+        content is skipped (re-appending is harmless); with different content it is refused (LifecycleError).
+        `advance_clock`: also move that clock to the last record's time, in the same transaction (live trading
+        records a bar and advances the market clock with one write per bar)."""
         if not scope:
             raise LifecycleError("bar records need a scope, e.g. 'canary:<run_id>'")
         rows: dict[int, dict[str, Any]] = {}
@@ -596,6 +598,8 @@ class LifecycleStore(StateDbStore):
                 conn.execute(sa.insert(self._bars), [
                     {"scope": scope, "bar_index": index, "timestamp": body["timestamp"], "body": body}
                     for index, body in sorted(rows.items())])
+            if advance_clock is not None and records:
+                self._advance(conn, records[-1].timestamp, advance_clock)
 
     def bars(self, scope: str, *, since_bar_index: int | None = None, last: int | None = None) -> list[BarRecord]:
         """The bars of `scope` in bar order; with `since_bar_index`, those with bar_index >= it (inclusive); with
@@ -618,15 +622,18 @@ class LifecycleStore(StateDbStore):
 
     def advance_clock(self, ts: str, name: str = "market") -> None:
         """Set clock `name` to `ts` (ISO-8601; naive means UTC) unless it already is at or past it."""
-        moment = _instant(ts)
         with self._writing(f"advancing clock {name}") as conn:
-            current = conn.execute(sa.select(self._clocks.c.ts).where(self._clocks.c.name == name)).scalar_one_or_none()
-            if current is None:
-                conn.execute(sa.insert(self._clocks).values(name=name, ts=ts, updated_at=_now()))
-            elif moment > _instant(str(current)):
-                conn.execute(sa.update(self._clocks).where(self._clocks.c.name == name).values(ts=ts, updated_at=_now()))
-            else:
-                logger.debug("clock %s stays at %s (given %s, not later)", name, current, ts)
+            self._advance(conn, ts, name)
+
+    def _advance(self, conn: Connection, ts: str, name: str) -> None:
+        moment = _instant(ts)
+        current = conn.execute(sa.select(self._clocks.c.ts).where(self._clocks.c.name == name)).scalar_one_or_none()
+        if current is None:
+            conn.execute(sa.insert(self._clocks).values(name=name, ts=ts, updated_at=_now()))
+        elif moment > _instant(str(current)):
+            conn.execute(sa.update(self._clocks).where(self._clocks.c.name == name).values(ts=ts, updated_at=_now()))
+        else:
+            logger.debug("clock %s stays at %s (given %s, not later)", name, current, ts)
 
 
 

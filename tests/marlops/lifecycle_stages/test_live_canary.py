@@ -79,6 +79,7 @@ def test_live_canary_when_outputs_collapse_then_cohort_back_on_production_and_au
 
 
 def test_live_bars_when_asked_for_the_last_n_then_only_those_in_bar_order(lc: LifecycleContext) -> None:
-    lc.store.append_bars(LIVE_SCOPE, [_bar(day) for day in range(5)])
+    lc.store.append_bars(LIVE_SCOPE, [_bar(day) for day in range(5)], advance_clock="market")
+    assert lc.store.clock() == _bar(4).timestamp  # recorded and clocked in one write
     assert [b.bar_index for b in lc.store.bars(LIVE_SCOPE, last=2)] == [3, 4]
     assert [b.bar_index for b in lc.store.bars(LIVE_SCOPE, since_bar_index=1, last=10)] == [1, 2, 3, 4]
