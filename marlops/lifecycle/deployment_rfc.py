@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from agents.evaluation import POLICY
+from agents.performance import herfindahl
 from contracts.features import FeatureSpec
 from marlops.candidates import (
     AGENTS,
@@ -60,13 +61,14 @@ def held_out_metrics(ctx: PipelineContext, bars: pd.DataFrame, registered: Regis
 
 
 def risk_assessment(ctx: PipelineContext, history: pd.DataFrame, feed: pd.DataFrame, registered: RegisteredPolicies,
-                    paper: PaperTradingResult, paper_records_weights: dict[str, float] | None = None) -> dict[str, Any]:
+                    paper: PaperTradingResult) -> dict[str, Any]:
     risk = ctx.config.risk
     ks = risk.kill_switch
     cand = paper.candidate
     drift = feature_drift(ctx, feed, registered, paper)
-    weights = np.asarray(list((paper_records_weights or {}).values()), dtype=float)
-    hhi = float(np.sum((weights / weights.sum()) ** 2)) if weights.size and weights.sum() > 0 else 0.0
+    # Concentration of the candidate's book at the end of paper trading, the same measure as the held-out report.
+    weights = np.asarray([v for v in paper.final_positions.values() if v], dtype=float)
+    hhi = herfindahl(weights.reshape(1, -1)) if weights.size else 0.0
     cost_ratio = cand["cost"] / cand["traded_notional"] if cand.get("traded_notional") else 0.0
     return {
         "guardrail_headroom": {
@@ -119,7 +121,7 @@ def artifact_digests(registered: RegisteredPolicies) -> dict[str, dict[str, str]
 
 def prepare_rfc(ctx: PipelineContext, store: LifecycleStore, *, history: pd.DataFrame, feed: pd.DataFrame,
                 registered: RegisteredPolicies, validation: ValidationResult, staging: Any,
-                paper: PaperTradingResult, final_weights: dict[str, float] | None = None) -> DeploymentRFC:
+                paper: PaperTradingResult) -> DeploymentRFC:
     staging_metrics = {k: float(v) for k, v in {
         "decisions": staging.decisions, "orders_submitted": staging.orders_submitted,
         "fill_rate": staging.orders_filled / staging.orders_submitted if staging.orders_submitted else 1.0,
@@ -135,7 +137,7 @@ def prepare_rfc(ctx: PipelineContext, store: LifecycleStore, *, history: pd.Data
                  "staging": {"candidate": staging_metrics},
                  "paper": {"candidate": _finite(paper.candidate), "production" if inc.versions else "sl_fallback":
                            _finite(paper.incumbent)}},
-        risk=risk_assessment(ctx, history, feed, registered, paper, final_weights),
+        risk=risk_assessment(ctx, history, feed, registered, paper),
         rollback_plan=rollback_plan(registered, paper),
         artifacts=artifact_digests(registered),
         equity_plot_png=equity_drawdown_png(paper.curves, title=f"Paper trading {paper.window.start.date()} .. "

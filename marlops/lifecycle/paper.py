@@ -74,6 +74,7 @@ class PaperTradingResult:
     curves: dict[str, list[float]]
     checks: dict[str, dict[str, Any]]  # gate -> passed, value, threshold, detail
     timestamps: list[str] = field(default_factory=list)
+    final_positions: dict[str, float] = field(default_factory=dict)  # symbol -> candidate's position value at the end
 
     @property
     def passed(self) -> bool:
@@ -152,7 +153,8 @@ def run_paper_trading(ctx: PipelineContext, store: LifecycleStore, feed: pd.Data
         incumbent=inc_m, incumbent_info=incumbent,
         curves={"candidate": equity_curve(cand.records, PAPER_INITIAL_CASH),
                 incumbent.label: equity_curve(inc.records, PAPER_INITIAL_CASH)},
-        checks=checks, timestamps=[r.timestamp for r in cand.records])
+        checks=checks, timestamps=[r.timestamp for r in cand.records],
+        final_positions={s.symbol: s.position_value for s in cand.records[-1].symbols} if cand.records else {})
     store.set_stage(registered.run_id, STAGE, "passed" if result.passed else "blocked",
                     {"window": window.as_dict(), "candidate": cand_m, "incumbent": inc_m,
                      "failed": [k for k, c in checks.items() if not c["passed"]],

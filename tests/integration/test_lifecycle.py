@@ -117,6 +117,7 @@ def test_paper_trading_when_run_then_own_account_against_incumbent_and_routing_u
     assert paper.checks["traded_every_day"]["passed"]
     assert paper.incumbent_info.label.startswith("sl_fallback")  # no production yet
     assert len(paper.curves["candidate"]) == 6 and paper.curves["candidate"][0] == pytest.approx(1_000_000.0)
+    assert len(paper.final_positions) == N_SYMBOLS  # the RFC's concentration reads the final book
     record = lc.store.stages(good.run_id)["paper_trading"]
     assert record.status == ("passed" if paper.passed else "blocked")
     assert lc.store.clock() is None  # a separate account: the market clock is production's
