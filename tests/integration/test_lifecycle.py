@@ -123,6 +123,28 @@ def test_paper_trading_when_run_then_own_account_against_incumbent_and_routing_u
     assert lc.store.clock() is None  # a separate account: the market clock is production's
 
 
+def test_rfc_when_built_from_the_stages_then_complete_with_plot_risk_and_signed_artifacts(
+        lc: LifecycleContext, market: tuple[pd.DataFrame, pd.DataFrame], good: RegisteredPolicies,
+        paper: PaperTradingResult) -> None:
+    from marlops.lifecycle.deployment_rfc import prepare_rfc
+    from marlops.lifecycle.rfc import rfc_digest
+    from marlops.pipeline import run_replay, validate_candidate
+
+    feed, history = market
+    validation = validate_candidate(history, good, lc.ctx)
+    staging = run_replay(history, good, lc.ctx, replay_days=3)
+    rfc = prepare_rfc(lc.ctx, lc.store, history=history, feed=feed, registered=good, validation=validation,
+                      staging=staging, paper=paper)
+    assert set(rfc.metrics) == {"held_out", "staging", "paper"} and "sl_fallback" in rfc.metrics["paper"]
+    assert rfc.equity_plot_png and rfc.equity_plot_png.startswith(b"\x89PNG")
+    assert rfc.risk["drift"]["status"] in ("ok", "drift")
+    concentration = rfc.risk["concentration"]
+    assert concentration["positions"] == sum(1 for v in paper.final_positions.values() if v)
+    assert (concentration["herfindahl_of_final_positions"] > 0) == (concentration["positions"] > 0)
+    assert all(a["signature"] and a["sha256"] for a in rfc.artifacts.values())
+    assert rfc_digest(rfc) == rfc.digest and lc.store.latest_rfc(good.run_id) == rfc
+
+
 @pytest.fixture(scope="module")
 def canary(lc: LifecycleContext, market: tuple[pd.DataFrame, pd.DataFrame], good: RegisteredPolicies,
            paper: PaperTradingResult) -> CanaryResult:
