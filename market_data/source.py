@@ -26,15 +26,18 @@ def trading_symbols(bars: pd.DataFrame) -> tuple[str, ...]:
     return tuple(sorted(s for s in bars["symbol"].unique() if s not in INDEX_SYMBOLS))
 
 
-def load_market(spec: str, *, seed: int = 7, n_symbols: int | None = None, n_days: int | None = None) -> pd.DataFrame:
+def load_market(spec: str, *, seed: int = 7, n_symbols: int | None = None, n_days: int | None = None,
+                frequency: str | None = None, minutes_per_day: int | None = None) -> pd.DataFrame:
     """Bars for `spec`. For files, `n_symbols` keeps the first trading symbols (sorted) plus SPY/VIX and
-    `n_days` keeps the most recent timestamps; for synthetic data they size the generated market."""
+    `n_days` keeps the most recent timestamps; for synthetic data they size the generated market, and
+    `frequency` ("1Day" default, or "1Min": `n_days` sessions of `minutes_per_day` 1-minute bars) sets its bars."""
     head, _, preset = spec.partition(":")
     if head == SYNTHETIC_PREFIX:
         preset = preset or "default"
         if preset not in PRESETS:
             raise UnknownSourceError(f"market spec {spec!r}: unknown synthetic preset {preset!r}; known: {list(PRESETS)}")
-        sizes = {k: v for k, v in (("n_symbols", n_symbols), ("n_days", n_days)) if v is not None}
+        sizes = {k: v for k, v in (("n_symbols", n_symbols), ("n_days", n_days), ("frequency", frequency),
+                                   ("minutes_per_day", minutes_per_day)) if v is not None}
         try:
             config = SyntheticConfig(seed=seed, preset=preset, **sizes)
         except ValidationError as exc:
@@ -46,6 +49,9 @@ def load_market(spec: str, *, seed: int = 7, n_symbols: int | None = None, n_day
         raise UnknownSourceError(
             f"market spec {spec!r} is neither 'synthetic' / 'synthetic:<preset>' ({list(PRESETS)}) nor an existing path"
         )
+    if frequency is not None or minutes_per_day is not None:
+        raise MarketDataError(f"market spec {spec!r}: frequency/minutes_per_day size synthetic markets only; "
+                              "a file's bars keep their own frequency")
     bars = load_bars(path)
     if n_symbols is not None:
         if n_symbols < 1:
