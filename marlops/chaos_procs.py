@@ -123,7 +123,7 @@ class ManagedProcess:
 def exchange_process(port: int, log_path: Path, *, seed: int, initial_cash: float) -> ManagedProcess:
     return ManagedProcess(
         "paper exchange",
-        [sys.executable, "-m", "gateway.brokers.paper_exchange", "--host", "127.0.0.1", "--port", str(port),
+        [sys.executable, "-m", "paper_exchange", "--host", "127.0.0.1", "--port", str(port),
          "--initial-cash", str(initial_cash), "--seed", str(seed),
          "--rate-limit-per-min", str(EXCHANGE_RATE_LIMIT_PER_MIN), "--log-level", "warning"],
         url=f"http://127.0.0.1:{port}", ready_path="/v2/clock", log_path=log_path, ready_headers=BROKER_HEADERS,

@@ -179,7 +179,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_paper_exchange(args: argparse.Namespace) -> int:
-    os.execv(sys.executable, [sys.executable, "-m", "gateway.brokers.paper_exchange", "--host", args.host,
+    os.execv(sys.executable, [sys.executable, "-m", "paper_exchange", "--host", args.host,
                               "--port", str(args.port), "--initial-cash", str(args.initial_cash)])
     return 0  # pragma: no cover
 

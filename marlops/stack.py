@@ -57,7 +57,7 @@ class PaperExchangeProcess:
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self._log_path.open("ab")
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.brokers.paper_exchange", "--host", "127.0.0.1", "--port", str(self.port),
+            [sys.executable, "-m", "paper_exchange", "--host", "127.0.0.1", "--port", str(self.port),
              "--initial-cash", str(self._initial_cash)],
             stdout=log, stderr=subprocess.STDOUT,
         )

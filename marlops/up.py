@@ -278,7 +278,7 @@ def _local_market(paths: StatePaths, config: RLConfig, options: UpOptions, routi
     env = _env(paths, APCA_API_KEY_ID=LOCAL_PAPER_KEYS[0], APCA_API_SECRET_KEY=LOCAL_PAPER_KEYS[1],
                APCA_DATA_URL=urls["market_data"], APCA_DATA_STREAM_URL=f"ws://127.0.0.1:{options.market_data_port}/v2/iex")
     group.start(ManagedProcess(
-        "paper exchange", [sys.executable, "-m", "gateway.brokers.paper_exchange", "--host", "127.0.0.1",
+        "paper exchange", [sys.executable, "-m", "paper_exchange", "--host", "127.0.0.1",
                            "--port", str(options.exchange_port)],
         paths.logs_dir / "paper_exchange.log", env=env,
         ready=http_ok(f"{urls['paper_exchange']}/v2/clock", {"APCA-API-KEY-ID": LOCAL_PAPER_KEYS[0],

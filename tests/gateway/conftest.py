@@ -10,7 +10,7 @@ from store_backends import BACKENDS, store_on_backend
 from contracts.config import RiskOverlaysConfig
 from gateway.app import create_app
 from gateway.audit.store import AuditStore
-from gateway.brokers.paper_exchange import create_paper_exchange_app
+from paper_exchange.app import create_paper_exchange_app
 from gateway.directives import DirectiveSource
 from gateway.serve import ServerHandle, serve_app_in_thread
 from gateway.settings import GatewaySettings

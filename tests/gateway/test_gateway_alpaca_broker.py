@@ -9,7 +9,7 @@ from gateway_builders import PAPER_HEADERS, T0
 
 from contracts.orders import OrderIntent, OrderSide
 from gateway.brokers.alpaca_broker import AlpacaBroker
-from gateway.brokers.paper_exchange import create_paper_exchange_app
+from paper_exchange.app import create_paper_exchange_app
 from gateway.brokers.rate_limit import RateLimitGovernor
 from gateway.errors import BrokerConfigError, BrokerRejectedError, BrokerUnavailableError
 from gateway.serve import ServerHandle, free_port, serve_app_in_thread

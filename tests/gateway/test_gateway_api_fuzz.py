@@ -24,7 +24,7 @@ from schemathesis.specs.openapi.checks import (
 
 from contracts.config import RiskOverlaysConfig
 from gateway.app import create_app
-from gateway.brokers.paper_exchange import create_paper_exchange_app
+from paper_exchange.app import create_paper_exchange_app
 from gateway.serve import ServerHandle, serve_app_in_thread
 from gateway.settings import ApiToken, GatewaySettings
 from gateway.tokens import hash_token

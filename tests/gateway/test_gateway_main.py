@@ -15,7 +15,7 @@ import pytest
 from child_process import stop_child
 
 from gateway.__main__ import INSECURE_WARNING, gateway_settings, load_process_settings, redact_url
-from gateway.brokers.paper_exchange import create_paper_exchange_app
+from paper_exchange.app import create_paper_exchange_app
 from gateway.process_settings import GatewayProcessSettings
 from gateway.serve import ServerHandle, free_port, serve_app_in_thread
 from gateway.token_file import raw_token_path, read_token_file

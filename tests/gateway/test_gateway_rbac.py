@@ -22,7 +22,7 @@ from gateway_builders import PAPER_HEADERS, batch, directive
 from contracts.config import RiskOverlaysConfig
 from gateway.api.roles import ROUTE_ROLES, guard_key
 from gateway.app import create_app
-from gateway.brokers.paper_exchange import create_paper_exchange_app
+from paper_exchange.app import create_paper_exchange_app
 from gateway.serve import ServerHandle, serve_app_in_thread
 from gateway.settings import ROLES, ApiToken, GatewaySettings, Role
 from gateway.token_file import TokenFileError, load_tokens

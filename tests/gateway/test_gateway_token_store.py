@@ -12,7 +12,7 @@ import pytest
 
 from contracts.config import RiskOverlaysConfig
 from gateway.app import create_app
-from gateway.brokers.paper_exchange import create_paper_exchange_app
+from paper_exchange.app import create_paper_exchange_app
 from gateway.serve import serve_app_in_thread
 from gateway.settings import GatewaySettings
 from gateway.token_file import (

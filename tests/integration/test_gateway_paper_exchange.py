@@ -54,7 +54,7 @@ def start_process(args: list[str], log: Path) -> subprocess.Popen[bytes]:
 def exchange_url(tmp_path: Path) -> Iterator[str]:
     port = free_port()
     log = tmp_path / "paper_exchange.log"
-    proc = start_process(["-m", "gateway.brokers.paper_exchange", "--host", "127.0.0.1", "--port", str(port),
+    proc = start_process(["-m", "paper_exchange", "--host", "127.0.0.1", "--port", str(port),
                           "--initial-cash", "1000000", "--log-level", "warning"], log)
     url = f"http://127.0.0.1:{port}"
     try:

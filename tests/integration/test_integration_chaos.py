@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from contracts.config import load_risk
-from gateway.brokers.paper_exchange import create_paper_exchange_app
+from paper_exchange.app import create_paper_exchange_app
 from gateway.serve import ServerHandle, free_port, serve_app_in_thread
 from marlops.chaos import (
     REPORT_KEYS,

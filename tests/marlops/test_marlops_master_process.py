@@ -40,7 +40,7 @@ from contracts.features import (
 )
 from contracts.policy import DIRECTIVE_MODES
 from gateway.app import create_app
-from gateway.brokers.paper_exchange import create_paper_exchange_app
+from paper_exchange.app import create_paper_exchange_app
 from gateway.serve import ServerHandle, serve_app_in_thread
 from gateway.settings import ApiToken, GatewaySettings
 from gateway.token_file import read_token_file

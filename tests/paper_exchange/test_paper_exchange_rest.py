@@ -8,9 +8,9 @@ from alpaca.common.exceptions import APIError
 from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import OrderSide, OrderStatus, PositionSide, QueryOrderStatus, TimeInForce
 from alpaca.trading.requests import GetOrdersRequest, MarketOrderRequest
-from gateway_builders import PAPER_HEADERS
+from exchange_builders import PAPER_HEADERS
 
-from gateway.brokers.paper_exchange import create_paper_exchange_app
+from paper_exchange.app import create_paper_exchange_app
 from gateway.serve import ServerHandle, serve_app_in_thread
 
 

@@ -1,7 +1,7 @@
 """A local Alpaca-compatible paper exchange: the subset of Alpaca's trading REST API that
 alpaca-py's TradingClient needs to trade market orders, plus simulator controls under /_sim.
 
-    python -m gateway.brokers.paper_exchange --host 127.0.0.1 --port 5100 --initial-cash 1000000 \
+    python -m paper_exchange --host 127.0.0.1 --port 5100 --initial-cash 1000000 \
         [--faults plan.json]
 
 Errors are Alpaca's shape, `{"code": <int>, "message": <str>}`, so alpaca-py's APIError parses them.
@@ -11,7 +11,7 @@ Simulator controls (authenticated like the trading API, never subject to injecte
   POST /_sim/prices {"prices": {...}}     POST /_sim/config {"fill_ratio", "max_leverage", "market_open"}
   GET  /_sim/state                         GET  /_sim/orders (every order ever accepted, oldest first)
   POST /_sim/fill_open (fill the remainder of open orders at the current price)
-  POST|GET|DELETE /_sim/faults (the fault plan: gateway.brokers.paper_faults)
+  POST|GET|DELETE /_sim/faults (the fault plan: paper_exchange.faults)
 """
 
 import argparse
@@ -30,19 +30,19 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway.brokers.paper_book import (
+from paper_exchange.book import (
     OPEN_STATUSES,
     PaperBook,
     PaperOrder,
     PaperRejection,
 )
-from gateway.brokers.paper_faults import (
+from paper_exchange.faults import (
     FILL_RATIO_STATE,
     FaultInjector,
     FaultPlan,
     apply_fault,
 )
-from gateway.brokers.paper_wire import (
+from paper_exchange.wire import (
     account_json,
     clock_json,
     order_json,
@@ -316,7 +316,7 @@ def create_paper_exchange_app(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m gateway.brokers.paper_exchange",
+    parser = argparse.ArgumentParser(prog="python -m paper_exchange",
                                      description="local Alpaca-compatible paper exchange")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5100)
@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rate-limit-per-min", type=int, default=DEFAULT_RATE_LIMIT_PER_MIN)
     parser.add_argument("--faults", metavar="FILE", default=None,
-                        help="JSON fault plan applied at start (see gateway.brokers.paper_faults)")
+                        help="JSON fault plan applied at start (see paper_exchange.faults)")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     plan = None

@@ -8,7 +8,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from gateway.brokers.paper_book import PaperBook, PaperOrder, PaperPosition, asset_id
+from paper_exchange.book import PaperBook, PaperOrder, PaperPosition, asset_id
 
 
 def num(value: float) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from gateway_builders import PAPER_HEADERS, T0
+from exchange_builders import PAPER_HEADERS, T0
 
 from contracts.orders import OrderIntent, OrderSide
 from gateway.brokers.alpaca_broker import AlpacaBroker
@@ -250,7 +250,7 @@ def test_cli_when_faults_file_given_then_plan_active_at_start(tmp_path: Path) ->
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     process = subprocess.Popen(
-        [sys.executable, "-m", "gateway.brokers.paper_exchange", "--port", str(port),
+        [sys.executable, "-m", "paper_exchange", "--port", str(port),
          "--faults", str(tmp_path / "plan.json"), "--log-level", "warning"],
     )
     try:
@@ -268,7 +268,7 @@ def test_cli_when_faults_file_given_then_plan_active_at_start(tmp_path: Path) ->
 def test_cli_when_faults_file_invalid_then_exits_with_reason(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text(json.dumps({"rules": [{"kind": "timeout"}]}))
     done = subprocess.run(
-        [sys.executable, "-m", "gateway.brokers.paper_exchange", "--port", str(free_port()),
+        [sys.executable, "-m", "paper_exchange", "--port", str(free_port()),
          "--faults", str(tmp_path / "bad.json")],
         capture_output=True, text=True, timeout=60, check=False,
     )
