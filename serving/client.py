@@ -1,4 +1,10 @@
-"""Batched policy client: one Triton request carries the whole universe at one timestep."""
+"""Batched policy client: one Triton request carries the whole universe at one timestep.
+
+A universe larger than the model's `max_batch_size` (Triton rejects such a request) is split into
+chunks of at most that many rows, sent in order, and their outputs concatenated in order. The max
+batch comes from the caller (`max_batch_size=`) or, by default, from Triton's model config, read
+once per client at its first request.
+"""
 
 from __future__ import annotations
 
@@ -35,12 +41,17 @@ class PolicyClient:
         protocol: Literal["grpc", "http"] = "grpc",
         model_version: str | None = None,
         timeout_s: float = 10,
+        max_batch_size: int | None = None,
     ) -> None:
+        if max_batch_size is not None and max_batch_size < 0:
+            raise InferenceError(f"max_batch_size must be >= 0 (0: the model does not batch), got {max_batch_size}")
         self.url = _strip_scheme(url)
         self.model_name = model_name
         self.protocol = protocol
         self.model_version = model_version
         self.timeout_s = timeout_s
+        self._max_batch_size = max_batch_size  # None: read from Triton's model config at the first request
+        self.requests_sent = 0  # Triton requests this client made (a chunked batch counts each chunk)
         self._client: Any
         if protocol == "grpc":
             import tritonclient.grpc as grpcclient
@@ -61,9 +72,44 @@ class PolicyClient:
     def target(self) -> str:
         return f"model '{self.model_name}' version {self.model_version or '<latest>'} at {self.protocol}://{self.url}"
 
+    @property
+    def max_batch_size(self) -> int:
+        """The most rows one request may carry (0: the model does not batch: one request per batch as given)."""
+        if self._max_batch_size is None:
+            self._max_batch_size = self._read_max_batch_size()
+        return self._max_batch_size
+
     def infer(self, observations: np.ndarray) -> PolicyOutput:
-        """Send the [B, D] batch as one request; return probabilities [B, A] and actions [B]."""
+        """Return probabilities [B, A] and actions [B] for the [B, D] batch: one request, or, when B exceeds the
+        model's max batch, one request per chunk of at most max batch rows, outputs concatenated in order."""
         batch = _as_batch(observations)
+        limit = self.max_batch_size
+        if limit <= 0 or batch.shape[0] <= limit:
+            return self._infer_one(batch)
+        parts = [self._infer_one(batch[start:start + limit]) for start in range(0, batch.shape[0], limit)]
+        return PolicyOutput(probabilities=np.concatenate([p.probabilities for p in parts]),
+                            actions=np.concatenate([p.actions for p in parts]))
+
+    def _read_max_batch_size(self) -> int:
+        version = self.model_version or ""
+        try:
+            if self.protocol == "grpc":
+                response = self._client.get_model_config(self.model_name, model_version=version,
+                                                         client_timeout=self.timeout_s)
+                value = int(response.config.max_batch_size)
+            else:
+                value = int(self._client.get_model_config(self.model_name, model_version=version)
+                            .get("max_batch_size", 0))
+        except InferenceServerException as exc:
+            raise InferenceError(f"{self.target}: cannot read the model config: {exc.message() or exc}") from exc
+        except OSError as exc:
+            raise InferenceError(f"{self.target}: connection failed: {exc}") from exc
+        logger.debug("%s: max_batch_size %d", self.target, value)
+        return value
+
+    def _infer_one(self, batch: np.ndarray) -> PolicyOutput:
+        """One request carrying `batch`."""
+        batch = np.ascontiguousarray(batch)
         inputs = [self._module.InferInput(INPUT_NAME, list(batch.shape), "FP32")]
         inputs[0].set_data_from_numpy(batch)
         outputs = [self._requested_output(PROBABILITIES_NAME), self._requested_output(ACTION_NAME)]
@@ -84,6 +130,7 @@ class PolicyClient:
             raise InferenceError(f"{self.target}: {exc.message() or exc}") from exc
         except OSError as exc:  # the HTTP client surfaces refused/reset connections as socket errors
             raise InferenceError(f"{self.target}: connection failed: {exc}") from exc
+        self.requests_sent += 1
         return self._output(result, batch.shape[0])
 
     def close(self) -> None:
