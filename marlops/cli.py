@@ -86,9 +86,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from marlops.bench import run_bench
 
     paths = StatePaths.from_env().ensure()
-    report = run_bench(paths, load_rl_config(Path(args.config_dir)), n_symbols=args.symbols, steps=args.steps)
-    print(json.dumps({k: report[k] for k in ("symbols", "decision_latency_ms", "triton_inference_ms",
-                                             "inprocess_inference_ms", "ratio_p50_decision_over_inprocess")}, indent=2))
+    from marlops.bench import BenchOptions
+
+    options = BenchOptions(symbols=args.symbols, steps=args.steps, scales=tuple(args.scales), universe=args.universe,
+                           scale_steps=args.scale_steps, warmup_steps=args.warmup_steps,
+                           profile_steps=args.profile_steps, profile_always=args.profile,
+                           max_batch_size=args.max_batch_size)
+    report = run_bench(paths, load_rl_config(Path(args.config_dir)), options)
+    print(json.dumps({"decision_latency_ms": report["decision_latency_ms"],
+                      "scales": [{k: s[k] for k in ("symbols", "decision_latency_ms")} for s in report["scales"]],
+                      "targets": report["targets"]}, indent=2))
     print(f"report: {paths.bench_dir / 'report.json'}")
     return 0
 
@@ -252,9 +259,20 @@ def build_parser() -> argparse.ArgumentParser:
                     help="with --live: allow an APCA_API_BASE_URL that is not a paper endpoint (live money)")
     up.set_defaults(func=cmd_up)
 
-    bench = sub.add_parser("bench", help="decision latency for 100 symbols; writes .marlops/bench/report.json")
-    bench.add_argument("--symbols", type=int, default=100)
-    bench.add_argument("--steps", type=int, default=60)
+    bench = sub.add_parser("bench", help="decision latency at 100/1000/3000 symbols, Triton batched vs per-symbol, "
+                                         "gRPC vs HTTP, in-process floor, RSS; writes .marlops/bench/report.json")
+    bench.add_argument("--symbols", type=int, default=100, help="headline scale (decision_latency_ms, comparisons)")
+    bench.add_argument("--steps", type=int, default=60, help="measured bars at the headline scale")
+    bench.add_argument("--scales", type=lambda v: [int(x) for x in v.split(",") if x.strip()], default=[100, 1000],
+                       help="comma-separated symbol counts also measured (default 100,1000)")
+    bench.add_argument("--universe", type=int, default=3000,
+                       help="a universe larger than Triton's max batch, measured too (0: none)")
+    bench.add_argument("--scale-steps", type=int, default=20, help="measured bars at each non-headline scale")
+    bench.add_argument("--warmup-steps", type=int, default=5)
+    bench.add_argument("--profile-steps", type=int, default=10, help="bars profiled where a latency target is missed")
+    bench.add_argument("--profile", action="store_true", help="profile every scale, target missed or not")
+    bench.add_argument("--max-batch-size", type=int, default=None,
+                       help="override serving.triton.max_batch_size for this run (e.g. tiny, to exercise chunking)")
     bench.set_defaults(func=cmd_bench)
 
     config = sub.add_parser("config", help="validate config/rl")

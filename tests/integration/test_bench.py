@@ -1,4 +1,8 @@
-"""`make bench` (`marlops bench`) runs end to end at a tiny size and writes a report whose ratios come from one run."""
+"""`make bench` (`marlops bench`) runs end to end at a tiny size and writes a report whose ratios come from one run.
+
+Tiny: a 5-symbol headline scale and a 12-symbol universe against a Triton max batch of 8, so the universe goes
+through the chunked path (2 requests per bar, counted by Triton itself).
+"""
 
 import json
 import os
@@ -8,20 +12,70 @@ from pathlib import Path
 
 import pytest
 
+from marlops.bench import _targets
+
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_bench_when_run_tiny_then_report_with_latencies_and_ratios_from_the_same_run(tmp_path: Path) -> None:
+def _latency_ok(figures: dict[str, float]) -> bool:
+    return figures["p99"] >= figures["p50"] > 0
+
+
+def test_bench_when_run_tiny_with_universe_above_max_batch_then_report_holds_scales_comparisons_rss_and_own_ratios(
+        tmp_path: Path) -> None:
     env = {**os.environ, "MARLOPS_HOME": str(tmp_path / ".marlops")}
     done = subprocess.run([sys.executable, "-m", "marlops.cli", "--config-dir", str(REPO / "config" / "rl"), "bench",
-                           "--symbols", "5", "--steps", "3"], env=env, cwd=tmp_path, capture_output=True, text=True,
-                          timeout=600)
+                           "--symbols", "5", "--steps", "3", "--scales", "5", "--universe", "12", "--scale-steps", "2",
+                           "--warmup-steps", "2", "--profile-steps", "2", "--profile", "--max-batch-size", "8"],
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((tmp_path / ".marlops" / "bench" / "report.json").read_text())
-    assert report["symbols"] == 5 and report["timesteps_measured"] == 3
+    assert report["symbols"] == 5 and report["timesteps_measured"] == 3 and report["max_batch_size"] == 8
     for key in ("decision_latency_ms", "triton_inference_ms", "inprocess_inference_ms"):
-        assert report[key]["p50"] > 0 and report[key]["p99"] >= report[key]["p50"]
+        assert _latency_ok(report[key]), (key, report[key])
     assert report["ratio_p50_decision_over_inprocess"] == pytest.approx(
         report["decision_latency_ms"]["p50"] / report["inprocess_inference_ms"]["p50"])
-    assert report["decision_latency_ms"]["p50"] >= report["triton_inference_ms"]["p50"]
+
+    scales = {s["symbols"]: s for s in report["scales"]}
+    assert sorted(scales) == [5, 12]
+    assert scales[5]["decision_latency_ms"] == report["decision_latency_ms"]
+    assert scales[12]["timesteps_measured"] == 2 and _latency_ok(scales[12]["decision_latency_ms"])
+    # The universe above the max batch was decided, in 2 requests per bar by Triton's own count.
+    assert scales[12]["exceeds_max_batch"] and scales[12]["triton_requests_per_bar"] == 2
+    assert scales[12]["triton_rows_per_bar"] == 12 and scales[5]["triton_requests_per_bar"] == 1
+
+    triton = report["triton"]
+    for key in ("batched_grpc_ms", "batched_http_ms", "per_symbol_grpc_ms", "inprocess_torchscript_ms",
+                "universe_chunked_grpc_ms"):
+        assert _latency_ok(triton[key]), (key, triton[key])
+    assert triton["universe_rows"] == 12 and triton["universe_requests_per_call"] == 2
+    ratios = triton["ratios"]
+    for name, (num, den) in {"per_symbol_over_batched_grpc": ("per_symbol_grpc_ms", "batched_grpc_ms"),
+                             "http_over_grpc": ("batched_http_ms", "batched_grpc_ms"),
+                             "batched_grpc_over_inprocess": ("batched_grpc_ms", "inprocess_torchscript_ms")}.items():
+        for q in ("p50", "p99"):
+            assert ratios[f"{name}_{q}"] == pytest.approx(triton[num][q] / triton[den][q]), name
+
+    for entry in (report["rss_mb"], scales[12]["rss_mb"]):
+        for key in ("triton_server", "triton_python_backend_stubs", "paper_exchange",
+                    "bench_process_trading_service_and_gateway"):
+            assert entry[key] > 0, (key, entry)
+        assert entry["triton_python_backend_stub_processes"] >= 1
+        assert entry["triton_total"] == pytest.approx(entry["triton_server"] + entry["triton_python_backend_stubs"],
+                                                      abs=0.11)
+
+    assert set(report["profile"]) == {"5", "12"}
+    functions = [row["function"] for row in report["profile"]["12"]["trading_loop_cprofile"]]
+    assert any("on_batch" in f for f in functions), functions
+    targets = report["targets"]
+    assert targets["decision_latency_p99_ms_100_symbols"]["met"] is None  # no 100-symbol scale in a tiny run
+    assert targets["action_to_order_p99_ms"]["target_ms"] == 50
+
+
+def test_targets_when_p99_above_or_below_target_then_missed_or_met() -> None:
+    scales = [{"symbols": 100, "decision_latency_ms": {"p50": 9.0, "p99": 14.0}},
+              {"symbols": 1000, "decision_latency_ms": {"p50": 30.0, "p99": 41.0}}]
+    targets = _targets(scales)
+    assert targets["decision_latency_p99_ms_100_symbols"] == {"target_ms": 15.0, "measured_ms": 14.0, "met": True}
+    assert targets["decision_latency_p99_ms_1000_symbols"]["met"] is False
