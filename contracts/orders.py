@@ -11,6 +11,46 @@ class OrderSide(StrEnum):
     SELL = "sell"
 
 
+class OrderStatus(StrEnum):
+    """Where an order stands, as the audit trail and the gateway's answers say it.
+
+    The gateway's own statuses come first; the rest are Alpaca's order statuses (the broker's word)."""
+
+    INTENT = "intent"  # committed with its timestep's decisions, not yet sent
+    NOT_SENT = "not_sent"  # never reached the broker (kill switch while routing, restart before the send)
+    NOT_RECEIVED = "not_received"  # a submit failed and the broker has no order with this client_order_id
+    UNKNOWN = "unknown"  # in doubt (timeout, 5xx): looked up by client_order_id later
+    DUPLICATE = "duplicate"  # already at the broker (sent by an earlier run): not sent again
+    RECOVERED = "recovered"  # found at the broker after a restart
+    NEW = "new"
+    ACCEPTED = "accepted"
+    PENDING_NEW = "pending_new"
+    ACCEPTED_FOR_BIDDING = "accepted_for_bidding"
+    PARTIALLY_FILLED = "partially_filled"
+    FILLED = "filled"
+    DONE_FOR_DAY = "done_for_day"
+    CANCELED = "canceled"
+    EXPIRED = "expired"
+    REPLACED = "replaced"
+    PENDING_CANCEL = "pending_cancel"
+    PENDING_REPLACE = "pending_replace"
+    STOPPED = "stopped"
+    REJECTED = "rejected"
+    SUSPENDED = "suspended"
+    CALCULATED = "calculated"
+    HELD = "held"
+
+
+# Broker statuses after which nothing more will fill.
+TERMINAL_ORDER_STATUSES: frozenset[OrderStatus] = frozenset({
+    OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.EXPIRED, OrderStatus.REJECTED, OrderStatus.REPLACED,
+    OrderStatus.DONE_FOR_DAY, OrderStatus.STOPPED, OrderStatus.SUSPENDED,
+})
+# Final answers meaning the order never traded at the broker.
+NOT_AT_BROKER_STATUSES: frozenset[OrderStatus] = frozenset(
+    {OrderStatus.NOT_SENT, OrderStatus.REJECTED, OrderStatus.NOT_RECEIVED})
+
+
 class TradingState(StrEnum):
     ACTIVE = "ACTIVE"
     REDUCING = "REDUCING"

@@ -25,6 +25,15 @@ class StaleTimestepError(GatewayError):
         self.reasons = reasons
 
 
+class UnknownTimestepError(GatewayError):
+    """No recent timestep has this id (only the last few hundred are kept, and none across a restart)."""
+
+    def __init__(self, timestep_id: str) -> None:
+        super().__init__(f"no recent timestep {timestep_id!r}: the gateway keeps the last 512 timesteps since its "
+                         "start; after a restart read the order rows of GET /v1/orders instead")
+        self.timestep_id = timestep_id
+
+
 class PortfolioError(GatewayError):
     """A fill or mark cannot be applied to the portfolio (non-positive price, unknown side...)."""
 

@@ -23,6 +23,12 @@ class InflightOrder:
     sent: bool = False  # a submit was attempted (its outcome may be unknown)
     acknowledged: bool = False  # the broker answered the submit (or the order was found there)
     fills: list[Fill] = field(default_factory=list)
+    # In memory only: monotonic time the intent became durable (action-to-order latency), when the broker
+    # first acknowledged it (order-to-fill), and whether a routing worker owns it right now (nobody else
+    # may look it up at the broker meanwhile: a submit may be on the wire).
+    durable_at: float | None = None
+    acknowledged_at: float | None = None
+    routing: bool = False
 
     @property
     def client_order_id(self) -> str:

@@ -48,10 +48,24 @@ class GatewayMetrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
             registry=r,
         )
+        fast = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.015, 0.025, 0.04, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
         self.decision_seconds = Histogram(
-            "marlops_gateway_decision_seconds", "Wall time to handle one timestep (plan, audit, route, fills)",
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
-            registry=r,
+            "marlops_gateway_decision_seconds",
+            "Timestep received -> decisions accepted (overlay, risk checks, intents durable); routing follows",
+            buckets=fast, registry=r,
+        )
+        self.action_to_order_seconds = Histogram(
+            "marlops_gateway_action_to_order_seconds", "Order intent durable -> broker acknowledged the order",
+            buckets=fast, registry=r,
+        )
+        self.order_to_fill_seconds = Histogram(
+            "marlops_gateway_order_to_fill_seconds", "Broker acknowledged the order -> order completely filled",
+            buckets=fast, registry=r,
+        )
+        self.timestep_settle_seconds = Histogram(
+            "marlops_gateway_timestep_settle_seconds",
+            "Timestep received -> every order of it has a final answer (filled, rejected, not sent, in doubt)",
+            buckets=fast, registry=r,
         )
         self.trading_state = Gauge(
             "marlops_gateway_trading_state", "1 for the current trading state, 0 for the others", ["state"],

@@ -51,6 +51,11 @@ class GatewaySettings(BaseModel):
     # (the paper exchange fills at once; a real broker may take a moment). Later fills are picked up
     # at the start of the next timestep.
     fill_wait_s: float = Field(default=2.0, ge=0)
+    # Orders of one timestep routed at once (risk-reducing orders first, then the rest). Alpaca's rate
+    # limit is respected by the broker adapter whatever this is.
+    routing_concurrency: int = Field(default=8, ge=1, le=64)
+    # How long a caller asking for a settled answer (POST /v1/decisions?wait=settled) waits at most.
+    settle_timeout_s: float = Field(default=60.0, gt=0)
     # Reconcile open/recent orders and positions with the broker this often (0 = only at start
     # and on POST /v1/reconcile).
     reconcile_interval_s: float = Field(default=30.0, ge=0)

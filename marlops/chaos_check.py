@@ -12,9 +12,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-# Gateway statuses that say "no order exists at the broker for this intent".
-NOT_AT_BROKER_STATUSES = frozenset({"not_sent", "rejected", "not_received"})
-INTENT_STATUS = "intent"
+from contracts.orders import NOT_AT_BROKER_STATUSES, OrderStatus
+
+INTENT_STATUS = OrderStatus.INTENT.value
 _EXAMPLES = 5
 
 

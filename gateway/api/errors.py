@@ -18,6 +18,7 @@ from gateway.errors import (
     InvalidDecisionsError,
     StaleTimestepError,
     TradingStateError,
+    UnknownTimestepError,
 )
 
 logger = logging.getLogger(__name__)
@@ -68,6 +69,8 @@ def install_error_handlers(app: FastAPI) -> None:
             return _answer(422, "invalid_decisions", exc.reasons)
         if isinstance(exc, StaleTimestepError):
             return _answer(409, "stale_timestep", exc.reasons)
+        if isinstance(exc, UnknownTimestepError):
+            return _answer(404, "unknown_timestep", [str(exc)])
         if isinstance(exc, TradingStateError):
             return _answer(422, "invalid_state_change", [str(exc)])
         if isinstance(exc, AuditError):

@@ -55,6 +55,8 @@ ROUTE_ROLES: dict[RouteKey, tuple[Role, ...] | None] = {
     ("GET", "/v1/decisions"): ANY_ROLE,
     ("GET", "/v1/audit"): ANY_ROLE,
     ("GET", "/v1/audit/summary"): ANY_ROLE,
+    ("GET", "/v1/timesteps/{timestep_id}"): ANY_ROLE,
+    ("GET", "/v1/latency"): ANY_ROLE,
 }
 
 

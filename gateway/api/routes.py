@@ -6,9 +6,9 @@ gateway.api.roles.ROUTE_ROLES; a handler that needs to know the caller names the
 
 import logging
 from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -33,7 +33,7 @@ from gateway.api.schemas import (
 )
 from gateway.audit.store import AuditStore
 from gateway.domain.trading_state import StateChange
-from gateway.errors import GatewayNotReadyError
+from gateway.errors import GatewayNotReadyError, UnknownTimestepError
 from gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
 from gateway.service import GatewayService
 
@@ -99,8 +99,32 @@ def metrics(request: Request) -> Response:
 # ---- decisions and directives in -------------------------------------------------------------
 @guarded(router, "POST", "/v1/decisions", responses={
     **_BROKER, 409: {"model": ErrorBody, "description": "A symbol was already decided at this bar (stale_timestep)"}})
-def post_decisions(batch: TimestepDecisionsRequest, request: Request) -> dict[str, Any]:
-    return timestep_response(service_of(request).handle_timestep(batch))
+def post_decisions(batch: TimestepDecisionsRequest, request: Request,
+                   wait: Annotated[Literal["accepted", "settled"], Query(
+                       description="accepted (default): answer once overlay and risk checks are done and the "
+                                   "intents are durable, orders route afterwards; settled: answer once every "
+                                   "order has its broker answer (replays that need this bar's fills)")] = "accepted",
+                   ) -> dict[str, Any]:
+    return timestep_response(service_of(request).handle_timestep(batch, settle=wait == "settled"))
+
+
+@guarded(router, "GET", "/v1/timesteps/{timestep_id}", responses={
+    **_UNAVAILABLE, 404: {"model": ErrorBody, "description": "No recent timestep with this id (kept: the last 512)"}})
+def get_timestep(timestep_id: Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[0-9]+-[0-9a-f]{12}$")],
+                 request: Request,
+                 wait_s: Annotated[float, Query(ge=0, le=60, description="wait this long for the orders to settle")] = 0.0,
+                 ) -> dict[str, Any]:
+    """A recent timestep's orders (from POST /v1/decisions' `timestep_id`): their answers so far, and `settled`."""
+    found = service_of(request).timestep(timestep_id, wait_s=wait_s)
+    if found is None:
+        raise UnknownTimestepError(timestep_id)
+    return found
+
+
+@guarded(router, "GET", "/v1/latency", responses=_UNAVAILABLE)
+def get_latency(request: Request) -> dict[str, Any]:
+    """Exact p50/p90/p99/max (ms) over the recent window of each latency the gateway measures."""
+    return service_of(request).latency_summary()
 
 
 @guarded(router, "POST", "/v1/directives", status_code=202, response_model=DirectiveAccepted, responses=_UNAVAILABLE)

@@ -139,6 +139,9 @@ def timestep_response(outcome: TimestepOutcome) -> dict[str, Any]:
         "timestep": batch.timestep.isoformat(),
         "bar_index": batch.bar_index,
         "policy_version": batch.policy_version,
+        "timestep_id": outcome.timestep_id,
+        # False: orders are routing (status "intent"); GET /v1/timesteps/{timestep_id} says when they settle.
+        "settled": outcome.settled,
         "trading_state": outcome.trading_state.value,
         "directive": outcome.directive.model_dump(mode="json") if outcome.directive else None,
         "directive_fallback": outcome.plan.directive_fallback,

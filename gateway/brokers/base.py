@@ -6,12 +6,7 @@ from typing import Protocol
 from pydantic import Field
 
 from contracts.base import Frozen
-from contracts.orders import OrderIntent, OrderSide
-
-# Order states after which nothing more will fill (Alpaca's names).
-TERMINAL_STATUSES: frozenset[str] = frozenset(
-    {"filled", "canceled", "expired", "rejected", "replaced", "done_for_day", "stopped", "suspended"}
-)
+from contracts.orders import TERMINAL_ORDER_STATUSES, OrderIntent, OrderSide, OrderStatus
 
 
 class AccountSnapshot(Frozen):
@@ -31,7 +26,7 @@ class OrderResult(Frozen):
     symbol: str
     side: OrderSide
     qty: float
-    status: str  # Alpaca order status: new, accepted, partially_filled, filled, canceled, rejected...
+    status: OrderStatus  # Alpaca's order status: new, accepted, partially_filled, filled, canceled, rejected...
     filled_qty: float = 0.0
     filled_avg_price: float | None = None
     submitted_at: datetime
@@ -39,7 +34,7 @@ class OrderResult(Frozen):
 
     @property
     def is_terminal(self) -> bool:
-        return self.status in TERMINAL_STATUSES
+        return self.status in TERMINAL_ORDER_STATUSES
 
     @property
     def remaining_qty(self) -> float:

@@ -42,8 +42,9 @@ def gateway(make_gateway: GatewayFactory, bus: InProcessDirectiveSource, exchang
     return handle
 
 
-def post(handle: ServerHandle, decisions: TimestepDecisions, **kwargs: Any) -> httpx.Response:
-    return httpx.post(handle.url + "/v1/decisions", content=decisions.model_dump_json(),
+def post(handle: ServerHandle, decisions: TimestepDecisions, *, wait: str = "settled", **kwargs: Any) -> httpx.Response:
+    """POST a timestep; by default wait for its orders to settle (these tests read the fills in the answer)."""
+    return httpx.post(handle.url + "/v1/decisions", params={"wait": wait}, content=decisions.model_dump_json(),
                       headers={"content-type": "application/json", **kwargs.pop("headers", {})}, **kwargs)
 
 
@@ -151,8 +152,8 @@ def test_start_when_broker_holds_positions_then_portfolio_reconciled(
     portfolio = httpx.get(handle.url + "/v1/portfolio").json()
     assert portfolio["positions"]["AAPL"]["qty"] == -7.0
     assert portfolio["cash"] == pytest.approx(1_000_700.0)
-    reconciled = httpx.get(handle.url + "/v1/audit", params={"kind": "state_change"}).json()["events"][0]
-    assert reconciled["payload"]["event"] == "reconciled"
+    reconciled = httpx.get(handle.url + "/v1/audit", params={"kind": "reconciliation"}).json()["events"][0]
+    assert reconciled["payload"]["positions"]["AAPL"]["qty"] == -7.0 and reconciled["payload"]["mismatches"] == []
 
 
 def test_post_decisions_when_broker_rejects_then_order_rejected_and_audited(
@@ -278,11 +279,13 @@ def test_flatten_when_principal_blank_then_422_and_still_active(gateway: ServerH
 
 
 def test_reconcile_when_posted_then_report_names_requester_and_is_audited(gateway: ServerHandle) -> None:
-    before = audit_counts(gateway).get("state_change", 0)
+    before = audit_counts(gateway).get("reconciliation", 0)
     answer = httpx.post(gateway.url + "/v1/reconcile", json={"principal": "rita", "reason": "eod check"})
     assert answer.status_code == 200, answer.text
     assert answer.json()["requested_by"] == "rita" and answer.json()["trading_state"] == "ACTIVE"
-    assert audit_counts(gateway)["state_change"] > before
+    assert audit_counts(gateway)["reconciliation"] == before + 1
+    row = httpx.get(gateway.url + "/v1/audit", params={"kind": "reconciliation", "limit": 1}).json()["events"][0]
+    assert row["payload"]["requested_by"] == "rita" and row["payload"]["reason"] == "eod check"
     assert httpx.get(gateway.url + "/v1/status").json()["last_reconcile"] is not None
 
 

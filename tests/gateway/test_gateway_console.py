@@ -77,7 +77,7 @@ def gateway(tmp_path: Path, paper_exchange: ServerHandle, exchange_http: httpx.C
     handle = serve_app_in_thread(create_app(settings, directive_source=bus))
     bus.publish(directive("normal"))
     decisions = batch({"AAPL": (1.0, 100.0), "MSFT": (-0.5, 200.0), "XOM": (0.5, 50.0)})
-    response = httpx.post(handle.url + "/v1/decisions", content=decisions.model_dump_json(),
+    response = httpx.post(handle.url + "/v1/decisions", params={"wait": "settled"}, content=decisions.model_dump_json(),
                           headers={"content-type": "application/json", **auth("tess")}, timeout=30.0)
     assert response.status_code == 200, response.text
     assert {o["symbol"]: o["status"] for o in response.json()["orders"]} == {

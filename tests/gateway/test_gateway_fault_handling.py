@@ -26,8 +26,9 @@ FAST = RetrySettings(max_attempts=3, base_delay_s=0.01, max_delay_s=0.05, seed=1
 def service(paper_exchange: ServerHandle, exchange_http: httpx.Client, tmp_path: Path) -> Iterator[GatewayService]:
     exchange_http.post("/_sim/prices", json={"prices": {"AAPL": 100.0, "MSFT": 50.0}}).raise_for_status()
     store = AuditStore(f"sqlite:///{tmp_path / 'audit.db'}")
+    # recovery_settle_s=0: an order in doubt that the broker does not know is "not received" at the first lookup.
     settings = GatewaySettings(risk=RiskOverlaysConfig(), broker_base_url=paper_exchange.url, fill_wait_s=0.2,
-                               broker_timeout_s=0.3, retry=FAST, reconcile_interval_s=0)
+                               broker_timeout_s=0.3, retry=FAST, reconcile_interval_s=0, recovery_settle_s=0.0)
     broker = AlpacaBroker(paper_exchange.url, "marlops-paper", "marlops-paper-secret", timeout_s=0.3, retry=FAST)
     svc = GatewayService(settings, broker=broker, audit=store)
     svc.start()
@@ -91,7 +92,7 @@ def test_timestep_when_broker_rejects_then_audited_rejected_and_nothing_held(
     assert "insufficient buying power" in (outcome.orders[0].error or "")
     assert exchange_orders(exchange_http) == []
     assert service.portfolio_summary()["positions"] == {}
-    assert service.audit.read_state_key("inflight") == {}
+    assert service.inflight_order_ids() == []
 
 
 def test_timestep_when_5xx_after_accept_once_then_retry_finds_the_order(
@@ -111,7 +112,8 @@ def test_timestep_when_5xx_after_accept_on_every_attempt_then_in_doubt_then_foun
     first = service.handle_timestep(batch({"AAPL": (1.0, 100.0)}))
     cid = first.orders[0].intent.client_order_id
     assert first.orders[0].status == "unknown"  # a 5xx does not say the order was not taken
-    assert service.portfolio_summary()["positions"] == {}
+    # Looked up right after the timestep's routing: found at the broker, filled, applied once.
+    assert service.portfolio_summary()["positions"]["AAPL"]["qty"] == pytest.approx(1000.0)
     second = service.handle_timestep(batch({"AAPL": (1.0, 100.0)}, bar_index=1))
     assert second.orders == ()  # found at the broker and filled: nothing left to order
     assert service.portfolio_summary()["positions"]["AAPL"]["qty"] == pytest.approx(1000.0)

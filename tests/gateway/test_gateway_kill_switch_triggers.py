@@ -17,6 +17,7 @@ from gateway.brokers.alpaca_broker import AlpacaBroker
 from gateway.brokers.base import AccountSnapshot, BrokerPosition, OrderResult
 from gateway.errors import BrokerUnavailableError
 from gateway.serve import ServerHandle
+from gateway.engine.state import GatewayState
 from gateway.service import GatewayService
 from gateway.settings import GatewaySettings
 
@@ -57,12 +58,12 @@ def start_service(
 ) -> Callable[..., tuple[GatewayService, FlakyBroker, AuditStore]]:
     made: list[AuditStore] = []
 
-    def _start(config: RiskOverlaysConfig) -> tuple[GatewayService, FlakyBroker, AuditStore]:
+    def _start(config: RiskOverlaysConfig, routing_concurrency: int = 8) -> tuple[GatewayService, FlakyBroker, AuditStore]:
         store = AuditStore(f"sqlite:///{tmp_path / 'audit.db'}")
         made.append(store)
         broker = FlakyBroker(AlpacaBroker(paper_exchange.url, "marlops-paper", "marlops-paper-secret"))
         settings = GatewaySettings(risk=config, broker_base_url=paper_exchange.url, fill_wait_s=0.1,
-                                   reconcile_interval_s=0)
+                                   reconcile_interval_s=0, routing_concurrency=routing_concurrency)
         service = GatewayService(settings, broker=broker, audit=store)  # type: ignore[arg-type]
         service.start()
         service.receive_directive(directive("normal", max_position_size=1.0))
@@ -174,7 +175,8 @@ def test_compliance_when_restricted_symbol_held_at_broker_then_halted(
 def test_dependency_when_broker_unreachable_three_times_then_halted_and_rest_not_sent(
     start_service: Callable[..., tuple[GatewayService, FlakyBroker, AuditStore]], exchange_http: httpx.Client
 ) -> None:
-    service, broker, store = start_service(risk())
+    # One routing worker, so "the rest" is exactly the 4th order (with N workers, up to N are on the wire).
+    service, broker, store = start_service(risk(), routing_concurrency=1)
     prices = {"AAPL": 100.0, "MSFT": 50.0, "NVDA": 40.0, "AMZN": 30.0}
     set_prices(exchange_http, prices)
     broker.fail_submits = True
@@ -193,7 +195,9 @@ def test_resume_when_operator_resumes_then_alerts_cleared_and_active(
     set_prices(exchange_http, {"AAPL": 100.0})
     service.flatten(principal="rita", reason="drill")
     assert service.trading_state == TradingState.HALTED and service.safe_mode is not None
+    assert GatewayState.restore(store.read_state())[0].safe_mode is not None  # what a restart would read
     service.change_state(TradingState.ACTIVE, principal="rita", reason="drill over")
     assert service.trading_state == TradingState.ACTIVE and service.safe_mode is None
     assert service.alerts() == []
-    assert store.read_state_key("safe_mode") is None
+    persisted = GatewayState.restore(store.read_state())[0]
+    assert persisted.safe_mode is None and persisted.trading_state == TradingState.ACTIVE

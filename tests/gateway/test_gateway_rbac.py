@@ -20,6 +20,7 @@ from fastapi.routing import APIRoute, iter_route_contexts
 from gateway_builders import PAPER_HEADERS, batch, directive
 
 from contracts.config import RiskOverlaysConfig
+from gateway.engine.timestep import timestep_id
 from gateway.api.roles import ROUTE_ROLES, guard_key
 from gateway.app import create_app
 from paper_exchange.app import create_paper_exchange_app
@@ -37,7 +38,8 @@ GRANTS = tuple(ApiToken(principal=PRINCIPALS[r], role=r, token_sha256=hash_token
 # Where the refused action WOULD change something, so "nothing changed" means something.
 HALTING_ROUTES = {("POST", "/v1/kill-switch"), ("POST", "/v1/reduce-only"), ("POST", "/v1/flatten")}
 PRECONDITION_STATE: dict[tuple[str, str], str] = {("POST", "/v1/resume"): "HALTED"}
-PATH_EXAMPLES = {"asset": "console.js"}
+# The timestep id is the one of bar 0, which the stack fixture decides (bars 1.. are the tests').
+PATH_EXAMPLES = {"asset": "console.js", "timestep_id": timestep_id(batch({"AAPL": (0.0, 100.0)}, bar_index=0))}
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -107,6 +109,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     app = create_app(settings)
     gateway = serve_app_in_thread(app)
     http = httpx.Client(timeout=10.0)
+    bar0 = batch({"AAPL": (0.0, 100.0)}, bar_index=0).model_dump(mode="json")
+    assert http.post(gateway.url + "/v1/decisions", json=bar0, headers=bearer(TOKENS["admin"])).status_code == 200
     yield Stack(app=app, gateway=gateway, exchange=client, http=http)
     http.close()
     gateway.stop()
@@ -153,7 +157,10 @@ def put_in_state(stack: Stack, state: str) -> None:
 def call(stack: Stack, key: tuple[str, str], headers: dict[str, str], principal: str) -> httpx.Response:
     method, template = key
     body = BODIES[key](principal, stack) if method == "POST" else None
-    return stack.http.request(method, stack.url + template.format(**PATH_EXAMPLES), json=body, headers=headers)
+    # Decisions wait for their orders to settle, so the broker's order count is final when the test reads it.
+    params = {"wait": "settled"} if key == ("POST", "/v1/decisions") else None
+    return stack.http.request(method, stack.url + template.format(**PATH_EXAMPLES), json=body, headers=headers,
+                              params=params)
 
 
 PROTECTED = sorted(k for k, roles in ROUTE_ROLES.items() if roles is not None)

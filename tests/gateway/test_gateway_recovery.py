@@ -15,6 +15,7 @@ from gateway.brokers.alpaca_broker import AlpacaBroker
 from gateway.brokers.base import AccountSnapshot, BrokerPosition, OrderResult
 from gateway.errors import StaleTimestepError
 from gateway.serve import ServerHandle
+from gateway.engine.state import GatewayState
 from gateway.service import GatewayService
 from gateway.settings import GatewaySettings
 
@@ -40,13 +41,17 @@ class DyingBroker:
 
     def submit_market_order(self, intent: OrderIntent) -> OrderResult:
         self.submits += 1
-        if self.submits == self.die_on:
-            if self.after_send:
+        if self.submits >= (self.die_on or self.submits + 1):
+            # From the dying call on, the process does nothing more (routing runs on worker threads, so
+            # a later call would otherwise still reach the broker).
+            if self.after_send and self.submits == self.die_on:
                 self.inner.submit_market_order(intent)
             raise ProcessDied
         return self.inner.submit_market_order(intent)
 
     def get_order_by_client_id(self, client_order_id: str) -> OrderResult | None:
+        if self.die_on is not None and self.submits >= self.die_on:
+            raise ProcessDied
         return self.inner.get_order_by_client_id(client_order_id)
 
 
@@ -67,6 +72,7 @@ def boot(paper_exchange: ServerHandle, exchange_http: httpx.Client,
         settings = GatewaySettings(
             risk=RiskOverlaysConfig(market_hours=MarketHoursRule(source="off")), broker_base_url=paper_exchange.url,
             fill_wait_s=0.1, reconcile_interval_s=0, recovery_settle_s=0.0,
+            routing_concurrency=1,  # one order on the wire at a time: "died at the 2nd order" is exact
         )
         service = GatewayService(settings, broker=broker, audit=store)  # type: ignore[arg-type]
         service.start()
@@ -76,6 +82,10 @@ def boot(paper_exchange: ServerHandle, exchange_http: httpx.Client,
     yield _boot
     for store in stores:
         store.close()
+
+
+def persisted_inflight(store: AuditStore) -> dict[str, object]:
+    return dict(GatewayState.restore(store.read_state())[0].inflight)
 
 
 def broker_orders(exchange_http: httpx.Client) -> dict[str, dict[str, object]]:
@@ -99,7 +109,7 @@ def test_restart_when_process_died_mid_routing_then_every_intent_settled_once(
     timestep = batch({s: (0.5, p) for s, p in PRICES.items()}, bar_index=0)
     with pytest.raises(ProcessDied):
         service.handle_timestep(timestep)
-    inflight = store.read_state_key("inflight")
+    inflight = persisted_inflight(store)  # what a restart reads
     assert len(inflight) == 2  # the first order was answered; the 2nd (dying) and 3rd were not
 
     restarted, store2 = boot()
@@ -112,7 +122,7 @@ def test_restart_when_process_died_mid_routing_then_every_intent_settled_once(
         else:
             assert status == "not_sent"
     assert len(at_broker) == (2 if after_send else 1)
-    assert store2.read_state_key("inflight") == {}
+    assert persisted_inflight(store2) == {}
     # The book is the broker's, fills of the recovered order included.
     positions = restarted.portfolio_summary()["positions"]
     assert {s for s in positions} == {at_broker[c]["symbol"] for c in at_broker}

@@ -6,6 +6,8 @@ precise moment (an answer lost in transit, the kill switch pressed mid-timestep)
 
 from collections.abc import Callable
 
+from typing import Any
+
 import httpx
 import pytest
 from gateway_builders import batch, directive
@@ -50,8 +52,9 @@ def alpaca(paper_exchange: ServerHandle, exchange_http: httpx.Client) -> AlpacaB
     return AlpacaBroker(paper_exchange.url, "marlops-paper", "marlops-paper-secret")
 
 
-def service_with(broker: object, audit: AuditStore, url: str) -> GatewayService:
-    settings = GatewaySettings(risk=RiskOverlaysConfig(), broker_base_url=url, fill_wait_s=0.1)
+def service_with(broker: object, audit: AuditStore, url: str, **overrides: Any) -> GatewayService:
+    settings = GatewaySettings(**{"risk": RiskOverlaysConfig(), "broker_base_url": url, "fill_wait_s": 0.1,
+                                  **overrides})
     service = GatewayService(settings, broker=broker, audit=audit)  # type: ignore[arg-type]
     service.start()
     service.receive_directive(directive("normal"))
@@ -72,14 +75,17 @@ def test_kill_switch_when_pressed_mid_timestep_then_remaining_orders_not_sent(
         service.change_state(TradingState.HALTED, principal="alice", reason="pressed while routing")
         return result
 
-    service = service_with(StagedBroker(alpaca, press_after_first), audit_store, paper_exchange.url)
+    # One routing worker: "the rest" of the timestep is exactly the second order. With N workers, up to N
+    # orders already on the wire complete; tests/gateway/test_gateway_concurrent_routing.py covers that.
+    service = service_with(StagedBroker(alpaca, press_after_first), audit_store, paper_exchange.url,
+                           routing_concurrency=1)
     outcome = service.handle_timestep(batch({"AAPL": (1.0, 100.0), "MSFT": (1.0, 200.0)}))
     assert [o.status for o in outcome.orders] == ["filled", "not_sent"]
     assert exchange_http.get("/_sim/state").json()["orders"] == 1
     assert order_statuses(audit_store) == ["intent", "intent", "filled", "not_sent"]
 
 
-def test_submit_when_answer_lost_then_order_found_and_fill_applied_next_timestep(
+def test_submit_when_answer_lost_then_order_found_and_fill_applied_once(
     alpaca: AlpacaBroker, audit_store: AuditStore, paper_exchange: ServerHandle
 ) -> None:
     def lose_answer(intent: OrderIntent, send: Callable[[], OrderResult]) -> OrderResult:
@@ -90,8 +96,9 @@ def test_submit_when_answer_lost_then_order_found_and_fill_applied_next_timestep
     service = service_with(staged, audit_store, paper_exchange.url)
     first = service.handle_timestep(batch({"AAPL": (1.0, 100.0)}))
     assert first.orders[0].status == "unknown"
-    assert first.portfolio["positions"] == {}
-    assert first.portfolio["open_orders"] == [first.orders[0].intent.client_order_id]
+    # Looked up right after the timestep's routing (not on the next bar): found filled, applied once.
+    assert first.portfolio["positions"]["AAPL"]["qty"] == 1000.0
+    assert first.portfolio["open_orders"] == []
     staged.on_submit = lambda intent, send: send()
     second = service.handle_timestep(batch({"AAPL": (1.0, 100.0)}, bar_index=1))
     assert second.portfolio["positions"]["AAPL"]["qty"] == 1000.0  # picked up, not ordered again
@@ -106,7 +113,8 @@ def test_submit_when_request_never_arrived_then_symbol_freed_and_reordered(
         raise BrokerUnavailableError("connection refused")
 
     staged = StagedBroker(alpaca, drop)
-    service = service_with(staged, audit_store, paper_exchange.url)
+    # No settle window: "not at the broker" is concluded at the first lookup after the failed submit.
+    service = service_with(staged, audit_store, paper_exchange.url, recovery_settle_s=0.0)
     assert service.handle_timestep(batch({"AAPL": (1.0, 100.0)})).orders[0].status == "unknown"
     staged.on_submit = lambda intent, send: send()
     second = service.handle_timestep(batch({"AAPL": (1.0, 100.0)}, bar_index=1))
