@@ -71,21 +71,35 @@ def to_wide(bars: pd.DataFrame) -> WideBars:
             f"e.g. {first['symbol']} at {first['timestamp']} (rows {repeated[:5].tolist()})"
         )
 
-    def grid(column: str) -> np.ndarray:
+    return wide_from_codes(
+        pd.DatetimeIndex(stamps, name="timestamp"), [str(name) for name in names], stamp_codes, symbol_codes,
+        bars["close"].to_numpy(dtype=np.float64, na_value=np.nan),
+        bars["volume"].to_numpy(dtype=np.float64, na_value=np.nan),
+    )
+
+
+def wide_from_codes(timestamps: pd.DatetimeIndex, names: list[str], stamp_codes: np.ndarray, symbol_codes: np.ndarray,
+                    close: np.ndarray, volume: np.ndarray) -> WideBars:
+    """WideBars from rows already coded: row i is (timestamps[stamp_codes[i]], names[symbol_codes[i]]), codes
+    unique per cell, `names` sorted and holding SPY and VIX. to_wide codes a frame and calls this; the feature
+    service, which keeps its window coded, calls it directly (same grids, bit for bit)."""
+    n_stamps, n_names = len(timestamps), len(names)
+
+    def grid(values: np.ndarray) -> np.ndarray:
         out = np.full((n_stamps, n_names), np.nan)
-        out[stamp_codes, symbol_codes] = bars[column].to_numpy(dtype=np.float64, na_value=np.nan)
+        out[stamp_codes, symbol_codes] = values
         return out
 
     with np.errstate(invalid="ignore"):
-        close = grid("close")
+        close = grid(close)
         # Non-positive prices are bad data: make them missing so logs stay defined and the rows drop out.
         close = np.where(close > 0, close, np.nan)
-    volume = grid("volume")
-    column_of = {str(name): j for j, name in enumerate(names)}
+    volume = grid(volume)
+    column_of = {name: j for j, name in enumerate(names)}
     trading = [j for j, name in enumerate(names) if name not in INDEX_SYMBOLS]
     return WideBars(
-        timestamps=pd.DatetimeIndex(stamps, name="timestamp"),
-        symbols=tuple(str(names[j]) for j in trading),
+        timestamps=timestamps,
+        symbols=tuple(names[j] for j in trading),
         close=np.ascontiguousarray(close[:, trading]),
         volume=np.ascontiguousarray(volume[:, trading]),
         bench_close=np.ascontiguousarray(close[:, column_of[BENCHMARK_SYMBOL]]),
@@ -163,6 +177,21 @@ def market_table(wide: WideBars, arrays: dict[str, np.ndarray]) -> pd.DataFrame:
     if not complete.any():
         logger.warning("no complete feature rows: %d timestamps (need >= %d bars per symbol)", len(wide.timestamps), WARMUP_BARS)
     return table.loc[complete]
+
+
+def market_rows_at(wide: WideBars, arrays: dict[str, np.ndarray], row: int,
+                   symbols: tuple[str, ...]) -> tuple[pd.DataFrame | None, list[str]]:
+    """`market_table(wide, arrays)` at the timestamp in position `row`, for `symbols` in their order, indexed by
+    symbol: the same values as `market_table(...).xs(ts).loc[list(symbols)]` without building the whole table
+    (what the feature service needs at each bar). Also the symbols without a complete row there (then None)."""
+    column = {s: j for j, s in enumerate(wide.symbols)}
+    values = np.column_stack([arrays[name][row] for name in MARKET_FEATURE_COLUMNS])
+    complete = np.isfinite(values).all(axis=1)
+    incomplete = [s for s in symbols if s not in column or not complete[column[s]]]
+    if incomplete:
+        return None, incomplete
+    rows = values[[column[s] for s in symbols]]
+    return pd.DataFrame(rows, index=pd.Index(list(symbols), name="symbol"), columns=list(MARKET_FEATURE_COLUMNS)), []
 
 
 def compute_market_features(bars: pd.DataFrame) -> pd.DataFrame:

@@ -89,7 +89,9 @@ class ObservationBuilder:
         missing = [n for n in names if n not in table.columns]
         if missing:
             raise MissingDataError(f"{what} lack columns {missing}")
-        values = table.loc[:, list(names)].to_numpy(dtype=np.float64)
+        # Columns already in order (the feature service's rows): no reindexing copy, the same values.
+        same = len(table.columns) == len(names) and all(a == b for a, b in zip(table.columns, names))
+        values = (table if same else table.loc[:, list(names)]).to_numpy(dtype=np.float64)
         bad = np.flatnonzero(~np.isfinite(values).all(axis=1))
         if len(bad):
             raise MissingDataError(f"{what} hold non-finite values in rows {_labels(table.index, bad)}")

@@ -12,18 +12,19 @@ before its first value), and bars lacking the proxy's input are refused.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from contracts.bars import BAR_COLUMNS
+from contracts.bars import BAR_COLUMNS, BENCHMARK_SYMBOL, VOLATILITY_INDEX_SYMBOL
 from contracts.config import VolatilityProxyConfig
 from contracts.features import REGIME_FEATURES, FeatureSpec
 from features.errors import FeatureError, MissingDataError
-from features.market_features import WARMUP_BARS
-from features.master_features import VIX_CHANGE_HORIZON, compute_feature_tables
+from features.market_features import WARMUP_BARS, WideBars, market_rows_at, symbol_feature_arrays, to_wide, wide_from_codes
+from features.master_features import VIX_CHANGE_HORIZON, master_table
 from features.observation import ObservationBuilder
 from market_data.errors import MarketDataError
 from market_data.volatility import (
@@ -90,7 +91,11 @@ class FeatureService:
         # Benchmark + the proxy's input: what a feed must deliver on top of `symbols`.
         self.market_inputs = market_input_symbols(self.proxy)
         self._wanted = set(symbols) | set(self.market_inputs)
-        self._buffer = pd.DataFrame({c: pd.Series(dtype=object) for c in BAR_COLUMNS})
+        # The trailing window, one entry per timestamp (oldest first): its rows (BAR_COLUMNS, the wanted symbols) and
+        # the same rows coded for the features (symbols, closes, volumes as arrays). Appending a bar and dropping the
+        # oldest costs nothing per row held; the long frame is joined only when something reads it.
+        self._blocks: deque[_Block] = deque(maxlen=window)
+        self._joined: pd.DataFrame | None = None
         self._last_regime: tuple[float, ...] | None = None
         if history is not None and not history.empty:
             self._check_columns(history, "history")
@@ -101,16 +106,28 @@ class FeatureService:
                 )
             kept = history.loc[history["symbol"].isin(self._wanted), list(BAR_COLUMNS)]
             recent = np.sort(kept["timestamp"].unique())[-window:]
-            self._buffer = kept[kept["timestamp"].isin(recent)].sort_values(["timestamp", "symbol"]).reset_index(drop=True)
+            kept = kept[kept["timestamp"].isin(recent)].sort_values(["timestamp", "symbol"]).reset_index(drop=True)
+            for _, rows in kept.groupby("timestamp", sort=True, dropna=False):
+                self._blocks.append(_Block.of(rows.reset_index(drop=True)))
 
     @property
     def last_timestamp(self) -> pd.Timestamp | None:
-        return None if self._buffer.empty else pd.Timestamp(self._buffer["timestamp"].iloc[-1])
+        return self._blocks[-1].timestamp if self._blocks else None
 
     @property
     def n_bars(self) -> int:
         """Distinct timestamps currently held (at most `window`)."""
-        return int(self._buffer["timestamp"].nunique())
+        return len(self._blocks)
+
+    @property
+    def _buffer(self) -> pd.DataFrame:
+        """The trailing window as one frame (BAR_COLUMNS), oldest timestamp first."""
+        if self._joined is None:
+            if self._blocks:
+                self._joined = pd.concat([b.rows for b in self._blocks], ignore_index=True)
+            else:
+                self._joined = pd.DataFrame({c: pd.Series(dtype=object) for c in BAR_COLUMNS})
+        return self._joined
 
     @staticmethod
     def _check_columns(bars: pd.DataFrame, what: str) -> None:
@@ -127,37 +144,54 @@ class FeatureService:
         ts = pd.Timestamp(stamps[0])
         if ts.tzinfo is None:
             raise FeatureError(f"bar timestamp {ts} is naive: bars carry tz-aware UTC timestamps")
-        repeated = sorted(bars_at_t.loc[bars_at_t["symbol"].duplicated(), "symbol"].unique())
-        if repeated:
+        names = bars_at_t["symbol"].tolist()
+        present = set(names)
+        if len(present) != len(names):
+            repeated = sorted(bars_at_t.loc[bars_at_t["symbol"].duplicated(), "symbol"].unique())
             raise FeatureError(f"bars at {ts} hold more than one bar for {repeated}")
         last = self.last_timestamp
         if last is not None and ts <= last:
             raise FeatureError(f"bars at {ts} arrive after {last}: bars must move forward in time")
-        present = set(bars_at_t["symbol"])
         missing = [s for s in (*self.symbols, *self.market_inputs) if s not in present]
         if missing:
             inputs = [s for s in missing if s in self.market_inputs]
             why = (f" (market inputs {inputs}: the benchmark and the spec's volatility proxy {self.proxy.name})"
                    if inputs else "")
             raise MissingDataError(f"bars at {ts} lack symbols {missing}{why}")
-        fresh = bars_at_t.loc[bars_at_t["symbol"].isin(self._wanted), list(BAR_COLUMNS)]
-        buffer = pd.concat([self._buffer, fresh], ignore_index=True) if not self._buffer.empty else fresh.reset_index(drop=True)
-        recent = np.sort(buffer["timestamp"].unique())[-self.window :]
-        self._buffer = buffer[buffer["timestamp"].isin(recent)].reset_index(drop=True)
+        wanted = np.fromiter((n in self._wanted for n in names), dtype=bool, count=len(names))
+        fresh = (bars_at_t[list(BAR_COLUMNS)] if wanted.all() else bars_at_t.loc[wanted, list(BAR_COLUMNS)]).reset_index(drop=True)
+        self._blocks.append(_Block.of(fresh))  # the oldest timestamp leaves the window (deque maxlen)
+        self._joined = None
         return self._snapshot(ts, fresh)
 
-    def _snapshot(self, ts: pd.Timestamp, fresh: pd.DataFrame) -> MarketSnapshot:
+    def _wide(self, ts: pd.Timestamp) -> WideBars:
+        """The window pivoted for the features, with the spec's volatility proxy applied. With the bars' own
+        VIX (`index`) the proxy changes nothing and the coded window is pivoted directly (wide_from_codes, as
+        to_wide does); anything else (another proxy, a window to_wide would refuse) goes through the frame."""
+        blocks = self._blocks
+        if self.proxy.source == "index" and all(b.clean for b in blocks):
+            names = sorted(set().union(*(b.names for b in blocks)))
+            if BENCHMARK_SYMBOL in names and VOLATILITY_INDEX_SYMBOL in names:
+                code = {n: i for i, n in enumerate(names)}
+                return wide_from_codes(
+                    pd.DatetimeIndex([b.timestamp for b in blocks], name="timestamp"), names,
+                    np.repeat(np.arange(len(blocks)), [len(b.names) for b in blocks]),
+                    np.concatenate([b.codes(names, code) for b in blocks]),
+                    np.concatenate([b.close for b in blocks]), np.concatenate([b.volume for b in blocks]))
         try:
             inputs = apply_volatility_proxy(self._buffer, self.proxy)
         except MarketDataError as exc:
             raise MissingDataError(f"features at {ts}: {exc}") from exc
-        market, master = compute_feature_tables(inputs)
-        try:
-            at_t = market.xs(ts, level="timestamp")
-        except KeyError:
-            at_t = market.iloc[0:0].droplevel("timestamp")
-        incomplete = [s for s in self.symbols if s not in at_t.index]
-        if incomplete or ts not in master.index:
+        return to_wide(inputs)
+
+    def _snapshot(self, ts: pd.Timestamp, fresh: pd.DataFrame) -> MarketSnapshot:
+        # The features of the window (same code as training: symbol_feature_arrays, master_table), read at its
+        # last timestamp, ts; only that row of the market table is built.
+        wide = self._wide(ts)
+        arrays = symbol_feature_arrays(wide)
+        master = master_table(wide, arrays)
+        market_rows, incomplete = market_rows_at(wide, arrays, len(wide.timestamps) - 1, self.symbols)
+        if market_rows is None or ts not in master.index:
             have = self.n_bars
             reason = (
                 f"history too short: {have} bars held, {self.warmup} needed"
@@ -166,9 +200,8 @@ class FeatureService:
             )
             what = f"symbols {incomplete}" if incomplete else f"the master features (SPY/{self.proxy.name}/breadth)"
             raise MissingDataError(f"features at {ts} incomplete for {what}: {reason}")
-        market_rows = at_t.loc[list(self.symbols)]
         master_row = master.loc[ts]
-        closes = fresh.set_index("symbol")["close"]
+        closes = dict(zip(fresh["symbol"].tolist(), fresh["close"].to_numpy()))
         regime = tuple(float(master_row[name]) for name in REGIME_FEATURES)
         shift = self._last_regime is not None and regime != self._last_regime
         if shift:
@@ -202,3 +235,34 @@ class FeatureService:
     ) -> np.ndarray:
         row = source.master_row if isinstance(source, MarketSnapshot) else source
         return self.builder.master_observation(row, drawdown, gross_exposure)
+
+
+@dataclass(frozen=True)
+class _Block:
+    """The bars of one timestamp in the feature window: the rows, and their symbols/closes/volumes as arrays."""
+
+    timestamp: pd.Timestamp
+    rows: pd.DataFrame
+    names: tuple[str, ...]
+    close: np.ndarray
+    volume: np.ndarray
+    clean: bool  # string symbols, each once: codable without to_wide's checks
+    _codes: dict[tuple[str, ...], np.ndarray]
+
+    @classmethod
+    def of(cls, rows: pd.DataFrame) -> _Block:
+        names = tuple(rows["symbol"].tolist())
+        timestamp = pd.Timestamp(rows["timestamp"].iloc[0])
+        clean = timestamp is not pd.NaT and all(isinstance(n, str) for n in names) and len(set(names)) == len(names)
+        return cls(timestamp=timestamp, rows=rows, names=names,
+                   close=rows["close"].to_numpy(dtype=np.float64, na_value=np.nan),
+                   volume=rows["volume"].to_numpy(dtype=np.float64, na_value=np.nan), clean=clean, _codes={})
+
+    def codes(self, names: list[str], code: dict[str, int]) -> np.ndarray:
+        """Position of each row's symbol in `names` (cached while the window's symbols stay the same)."""
+        key = tuple(names)
+        cached = self._codes.get(key)
+        if cached is None:
+            self._codes.clear()
+            cached = self._codes[key] = np.fromiter((code[n] for n in self.names), dtype=np.int64, count=len(self.names))
+        return cached

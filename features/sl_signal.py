@@ -43,7 +43,9 @@ def _design(market_features: pd.DataFrame, names: tuple[str, ...]) -> np.ndarray
     missing = [n for n in names if n not in market_features.columns]
     if missing:
         raise MissingDataError(f"market features lack SL model inputs {missing}")
-    return market_features.loc[:, list(names)].to_numpy(dtype=np.float64)
+    columns = market_features.columns
+    same = len(columns) == len(names) and all(a == b for a, b in zip(columns, names))  # no reindexing copy
+    return (market_features if same else market_features.loc[:, list(names)]).to_numpy(dtype=np.float64)
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ import pandas as pd
 
 from contracts.bars import BAR_COLUMNS
 from market_data.errors import MarketDataError
-from market_data.replay import ReplayClock, bars_at
+from market_data.replay import ReplayClock
 
 
 @dataclass(frozen=True)
@@ -87,10 +87,14 @@ class ReplayBarSource:
         # Paced with stop-aware waits, so SIGTERM never waits out a slow replay interval.
         clock = ReplayClock(list(upcoming), speed=self._speed, bar_seconds=self._bar_seconds,
                             sleep=lambda s: stop.wait(s))
+        column = self._bars["timestamp"]
         for ts in clock:
             if stop.is_set():
                 return
-            yield BarBatch(timestamp=ts, bars=bars_at(self._bars, ts))
+            # The frame is sorted by timestamp: a timestamp's rows are one slice (what bars_at selects, without
+            # comparing every row of the frame at every bar).
+            lo, hi = column.searchsorted(ts, side="left"), column.searchsorted(ts, side="right")
+            yield BarBatch(timestamp=ts, bars=self._bars.iloc[lo:hi].reset_index(drop=True))
 
     def close(self) -> None:
         return None
