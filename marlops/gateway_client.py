@@ -39,9 +39,19 @@ class GatewayClient:
             raise GatewayCallError(f"gateway {method} {self.base_url}{path} unreachable: {exc}") from exc
         return self._check(response)
 
-    def post_decisions(self, decisions: TimestepDecisions) -> dict[str, Any]:
-        return self._request("POST", "/v1/decisions", content=decisions.model_dump_json(),
+    def post_decisions(self, decisions: TimestepDecisions, *, wait: str = "accepted") -> dict[str, Any]:
+        """The gateway's answer once the decisions are accepted (intents durable, orders routing), or with
+        `wait="settled"` once every order has its broker answer."""
+        return self._request("POST", "/v1/decisions", params={"wait": wait}, content=decisions.model_dump_json(),
                              headers={"content-type": "application/json"})
+
+    def timestep(self, timestep_id: str, *, wait_s: float = 0.0) -> dict[str, Any]:
+        """A recent timestep's orders and the portfolio, waiting up to `wait_s` for its orders to settle."""
+        return self._request("GET", f"/v1/timesteps/{timestep_id}", params={"wait_s": wait_s},
+                             timeout=wait_s + 30.0)
+
+    def latency(self) -> dict[str, Any]:
+        return self._request("GET", "/v1/latency")
 
     def post_directive(self, directive: MasterDirective) -> dict[str, Any]:
         return self._request("POST", "/v1/directives", content=directive.model_dump_json(),

@@ -144,6 +144,7 @@ class TradingService:
         metrics: TradingMetrics | None = None,
         gateway_retry_s: float = 1.0,
         on_bar: Callable[[BarOutcome], None] | None = None,
+        settle_wait_s: float = 30.0,
     ) -> None:
         self.name = name
         self._source = source
@@ -160,6 +161,10 @@ class TradingService:
         self.metrics = metrics or TradingMetrics()
         self.alerts = AlertBook(self.metrics)
         self._retry_s = gateway_retry_s
+        # The gateway answers once the decisions are accepted; the bar's outcome (its orders, fills and the book)
+        # is read after its orders settle, up to this long, before the next bar is fed. Decision latency is
+        # measured at acceptance.
+        self._settle_wait_s = settle_wait_s
         self._on_bar = on_bar
         self._features: dict[str, FeatureService] = {}
         self._builders: dict[str, ObservationBuilder] = {}
@@ -428,6 +433,8 @@ class TradingService:
             self.alerts(ALERT_BAR_REFUSED, None)
         self._first_bar = False
         latency = time.perf_counter() - t0
+        if response and not response.get("settled", True):
+            response = self._settled(response)
         held = dict(self.cursor.held_levels)
         if status != "refused":
             held.update({d.symbol: d.target_level for d in batch.decisions})
@@ -457,6 +464,19 @@ class TradingService:
                            (self._portfolio.get("positions") or {}).items()},  # type: ignore[union-attr]
                 prices={}, inference_ms={}, failed=(),
                 directive_mode=str(((response or {}).get("directive") or {}).get("mode") or "")))
+
+    def _settled(self, accepted: dict[str, object]) -> dict[str, object]:
+        """The accepted answer with its orders and portfolio as they stand once the orders settled."""
+        try:
+            settled = self._gateway.timestep(str(accepted["timestep_id"]), wait_s=self._settle_wait_s)
+        except GatewayCallError as exc:  # the decisions are accepted; only this bar's record lacks its fills
+            self.alerts(ALERT_GATEWAY_UNREACHABLE, f"settled orders of bar {accepted.get('bar_index')}: {exc}")
+            return accepted
+        if not settled.get("settled"):
+            logger.warning("%s: orders of bar %s not settled after %.0f s; recorded as they stand", self.name,
+                           accepted.get("bar_index"), self._settle_wait_s)
+        return {**accepted, "orders": settled["orders"], "portfolio": settled["portfolio"],
+                "trading_state": settled["trading_state"], "settled": settled["settled"]}
 
     def _skip(self, bar_index: int, ts: pd.Timestamp, why: str, *, reason: str) -> BarOutcome:
         self.alerts(ALERT_BAR_SKIPPED, why)

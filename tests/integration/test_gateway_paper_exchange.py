@@ -106,7 +106,12 @@ def step(gateway: ServerHandle, exchange: httpx.Client, bar_index: int,
                           headers={"content-type": "application/json"}, timeout=30.0)
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
-    return body
+    # Answered once accepted: every order is an intent, durable, routing; the timestep's own id reads them settled.
+    assert body["settled"] is False and {o["status"] for o in body["orders"]} <= {"intent"}
+    settled = httpx.get(f"{gateway.url}/v1/timesteps/{body['timestep_id']}", params={"wait_s": 20}, timeout=30.0)
+    assert settled.status_code == 200 and settled.json()["settled"] is True, settled.text
+    assert [o["client_order_id"] for o in settled.json()["orders"]] == [o["client_order_id"] for o in body["orders"]]
+    return {**body, **settled.json()}
 
 
 def audit_events(gateway: ServerHandle, kind: str) -> list[dict[str, Any]]:
