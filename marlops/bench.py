@@ -22,6 +22,7 @@ import cProfile
 import json
 import logging
 import math
+import os
 import platform
 import sys
 import threading
@@ -108,6 +109,9 @@ class StackSampler(threading.Thread):
     threading waits) count as idle."""
 
     _IDLE = ("selectors.py", "threading.py", "queue.py")
+    # Innermost Python frames of a thread blocked in C: uvloop's event loop waiting for I/O, a pool worker
+    # waiting for work.
+    _IDLE_LEAVES = (("asyncio/runners.py", "run"), ("concurrent/futures/thread.py", "_worker"))
 
     def __init__(self, interval_s: float = 0.002) -> None:
         super().__init__(name="bench-stack-sampler", daemon=True)
@@ -131,7 +135,9 @@ class StackSampler(threading.Thread):
             for ident, frame in sys._current_frames().items():
                 if ident in (me, main):
                     continue
-                if frame.f_code.co_filename.endswith(self._IDLE):
+                code = frame.f_code
+                if code.co_filename.endswith(self._IDLE) or any(
+                        code.co_filename.endswith(f) and code.co_name == n for f, n in self._IDLE_LEAVES):
                     self.idle += 1
                     continue
                 self.busy += 1
@@ -139,7 +145,8 @@ class StackSampler(threading.Thread):
                 seen: set[str] = set()
                 f: Any = frame
                 while f is not None:
-                    seen.add(self._label(f.f_code))
+                    if f.f_code.co_filename.startswith(self._root) and "/.venv/" not in f.f_code.co_filename:
+                        seen.add(self._label(f.f_code))  # project code only: the frames that say what it does
                     f = f.f_back
                 self.inclusive.update(seen)
 
@@ -151,7 +158,7 @@ class StackSampler(threading.Thread):
         per_bar = self.interval_s * 1000 / max(bars, 1)
         return {"interval_ms": self.interval_s * 1000, "busy_samples": self.busy, "idle_samples": self.idle,
                 "busy_ms_per_bar_approx": round(self.busy * per_bar, 2),
-                "top_inclusive": [{"function": name, "ms_per_bar_approx": round(n * per_bar, 2)}
+                "top_inclusive_project_code": [{"function": name, "ms_per_bar_approx": round(n * per_bar, 2)}
                                   for name, n in self.inclusive.most_common(limit)],
                 "top_own": [{"function": name, "ms_per_bar_approx": round(n * per_bar, 2)}
                             for name, n in self.own.most_common(8)]}
@@ -235,10 +242,12 @@ class ScaleRun:
         self.profile_report = {
             "symbols": self.size, "bars": bars, "why": self.profile_reason,
             "decision_latency_ms_while_profiled": percentiles(np.array([r.latency_ms for r in profiled])),
-            "trading_loop_cprofile": top_functions(self.profiler, bars=bars, limit=15),
+            "trading_loop_cprofile": top_functions(self.profiler, bars=bars, limit=15, project_only=True),
+            "trading_loop_cprofile_own_time": top_functions(self.profiler, bars=bars, limit=8, by="own"),
             "other_threads_sampled": self.sampler.report(bars),
             "note": "trading_loop_cprofile: cProfile of the trading service's thread (the bar loop), cumulative "
-                    "ms per bar, inflated by cProfile's overhead; other_threads_sampled: stack samples of this "
+                    "ms per bar (project code; _own_time: any code by own time), inflated by cProfile's "
+                    "overhead; other_threads_sampled: stack samples of this "
                     "process's other threads (the in-process gateway), busy samples only",
         }
         self.profiler = None
@@ -252,6 +261,7 @@ class ScaleRun:
             "decision_latency_ms": percentiles(decision),
             "triton_inference_ms": percentiles(np.array([r.inference_ms for r in records])),
             "orders_per_bar_mean": float(np.mean([r.n_orders for r in records])) if records else 0.0,
+            "denied_per_bar_mean": float(np.mean([r.n_denied for r in records])) if records else 0.0,
             "max_batch_size": max_batch,
             "exceeds_max_batch": self.size > max_batch > 0,
             "triton_requests_per_bar_expected": math.ceil(self.size / max_batch) if max_batch > 0 else 1,
@@ -307,6 +317,7 @@ def run_bench(paths: StatePaths, config: RLConfig, options: BenchOptions | None 
         options = BenchOptions(**{**asdict(options), "symbols": n_symbols or options.symbols,
                                   "steps": steps or options.steps})
     t_start = time.monotonic()
+    load_start = round(os.getloadavg()[0], 2)  # other work on the machine skews every figure: say how busy it was
     bench_state = StatePaths(root=paths.bench_dir / "state", project_root=paths.project_root).ensure()
     config = with_model_repository(config, paths.bench_dir / "triton_models")
     if options.max_batch_size is not None:
@@ -376,8 +387,9 @@ def run_bench(paths: StatePaths, config: RLConfig, options: BenchOptions | None 
     floor = comparisons.get("inprocess_torchscript_ms", {"p50": 0.0, "p99": 0.0})
     report: dict[str, Any] = {
         "created_at": datetime.now(timezone.utc).isoformat(),
-        "machine": {"cpus": torch.get_num_threads(), "platform": platform.platform(),
-                    "python": platform.python_version()},
+        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                    "platform": platform.platform(), "python": platform.python_version(),
+                    "loadavg_1m_at_start": load_start, "loadavg_1m_at_end": round(os.getloadavg()[0], 2)},
         "options": {**asdict(options), "scales": list(options.scales)},
         "symbols": options.symbols,
         "timesteps_measured": head["timesteps_measured"],

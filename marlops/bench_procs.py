@@ -118,18 +118,23 @@ class RssPeaks:
         return out
 
 
-def top_functions(profile: cProfile.Profile, *, bars: int, limit: int = 15) -> list[dict[str, Any]]:
-    """The `limit` functions with the most cumulative time, per bar, file paths relative to the project."""
+def top_functions(profile: cProfile.Profile, *, bars: int, limit: int = 15, by: str = "cumulative",
+                  project_only: bool = False) -> list[dict[str, Any]]:
+    """The `limit` functions with the most cumulative (or own) time, per bar, file paths relative to the project;
+    `project_only`: this project's code only (not the libraries it calls)."""
     stats = pstats.Stats(profile)
     root = str(Path(__file__).resolve().parents[1]) + os.sep
     rows = []
     for (filename, line, name), (_cc, calls, own, cumulative, _callers) in stats.stats.items():  # type: ignore[attr-defined]
-        where = filename.replace(root, "") if filename.startswith(root) else _short(filename)
+        in_project = filename.startswith(root) and f"{os.sep}.venv{os.sep}" not in filename
+        if project_only and not in_project:
+            continue
+        where = filename.replace(root, "") if in_project else _short(filename)
         rows.append({"function": f"{where}:{line}({name})" if line else name,
                      "cumulative_ms_per_bar": round(cumulative * 1000 / max(bars, 1), 3),
                      "own_ms_per_bar": round(own * 1000 / max(bars, 1), 3),
                      "calls_per_bar": round(calls / max(bars, 1), 1)})
-    rows.sort(key=lambda r: r["cumulative_ms_per_bar"], reverse=True)
+    rows.sort(key=lambda r: r["cumulative_ms_per_bar" if by == "cumulative" else "own_ms_per_bar"], reverse=True)
     return rows[:limit]
 
 
