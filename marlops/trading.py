@@ -126,6 +126,12 @@ class BarDetail:
     directive_mode: str = ""  # the master directive in force for this bar ("" = none)
 
 
+def _closes(batch: BarBatch) -> dict[str, float]:
+    """symbol -> close of the batch's bars."""
+    bars = batch.bars
+    return {str(s): float(c) for s, c in zip(bars["symbol"].tolist(), bars["close"].tolist())}
+
+
 class TradingService:
     def __init__(
         self,
@@ -282,7 +288,7 @@ class TradingService:
             detail = replace(outcome.detail, variants={s: table.route_for(s).variant for s in self.symbols},
                              shadows=shadows, inference_ms=dict(self._bar_ref_ms),
                              failed=tuple(self._bar_failed_refs), routing_revision=table.revision,
-                             prices={str(r.symbol): float(r.close) for r in batch.bars.itertuples()})
+                             prices=_closes(batch))
         return replace(outcome, inference_ms=inference_ms, detail=detail)
 
     def _specs_in_use(self, groups: dict[PolicyRef, list[str]], master_ref: PolicyRef | None) -> dict[PolicyRef, FeatureSpec]:
@@ -327,7 +333,10 @@ class TradingService:
         key = spec.spec_hash()
         snap = snapshots[key]
         levels = np.array([self.cursor.held_levels.get(s, 0.0) for s in members], dtype=np.float32)
-        obs = self._builders[key].symbol_observations(snap.market_rows.loc[members], levels, gross)
+        rows = snap.market_rows
+        if len(members) != len(rows) or any(a != b for a, b in zip(rows.index, members)):
+            rows = rows.loc[members]  # the whole universe in order (one group) needs no copy
+        obs = self._builders[key].symbol_observations(rows, levels, gross)
         self._bar_obs.append(obs)
         t = time.perf_counter()
         try:
@@ -384,7 +393,7 @@ class TradingService:
     def _feed_prices(self, batch: BarBatch) -> None:
         assert self._set_prices is not None
         try:
-            self._set_prices({str(r.symbol): float(r.close) for r in batch.bars.itertuples()})
+            self._set_prices(_closes(batch))
         except (MarlopsError, httpx.HTTPError) as exc:  # the simulated market lags; the bar is still decided
             self.alerts(ALERT_SIM_PRICES, f"the paper exchange did not take the bar's prices: {exc}")
             return
