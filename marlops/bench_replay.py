@@ -17,9 +17,10 @@ symbols = 1.17 M symbol-decisions in <= 300 s) is reported, never asserted. A sm
 figures and a clearly labelled extrapolation to the full size at the measured rate.
 
 Where the time goes: CPU seconds per thread of this process (trading loop, gateway) and per child process
-(tritonserver + its Python backend stubs, paper exchange) over the timed loop, read from /proc, plus a
-separate cProfile run over the first `profile_bars` bars (the trading loop thread, and the gateway's threads
-started during that run), top functions by cumulative time.
+(tritonserver + its Python backend stubs, paper exchange) over the timed bars, read from /proc; then, on the
+same stack, `profile_bars` more bars (not timed) with cProfile on the trading loop's thread (top functions by
+cumulative and by own time; the pstats file is kept beside the run) and stack samples of the gateway's threads
+(`marlops.bench.StackSampler`: cProfile sees only the thread that enables it).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from contracts.config import RLConfig
-from marlops.bench import with_model_repository
+from marlops.bench import StackSampler, with_model_repository
 from marlops.candidates import TrainingSettings, fit_spec, register_candidate, train_candidate
 from marlops.context import PipelineContext
 from marlops.paths import StatePaths
@@ -157,30 +158,10 @@ def cpu_between(before: dict[str, float], after: dict[str, float]) -> dict[str, 
 # ---------------------------------------------------------------------------------------------- profiling
 
 
-class ThreadProfiles:
-    """cProfile in every thread started while active (threading.setprofile: each new thread enables its own
-    profiler at its first event): the gateway's uvicorn thread and its worker threads."""
-
-    def __init__(self) -> None:
-        self.profiles: list[tuple[str, cProfile.Profile]] = []
-        self._lock = threading.Lock()
-
-    def _hook(self, frame: object, event: str, arg: object) -> None:
-        profile = cProfile.Profile()
-        with self._lock:
-            self.profiles.append((threading.current_thread().name, profile))
-        profile.enable()  # replaces this hook in this thread
-
-    def __enter__(self) -> ThreadProfiles:
-        threading.setprofile(self._hook)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        threading.setprofile(None)  # type: ignore[arg-type]
-
-
-def top_functions(stats: pstats.Stats | None, n: int, *, skip: Callable[[str], bool] = lambda _: False) -> list[dict[str, Any]]:
-    """The `n` functions with the largest cumulative time: {function, cumtime_s, tottime_s, ncalls}."""
+def top_functions(stats: pstats.Stats | None, n: int, *, skip: Callable[[str], bool] = lambda _: False,
+                  by: str = "cumtime_s") -> list[dict[str, Any]]:
+    """The `n` functions with the largest cumulative (or own: by="tottime_s") time:
+    {function, cumtime_s, tottime_s, ncalls}."""
     if stats is None:
         return []
     rows = []
@@ -195,8 +176,16 @@ def top_functions(stats: pstats.Stats | None, n: int, *, skip: Callable[[str], b
             continue
         rows.append({"function": label, "cumtime_s": round(cumtime, 3), "tottime_s": round(tottime, 3),
                      "ncalls": int(ncalls)})
-    rows.sort(key=lambda r: -r["cumtime_s"])
+    rows.sort(key=lambda r: -r[by])
     return rows[:n]
+
+
+PROJECT_PACKAGES = ("marlops/", "features/", "market_data/", "serving/", "gateway/", "contracts/", "agents/",
+                    "paper_exchange/")
+
+
+def _not_project(label: str) -> bool:
+    return not label.startswith(PROJECT_PACKAGES) or _is_plumbing(label)
 
 
 def _is_plumbing(label: str) -> bool:
@@ -224,17 +213,19 @@ def _stamps(bars: pd.DataFrame) -> pd.DatetimeIndex:
 
 def replay_throughput(paths: StatePaths, config: RLConfig, *, n_symbols: int = TARGET_SYMBOLS,
                       days: int = TARGET_DAYS, minutes_per_day: int = SESSION_MINUTES, seed: int = 11,
-                      history_days: int = 2, iterations: int = 2, profile_bars: int = SESSION_MINUTES,
+                      history_days: int = 2, iterations: int = 2, profile_bars: int = 100,
                       profile_top: int = 15) -> dict[str, Any]:
     """Replay `days` sessions of `minutes_per_day` 1-minute bars of `n_symbols` symbols through the real
-    services (module doc) and measure symbol-decisions per second; then profile the first `profile_bars` bars
-    in a second, shorter replay (0: no profile)."""
+    services (module doc) and measure symbol-decisions per second; then, on the same stack, profile the next
+    `profile_bars` bars (cProfile on the loop's thread, stack samples of the gateway's; 0: no profile). The
+    profiled bars are not part of the measurement."""
     t_setup = time.perf_counter()
     root = paths.bench_dir / "replay"
     state = StatePaths(root=root / "state", project_root=paths.project_root).ensure()
     config = minute_bar_config(with_model_repository(config, root / "triton_models"))
     ctx = PipelineContext.create(state, config)
-    bars, start = minute_market(n_symbols=n_symbols, days=days, history_days=history_days,
+    extra_days = -(-profile_bars // minutes_per_day) if profile_bars > 0 else 0
+    bars, start = minute_market(n_symbols=n_symbols, days=days + extra_days, history_days=history_days,
                                 minutes_per_day=minutes_per_day, seed=seed)
     history = bars[bars["timestamp"] < start].reset_index(drop=True)
     spec = fit_spec(history, config, seed=seed)
@@ -245,61 +236,38 @@ def replay_throughput(paths: StatePaths, config: RLConfig, *, n_symbols: int = T
     registered = register_candidate(candidate, ctx)
     train_s = time.perf_counter() - t_train
     deploy_to_triton(registered, ctx, smoke_test=False)
-    n_bars = int((_stamps(bars) >= start).sum())
-
-    marks: dict[str, Any] = {"outcomes": []}
-
-    def on_step(outcome: BarOutcome) -> None:
-        now = time.perf_counter()
-        outcomes: list[BarOutcome] = marks["outcomes"]
-        if not outcomes:
-            # The loop started when the first bar did: its own measured latency before this callback.
-            marks["t0"] = now - outcome.latency_ms / 1000.0
-            marks["cpu0"] = cpu_snapshot()
-        outcomes.append(outcome)
-        marks["t_end"] = now
-        if len(outcomes) == n_bars:
-            marks["cpu1"] = cpu_snapshot()  # before the stack stops
-        if len(outcomes) % 1000 == 0:
-            logger.info("replay bench: %d / %d bars, %.0f bars/s", len(outcomes), n_bars,
-                        len(outcomes) / max(now - marks["t0"], 1e-9))
-
-    t_replay = time.perf_counter()
+    stamps = _stamps(bars)
+    first = int(stamps.searchsorted(start))
+    n_timed = days * minutes_per_day
+    end = stamps[first + n_timed + profile_bars - 1]
+    window = _Window(n_timed=n_timed, n_profiled=profile_bars)
+    run_dir = root / "runs" / time.strftime("%Y%m%dT%H%M%S")
     run = replay_on_own_table(bars, ctx, change=registered_routing(registered), principal="bench-replay",
-                              reason="replay throughput bench", start=start, spec=registered.spec, name="bench-replay",
-                              run_dir=root / "runs" / f"timed-{time.strftime('%Y%m%dT%H%M%S')}", on_step=on_step)
-    replay_call_s = time.perf_counter() - t_replay
-    outcomes: list[BarOutcome] = marks["outcomes"]
-    decided = [o for o in outcomes if o.status == "decided"]
-    wall_s = float(marks["t_end"] - marks["t0"]) if outcomes else 0.0
+                              reason="replay throughput bench", start=start, end=end, spec=registered.spec,
+                              name="bench-replay", run_dir=run_dir, on_step=window.on_step)
+    timed = window.outcomes[:n_timed]
+    decided = [o for o in timed if o.status == "decided"]
+    wall_s = window.wall_s
     symbol_decisions = sum(o.n_symbols for o in decided)
     per_s = symbol_decisions / wall_s if wall_s > 0 else 0.0
     full_size = n_symbols >= TARGET_SYMBOLS and days >= TARGET_DAYS and minutes_per_day == SESSION_MINUTES
     projected = TARGET_SYMBOL_DECISIONS / per_s if per_s > 0 else float("inf")
-    cpu = cpu_between(marks.get("cpu0", {}), marks.get("cpu1", {})) if "cpu1" in marks else {}
-
-    profile: list[dict[str, Any]] = []
-    gateway_profile: list[dict[str, Any]] = []
-    profiled_bars = 0
-    if profile_bars > 0:
-        profiled_bars, profile, gateway_profile = _profiled_replay(bars, ctx, registered, start, profile_bars,
-                                                                   root, profile_top)
-    setup_s = time.perf_counter() - t_setup - wall_s
+    profile = window.profile_report(run_dir, profile_top)
     report = {
         "symbols": len(run.symbols),
         "trading_days": days,
         "minutes_per_day": minutes_per_day,
         "bars": len(decided),
-        "bars_replayed": len(outcomes),
+        "bars_replayed": len(timed),
         "symbol_decisions": symbol_decisions,
-        "wall_s": round(wall_s, 3),
+        "wall_s": wall_s,
         "symbol_decisions_per_s": per_s,
         "bars_per_s": len(decided) / wall_s if wall_s > 0 else 0.0,
         "ms_per_bar": 1000.0 * wall_s / len(decided) if decided else 0.0,
         "target_s": TARGET_S,
         "target_symbol_decisions": TARGET_SYMBOL_DECISIONS,
         "full_size": full_size,
-        "met": bool(projected <= TARGET_S) if not full_size else bool(wall_s <= TARGET_S),
+        "met": bool(wall_s <= TARGET_S) if full_size else bool(projected <= TARGET_S),
         "met_basis": "measured at full size" if full_size else
         "EXTRAPOLATED from this slice at its measured rate (target_symbol_decisions / symbol_decisions_per_s)",
         "projected_full_size_s": round(projected, 1),
@@ -307,15 +275,19 @@ def replay_throughput(paths: StatePaths, config: RLConfig, *, n_symbols: int = T
         "orders_filled": sum(o.n_filled for o in decided),
         "decision_latency_ms": percentiles(np.array([o.latency_ms for o in decided])),
         "inference_ms": percentiles(np.array([o.inference_ms for o in decided])),
-        "cpu_s_during_loop": cpu,
-        "setup_s": round(setup_s, 1),
+        "cpu_s_during_loop": window.cpu(),
+        "setup_s": round(time.perf_counter() - t_setup - wall_s - profile.get("wall_s", 0.0), 1),
         "train_s": round(train_s, 1),
-        "replay_call_s": round(replay_call_s, 1),
         "audit_rows": int(run.audit_summary.get("total", 0)),
         "trading_state": run.trading_state,
-        "profile_bars": profiled_bars,
-        "profile": profile,
-        "gateway_profile": gateway_profile,
+        "profile_bars": profile.get("bars", 0),
+        # The trading loop's thread (cProfile), project functions by cumulative time: what each step of a bar
+        # costs; then any function by own time: where that CPU goes (pandas, sockets, sqlite, json).
+        "profile": profile.get("loop", []),
+        "profile_self": profile.get("loop_self", []),
+        # The in-process gateway's threads, sampled (cProfile sees only the thread that enables it).
+        "gateway_profile": profile.get("gateway", {}),
+        "profile_files": profile.get("files", {}),
         "machine_cpus": os.cpu_count(),
         "definition": DEFINITION,
     }
@@ -324,35 +296,60 @@ def replay_throughput(paths: StatePaths, config: RLConfig, *, n_symbols: int = T
     return report
 
 
-def _profiled_replay(bars: pd.DataFrame, ctx: PipelineContext, registered: Any, start: pd.Timestamp,
-                     profile_bars: int, root: Path, top: int) -> tuple[int, list[dict[str, Any]], list[dict[str, Any]]]:
-    """Replay bar 0 .. profile_bars (the first is the untimed warm bar) with cProfile on the trading loop's
-    thread (bars 1..profile_bars) and on the gateway threads; top functions by cumulative time."""
-    stamps = _stamps(bars)
-    first = int(stamps.searchsorted(start))
-    end = stamps[min(first + profile_bars, len(stamps) - 1)]
-    main = cProfile.Profile()
-    seen = {"n": 0, "on": False}
+class _Window:
+    """on_step of the bench replay: times the first `n_timed` bars (CPU per thread/process over them), then
+    profiles the next `n_profiled` bars; everything is read before the stack stops."""
 
-    def on_step(outcome: BarOutcome) -> None:
-        seen["n"] += 1
-        if not seen["on"] and seen["n"] == 1:
-            main.enable()
-            seen["on"] = True
-        elif seen["on"] and seen["n"] == profile_bars + 1:
-            main.disable()  # before the stack stops
+    def __init__(self, *, n_timed: int, n_profiled: int) -> None:
+        self.n_timed = n_timed
+        self.n_profiled = n_profiled
+        self.outcomes: list[BarOutcome] = []
+        self.t0 = self.t_end = self.t_profile = self.t_profile_end = 0.0
+        self.cpu0: dict[str, float] = {}
+        self.cpu1: dict[str, float] = {}
+        self.profiler: cProfile.Profile | None = None
+        self.sampler: StackSampler | None = None
 
-    with ThreadProfiles() as threads:
-        try:
-            replay_on_own_table(bars, ctx, change=registered_routing(registered), principal="bench-replay",
-                                reason="replay throughput bench (profiled)", start=start, end=end, spec=registered.spec,
-                                name="bench-replay-profile", run_dir=root / "runs" / f"profile-{time.strftime('%Y%m%dT%H%M%S')}",
-                                on_step=on_step)
-        finally:
-            main.disable()
-    main_stats = pstats.Stats(main)
-    thread_profiles = [p for name, p in threads.profiles if _thread_group(name).startswith("gateway")]
-    gateway_stats = pstats.Stats(*thread_profiles) if thread_profiles else None
-    profile = top_functions(main_stats, top, skip=_is_plumbing)
-    gateway = top_functions(gateway_stats, top, skip=_is_plumbing)
-    return max(seen["n"] - 1, 0), profile, gateway
+    @property
+    def wall_s(self) -> float:
+        return self.t_end - self.t0 if self.outcomes else 0.0
+
+    def cpu(self) -> dict[str, float]:
+        return cpu_between(self.cpu0, self.cpu1) if self.cpu1 else {}
+
+    def on_step(self, outcome: BarOutcome) -> None:
+        now = time.perf_counter()
+        self.outcomes.append(outcome)
+        n = len(self.outcomes)
+        if n == 1:
+            # The loop started when the first bar did: its own measured latency before this callback.
+            self.t0 = now - outcome.latency_ms / 1000.0
+            self.cpu0 = cpu_snapshot()
+        if n <= self.n_timed:
+            self.t_end = now
+        if n % 1000 == 0 and n <= self.n_timed:
+            logger.info("replay bench: %d / %d bars, %.0f bars/s", n, self.n_timed, n / max(now - self.t0, 1e-9))
+        if n == self.n_timed:
+            self.cpu1 = cpu_snapshot()
+            if self.n_profiled > 0:
+                self.sampler = StackSampler()
+                self.sampler.start()
+                self.profiler = cProfile.Profile()
+                self.t_profile = time.perf_counter()
+                self.profiler.enable()
+        elif n == self.n_timed + self.n_profiled and self.profiler is not None:
+            self.profiler.disable()  # before the stack stops
+            self.t_profile_end = time.perf_counter()
+            assert self.sampler is not None
+            self.sampler.stop()
+
+    def profile_report(self, run_dir: Path, top: int) -> dict[str, Any]:
+        if self.profiler is None or self.sampler is None or not self.t_profile_end:
+            return {}
+        stats = pstats.Stats(self.profiler)
+        files = {"loop": str(run_dir / "loop.pstats")}
+        stats.dump_stats(files["loop"])
+        return {"bars": self.n_profiled, "files": files, "wall_s": self.t_profile_end - self.t_profile,
+                "loop": top_functions(stats, top, skip=_not_project),
+                "loop_self": top_functions(stats, top, skip=_is_plumbing, by="tottime_s"),
+                "gateway": self.sampler.report(self.n_profiled, limit=top)}
