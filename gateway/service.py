@@ -310,5 +310,5 @@ class GatewayService:
         """Orders between intent and final answer (the ledger GatewayState persists)."""
         return sorted(self._state.inflight)
 
-    def latency_summary(self) -> dict[str, Any]:
-        return self.latency.summary()
+    def latency_summary(self, last: int | None = None) -> dict[str, Any]:
+        return self.latency.summary(last)

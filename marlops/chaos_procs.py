@@ -131,12 +131,12 @@ def exchange_process(port: int, log_path: Path, *, seed: int, initial_cash: floa
 
 
 def gateway_process(port: int, log_path: Path, *, broker_url: str, audit_url: str, audit_table: str,
-                    risk_config: Path) -> ManagedProcess:
+                    risk_config: Path, extra_args: Sequence[str] = ()) -> ManagedProcess:
     # The crash test is about kills, not auth: the gateway runs open on loopback (--insecure-no-auth), and
     # its broker keys go through the environment, never the command line.
     command = [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(port),
                "--broker-url", broker_url, "--audit-url", audit_url, "--audit-table", audit_table,
-               "--risk-config", str(risk_config), "--insecure-no-auth", "--log-level", "warning"]
+               "--risk-config", str(risk_config), "--insecure-no-auth", "--log-level", "warning", *extra_args]
     env = dict(os.environ, APCA_API_KEY_ID=PAPER_KEY_ID, APCA_API_SECRET_KEY=PAPER_SECRET)
     return ManagedProcess("gateway", command, url=f"http://127.0.0.1:{port}", ready_path="/healthz",
                           log_path=log_path, env=env)

@@ -122,9 +122,11 @@ def get_timestep(timestep_id: Annotated[str, Path(min_length=1, max_length=64, p
 
 
 @guarded(router, "GET", "/v1/latency", responses=_UNAVAILABLE)
-def get_latency(request: Request) -> dict[str, Any]:
+def get_latency(request: Request, last: Annotated[int | None, Query(
+        ge=1, le=10_000, description="only the newest samples of each latency (default: the whole window)")] = None,
+                ) -> dict[str, Any]:
     """Exact p50/p90/p99/max (ms) over the recent window of each latency the gateway measures."""
-    return service_of(request).latency_summary()
+    return service_of(request).latency_summary(last)
 
 
 @guarded(router, "POST", "/v1/directives", status_code=202, response_model=DirectiveAccepted, responses=_UNAVAILABLE)

@@ -294,17 +294,27 @@ class AuditStore:
         return default if row is None else row.value
 
     def _upsert_state(self, conn: Connection, values: Mapping[str, Any]) -> None:
+        """All keys in two statements (one executemany upsert, one delete), however many there are: a timestep
+        writes a ledger key per order."""
         now = datetime.now(timezone.utc)
-        insert = sqlite.insert if self._sqlite else postgresql.insert
-        for key, value in values.items():
-            if value is None:
-                conn.execute(sa.delete(self._state).where(self._state.c.key == key))
-                continue
-            statement = insert(self._state).values(key=key, value=normalize_payload(value), updated_at=now)
-            conn.execute(statement.on_conflict_do_update(
+        deleted = [key for key, value in values.items() if value is None]
+        kept = [{"key": key, "value": normalize_payload(value), "updated_at": now}
+                for key, value in values.items() if value is not None]
+        if deleted:
+            conn.execute(sa.delete(self._state).where(self._state.c.key.in_(deleted)))
+        if kept:
+            conn.execute(self._upsert_statement(), kept)
+
+    def _upsert_statement(self) -> Any:
+        statement = getattr(self, "_upsert", None)
+        if statement is None:
+            insert = sqlite.insert if self._sqlite else postgresql.insert
+            base = insert(self._state)
+            statement = base.on_conflict_do_update(
                 index_elements=[self._state.c.key],
-                set_={"value": statement.excluded.value, "updated_at": statement.excluded.updated_at},
-            ))
+                set_={"value": base.excluded.value, "updated_at": base.excluded.updated_at})
+            self._upsert = statement
+        return statement
 
     @staticmethod
     def _check_state_keys(state: Mapping[str, Any]) -> None:
@@ -375,12 +385,17 @@ class AuditStore:
                     seq, prev = self._tail(conn)
                     for event in events:
                         seq += 1
-                        payload = normalize_payload(event.payload)
                         occurred_at = as_utc(event.occurred_at)
-                        digest = row_hash(
-                            seq=seq, kind=event.kind, occurred_at=occurred_at, principal=event.principal,
-                            payload=payload, prev_hash=prev,
-                        )
+                        try:
+                            # Fast path: a payload that is already plain JSON (no NaN, no datetime) hashes as it
+                            # is stored and read back (tuples and lists serialise alike).
+                            payload = event.payload
+                            digest = row_hash(seq=seq, kind=event.kind, occurred_at=occurred_at,
+                                              principal=event.principal, payload=payload, prev_hash=prev)
+                        except (TypeError, ValueError):
+                            payload = normalize_payload(event.payload)
+                            digest = row_hash(seq=seq, kind=event.kind, occurred_at=occurred_at,
+                                              principal=event.principal, payload=payload, prev_hash=prev)
                         rows.append({
                             "seq": seq, "kind": event.kind, "occurred_at": occurred_at,
                             "principal": event.principal, "payload": payload, "prev_hash": prev, "hash": digest,

@@ -24,6 +24,7 @@ from typing import Any
 
 from contracts.audit import AuditEvent, FillRecord, OrderRecord
 from contracts.orders import Fill, OrderIntent, OrderSide, OrderStatus
+from gateway.audit.group_commit import GroupCommit
 from gateway.audit.store import AuditStore
 from gateway.brokers.base import Broker, OrderResult
 from gateway.domain.costs import BPS
@@ -145,7 +146,8 @@ class Execution:
         self.book = book
         self._settings = settings
         self.broker = broker
-        self._audit = audit
+        # Answers of concurrently routed orders share transactions (each still durable before its fill applies).
+        self._audit = GroupCommit(audit)
         self._metrics = metrics
         self._clock = clock
         self._ks = kill_switch

@@ -39,10 +39,13 @@ class LatencyRecorder:
         with self._lock:
             self._samples[kind].append(seconds)
 
-    def summary(self) -> dict[str, Any]:
-        """Per kind: count and p50/p90/p99/max in milliseconds over the recent window (None when empty)."""
+    def summary(self, last: int | None = None) -> dict[str, Any]:
+        """Per kind: count and p50/p90/p99/max in milliseconds over the recent window, or over its newest `last`
+        samples (None when empty)."""
         with self._lock:
             samples = {kind: np.fromiter(values, dtype=float) for kind, values in self._samples.items()}
+        if last is not None:
+            samples = {kind: values[-last:] for kind, values in samples.items()}
         out: dict[str, Any] = {"window": WINDOW}
         for kind, values in samples.items():
             if values.size == 0:

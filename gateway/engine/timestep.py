@@ -169,18 +169,19 @@ class Timesteps:
         now = self._clock.now()
         who = self._settings.principal
         events: list[AuditEvent] = []
+        # The inputs were validated (request schema, planner): the records are built without validating again.
+        context = {"bar_index": batch.bar_index, "timestep": batch.timestep}
         for d in batch.decisions:
-            record = DecisionRecord(**{**d.model_dump(), "policy_version": d.policy_version or batch.policy_version},
-                                    bar_index=batch.bar_index, timestep=batch.timestep,
-                                    observation_checksum=batch.observation_checksum,
-                                    decision_latency_ms=batch.decision_latency_ms)
-            events.append(AuditEvent.of("decision", record, occurred_at=now, principal=who))
+            decision = DecisionRecord.model_construct(
+                **d.__dict__, **context, observation_checksum=batch.observation_checksum,
+                decision_latency_ms=batch.decision_latency_ms)
+            decision.__dict__["policy_version"] = d.policy_version or batch.policy_version
+            events.append(AuditEvent.of("decision", decision, occurred_at=now, principal=who))
         overlay = plan.overlay.as_dict()
         for r in plan.risk:
-            record = RiskDecisionRecord(**r.model_dump(), policy_version=batch.policy_version,
-                                        bar_index=batch.bar_index, timestep=batch.timestep, trading_state=state,
-                                        overlay=overlay)
-            events.append(AuditEvent.of("risk_decision", record, occurred_at=now, principal=who))
+            risk = RiskDecisionRecord.model_construct(**r.__dict__, **context, policy_version=batch.policy_version,
+                                                      trading_state=state, overlay=overlay)
+            events.append(AuditEvent.of("risk_decision", risk, occurred_at=now, principal=who))
         events.extend(self._execution.intent_event(intent) for intent in plan.intents)
         return events
 
