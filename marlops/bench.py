@@ -65,8 +65,9 @@ ACTION_TO_ORDER_P99_TARGET_MS = 50.0
 REPLAY_TARGET_S = 300.0
 BENCH_PROCESS_KEY = "bench_process_trading_service_and_gateway"
 DEFINITION = ("decision latency = bar in -> features -> one batched Triton request per policy version (chunked "
-              "above the model's max batch) -> POST /v1/decisions accepted by the gateway (overlay, risk, audit, "
-              "orders through alpaca-py to the paper exchange, as the gateway does it at the time of the run)")
+              "above the model's max batch) -> POST /v1/decisions answered by the gateway (BarOutcome.latency_ms of "
+              "marlops.trading: the gateway's acceptance, as the gateway defines it at the time of the run; the "
+              "trading service's later wait for the bar's orders to settle is not part of it)")
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,8 @@ class StackSampler(threading.Thread):
         self.interval_s = interval_s
         self.busy = 0
         self.idle = 0
+        self.rounds = 0
+        self.elapsed_s = 0.0
         self.inclusive: Counter[str] = Counter()
         self.own: Counter[str] = Counter()
         self._stop_event = threading.Event()
@@ -131,7 +134,10 @@ class StackSampler(threading.Thread):
 
     def run(self) -> None:
         me, main = threading.get_ident(), threading.main_thread().ident
+        t0 = time.perf_counter()
         while not self._stop_event.wait(self.interval_s):
+            self.rounds += 1
+            self.elapsed_s = time.perf_counter() - t0
             for ident, frame in sys._current_frames().items():
                 if ident in (me, main):
                     continue
@@ -155,13 +161,17 @@ class StackSampler(threading.Thread):
         self.join(timeout=5)
 
     def report(self, bars: int, limit: int = 15) -> dict[str, Any]:
-        per_bar = self.interval_s * 1000 / max(bars, 1)
-        return {"interval_ms": self.interval_s * 1000, "busy_samples": self.busy, "idle_samples": self.idle,
-                "busy_ms_per_bar_approx": round(self.busy * per_bar, 2),
-                "top_inclusive_project_code": [{"function": name, "ms_per_bar_approx": round(n * per_bar, 2)}
-                                  for name, n in self.inclusive.most_common(limit)],
-                "top_own": [{"function": name, "ms_per_bar_approx": round(n * per_bar, 2)}
-                            for name, n in self.own.most_common(8)]}
+        # A sample is one look at every thread; a round can come late (the sampler needs the GIL), so time per
+        # sample is the sampling wall time over the rounds, not the nominal interval.
+        per_sample_ms = self.elapsed_s * 1000 / max(self.rounds, 1) / max(bars, 1)
+
+        def rows(counter: Counter[str], n: int) -> list[dict[str, Any]]:
+            return [{"function": name, "ms_per_bar_approx": round(k * per_sample_ms, 2),
+                     "share_of_samples": round(k / max(self.rounds, 1), 3)} for name, k in counter.most_common(n)]
+
+        return {"interval_ms": self.interval_s * 1000, "rounds": self.rounds, "busy_samples": self.busy,
+                "idle_samples": self.idle, "busy_ms_per_bar_approx": round(self.busy * per_sample_ms, 2),
+                "top_inclusive_project_code": rows(self.inclusive, limit), "top_own": rows(self.own, 8)}
 
 
 @dataclass
@@ -278,8 +288,10 @@ class ScaleRun:
 
 
 def _extra_sections(paths: StatePaths, config: RLConfig, options: BenchOptions) -> dict[str, Any]:
-    """Sections other bench modules measure (gateway latencies: marlops.bench_gateway; replay throughput:
-    marlops.bench_replay), merged into the report. Not wired yet: returns {}."""
+    """Sections other bench modules measure, merged into the report (and their targets into `targets`): gateway
+    latencies (marlops.bench_gateway.gateway_benchmarks) and replay throughput
+    (marlops.bench_replay.replay_throughput). Not wired yet: returns {}. Import them here, lazily:
+    marlops.bench_replay imports this module."""
     return {}
 
 
