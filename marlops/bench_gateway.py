@@ -38,6 +38,7 @@ from gateway.audit.store import AuditStore
 from gateway.serve import free_port
 from gateway.service import GatewayService
 from gateway.settings import GatewaySettings
+from marlops.bench_procs import process_rss
 from marlops.chaos import write_risk_config
 from marlops.chaos_procs import BROKER_HEADERS, exchange_process, gateway_process
 from marlops.pipeline import percentiles
@@ -81,10 +82,10 @@ def _redis_reachable(url: str) -> str | None:
 
 
 @contextmanager
-def gateway_stack(run_dir: Path, *, redis_url: str | None) -> Iterator[tuple[str, str]]:
+def gateway_stack(run_dir: Path, risk: RiskOverlaysConfig, *, redis_url: str | None) -> Iterator[tuple[str, str]]:
     """The paper exchange and the gateway as processes; yields (gateway_url, exchange_url)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    risk_config = write_risk_config(run_dir / "risk_overlays.yaml")
+    risk_config = write_risk_config(run_dir / "risk_overlays.yaml", risk)
     exchange = exchange_process(free_port(), run_dir / "exchange.log", seed=0, initial_cash=1_000_000_000.0)
     extra = ["--directive-bus", redis_url] if redis_url else []
     gateway = gateway_process(free_port(), run_dir / "gateway.log", broker_url=exchange.url,
@@ -132,7 +133,7 @@ def measure_throughput(http: httpx.Client, symbols: list[str], steps: int, first
     for bar in range(first_bar, first_bar + steps):
         _post(http, timestep(symbols, bar), wait="settled" if settle else "accepted")
     wall = time.perf_counter() - t
-    return {"timesteps": steps, "symbols": len(symbols), "wall_s": round(wall, 3),
+    return {"timesteps": steps, "symbols": len(symbols), "wall_s": wall,
             "decisions_per_s": round(steps * len(symbols) / wall, 1)}
 
 
@@ -163,11 +164,12 @@ def measure_directives(http: httpx.Client, redis_url: str, count: int) -> dict[s
     return http.get("/v1/latency").json()["directive"]
 
 
-def inprocess_accept(symbols: int, steps: int, *, profile: bool) -> dict[str, Any]:
+def inprocess_accept(symbols: int, steps: int, base_risk: RiskOverlaysConfig, *, profile: bool) -> dict[str, Any]:
     """GatewayService over the in-process paper book (no HTTP): accept latency, and a cProfile of it."""
     names = symbols_of(symbols)
     with tempfile.TemporaryDirectory(prefix="marlops-bench-gw-") as tmp:
-        risk = RiskOverlaysConfig.model_validate(yaml.safe_load(write_risk_config(Path(tmp) / "risk.yaml").read_text()))
+        risk = RiskOverlaysConfig.model_validate(
+            yaml.safe_load(write_risk_config(Path(tmp) / "risk.yaml", base_risk).read_text()))
         store = AuditStore(f"sqlite:///{tmp}/audit.db")
         broker = InProcessBroker(initial_cash=1_000_000_000.0)
         broker.set_prices({s: PRICE for s in names})
@@ -188,10 +190,13 @@ def inprocess_accept(symbols: int, steps: int, *, profile: bool) -> dict[str, An
                 if profiler is not None:
                     profiler.disable()
                 ticket.wait(60)
+            routed = service.latency_summary()
         finally:
             service.stop()
             store.close()
-    out: dict[str, Any] = {"symbols": symbols, "accept_ms": percentiles(np.array(accept))}
+    out: dict[str, Any] = {"symbols": symbols, "accept_ms": percentiles(np.array(accept)),
+                           "action_to_order_ms": _ms(routed["action_to_order"]),
+                           "timestep_settle_ms": _ms(routed["timestep_settle"])}
     if profiler is not None:
         stats = pstats.Stats(profiler)
         rows = sorted(stats.stats.items(), key=lambda kv: kv[1][3], reverse=True)  # type: ignore[attr-defined]
@@ -201,17 +206,18 @@ def inprocess_accept(symbols: int, steps: int, *, profile: bool) -> dict[str, An
     return out
 
 
-def gateway_benchmarks(run_dir: Path, *, symbols: int = 100, steps: int = 30, throughput_steps: int = 30,
+def gateway_benchmarks(run_dir: Path, risk: RiskOverlaysConfig, *, symbols: int = 100, steps: int = 30, throughput_steps: int = 30,
                        directives: int = 50, inprocess_scales: tuple[int, ...] = (100, 1000),
                        redis_url: str = DEFAULT_REDIS_URL) -> dict[str, Any]:
-    """Everything above, in one run; latencies as {p50, p99, n} in milliseconds."""
+    """Everything above, in one run, under `risk` with its throttles and kill-switch triggers opened wide (the
+    bench measures the hops, not the guards); latencies as {p50, p99, n} in milliseconds."""
     names = symbols_of(symbols)
     why_no_redis = _redis_reachable(redis_url)
     if why_no_redis is not None:
         logger.warning("bench: Redis at %s unreachable (%s): directive propagation not measured", redis_url,
                        why_no_redis)
     report: dict[str, Any] = {}
-    with gateway_stack(run_dir, redis_url=None if why_no_redis else redis_url) as (gateway_url, exchange_url), \
+    with gateway_stack(run_dir, risk, redis_url=None if why_no_redis else redis_url) as (gateway_url, exchange_url), \
             httpx.Client(base_url=gateway_url, timeout=120.0) as http, \
             httpx.Client(base_url=exchange_url, headers=BROKER_HEADERS, timeout=30.0) as exchange:
         assert http.post("/v1/directives", json=live_directive("bench-http").model_dump(mode="json")).status_code == 202
@@ -219,6 +225,7 @@ def gateway_benchmarks(run_dir: Path, *, symbols: int = 100, steps: int = 30, th
         measure_orders(http, exchange, names, 3, first_bar=0)  # warm-up: connections, first-order paths
         warm = http.get("/v1/latency").json()
         orders = measure_orders(http, exchange, names, steps, first_bar=3)
+        rss = process_rss("bench_process")
         total = http.get("/v1/latency").json()
         bar = 3 + steps
 
@@ -234,6 +241,7 @@ def gateway_benchmarks(run_dir: Path, *, symbols: int = 100, steps: int = 30, th
         report["timestep_settle_ms"] = since_warmup("timestep_settle")
         report["accept_roundtrip_ms"] = percentiles(orders["roundtrip_ms"])
         report["orders_filled"] = orders["orders_filled"]
+        report["gateway_rss_mb"] = {k: round(v, 1) for k, v in rss.items() if k in ("gateway", "paper_exchange")}
         logger.info("bench: gateway throughput, %d timesteps back to back", throughput_steps)
         accepted = measure_throughput(http, names, throughput_steps, bar, settle=False)
         bar += throughput_steps
@@ -250,5 +258,5 @@ def gateway_benchmarks(run_dir: Path, *, symbols: int = 100, steps: int = 30, th
                                                   "definition": "master published -> gateway DirectiveBook holds it"}
         else:
             report["directive_propagation_ms"] = {"skipped": f"Redis unreachable at {redis_url}: {why_no_redis}"}
-    report["inprocess"] = [inprocess_accept(n, min(steps, 20), profile=True) for n in inprocess_scales]
+    report["inprocess"] = [inprocess_accept(n, min(steps, 20), risk, profile=True) for n in inprocess_scales]
     return report

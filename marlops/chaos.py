@@ -117,10 +117,10 @@ class ChaosReport:
 
 # ---- setup -----------------------------------------------------------------------------------
 
-def write_risk_config(path: Path) -> Path:
-    """The shipped guardrails, with the runaway guards and kill-switch triggers opened wide: the
+def write_risk_config(path: Path, base: RiskOverlaysConfig | None = None) -> Path:
+    """The shipped guardrails (or `base`), with the runaway guards and kill-switch triggers opened wide: the
     crash test must see orders flow, not the kill switch engage (that has its own tests)."""
-    risk = load_risk().model_dump(mode="json")
+    risk = (base or load_risk()).model_dump(mode="json")
     risk["order_rate"] = {**risk["order_rate"], "max_orders": 100_000}
     risk["market_hours"] = {**risk["market_hours"], "source": "off"}
     ks = risk["kill_switch"]

@@ -91,10 +91,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     options = BenchOptions(symbols=args.symbols, steps=args.steps, scales=tuple(args.scales), universe=args.universe,
                            scale_steps=args.scale_steps, warmup_steps=args.warmup_steps,
                            profile_steps=args.profile_steps, profile_always=args.profile,
-                           max_batch_size=args.max_batch_size)
+                           max_batch_size=args.max_batch_size,
+                           **{k: v for k in ("gateway_orders", "gateway_steps", "directives", "replay_symbols",
+                                             "replay_days", "replay_minutes_per_day")
+                              if (v := getattr(args, k)) is not None})
     report = run_bench(paths, load_rl_config(Path(args.config_dir)), options)
     print(json.dumps({"decision_latency_ms": report["decision_latency_ms"],
                       "scales": [{k: s[k] for k in ("symbols", "decision_latency_ms")} for s in report["scales"]],
+                      "action_to_order_ms": report.get("action_to_order_ms"),
                       "targets": report["targets"]}, indent=2))
     print(f"report: {paths.bench_dir / 'report.json'}")
     return 0
@@ -273,6 +277,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--profile", action="store_true", help="profile every scale, target missed or not")
     bench.add_argument("--max-batch-size", type=int, default=None,
                        help="override serving.triton.max_batch_size for this run (e.g. tiny, to exercise chunking)")
+    bench.add_argument("--gateway-orders", type=int, default=None, help="orders per timestep of the gateway's hops "
+                                                                       "(default 100)")
+    bench.add_argument("--gateway-steps", type=int, default=None, help="timesteps of the gateway's hops (default 30)")
+    bench.add_argument("--directives", type=int, default=None, help="directives published for propagation (50)")
+    bench.add_argument("--replay-symbols", type=int, default=None, help="replay throughput symbols (default 100)")
+    bench.add_argument("--replay-days", type=int, default=None, help="replay throughput sessions (default 30)")
+    bench.add_argument("--replay-minutes-per-day", type=int, default=None,
+                       help="1-minute bars per replayed session (default 390)")
     bench.set_defaults(func=cmd_bench)
 
     config = sub.add_parser("config", help="validate config/rl")

@@ -27,7 +27,9 @@ def test_bench_when_run_tiny_with_universe_above_max_batch_then_report_holds_sca
     env = {**os.environ, "MARLOPS_HOME": str(tmp_path / ".marlops")}
     done = subprocess.run([sys.executable, "-m", "marlops.cli", "--config-dir", str(REPO / "config" / "rl"), "bench",
                            "--symbols", "5", "--steps", "3", "--scales", "5", "--universe", "12", "--scale-steps", "2",
-                           "--warmup-steps", "2", "--profile-steps", "2", "--profile", "--max-batch-size", "8"],
+                           "--warmup-steps", "2", "--profile-steps", "2", "--profile", "--max-batch-size", "8",
+                           "--gateway-orders", "6", "--gateway-steps", "3", "--directives", "3",
+                           "--replay-symbols", "3", "--replay-days", "1", "--replay-minutes-per-day", "80"],
                           env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((tmp_path / ".marlops" / "bench" / "report.json").read_text())
@@ -71,6 +73,28 @@ def test_bench_when_run_tiny_with_universe_above_max_batch_then_report_holds_sca
     targets = report["targets"]
     assert targets["decision_latency_p99_ms_100_symbols"]["met"] is None  # no 100-symbol scale in a tiny run
     assert targets["action_to_order_p99_ms"]["target_ms"] == 50
+
+    # The gateway's hops, from the gateway process's own exact window: 3 timesteps of 6 orders each, all filled.
+    a2o = report["action_to_order_ms"]
+    assert a2o["n"] == 18 and a2o["orders_per_timestep"] == 6 and _latency_ok(a2o)
+    assert report["orders_filled"] == 18
+    for key in ("order_to_fill_ms", "gateway_accept_ms", "timestep_settle_ms", "accept_roundtrip_ms"):
+        assert report[key]["p99"] >= report[key]["p50"] >= 0, key
+    assert targets["action_to_order_p99_ms"]["measured_ms"] == a2o["p99"]
+    assert targets["action_to_order_p99_ms"]["met"] == (a2o["p99"] <= 50)
+    throughput = report["gateway_throughput"]
+    for mode in ("accepted", "settled"):
+        run = throughput[mode]
+        assert run["decisions_per_s"] == pytest.approx(run["timesteps"] * run["symbols"] / run["wall_s"], rel=0.01)
+    directives = report["directive_propagation_ms"]  # Redis runs on every machine of this project and in CI
+    assert directives["n"] == 3 and directives["p99"] >= directives["p50"] > 0, directives
+    assert report["gateway_rss_mb"]["gateway"] > 0 and report["gateway_rss_mb"]["paper_exchange"] > 0
+    assert [s["symbols"] for s in report["inprocess"]] == [5, 6]
+
+    replay = report["replay"]
+    assert replay["symbols"] == 3 and replay["symbol_decisions"] == 3 * replay["bars"] > 0
+    assert replay["symbol_decisions_per_s"] == pytest.approx(replay["symbol_decisions"] / replay["wall_s"], rel=0.01)
+    assert targets["replay_30d_1min_100_symbols_s"]["met"] is None  # a tiny replay says so, it is not judged
 
 
 def test_targets_when_p99_above_or_below_target_then_missed_or_met() -> None:
