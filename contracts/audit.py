@@ -121,7 +121,7 @@ class ReconciliationRecord(Record):
 
 class ConfigChangeRecord(Record):
     config: str
-    previous_hash: str | None
+    previous_hash: str | None = None
     hash: str
     values: dict[str, Any]
 
