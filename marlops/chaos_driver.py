@@ -264,7 +264,10 @@ class ChaosReplay:
 
     # ---- HTTP --------------------------------------------------------------------------------
     def _post_decisions(self, batch: TimestepDecisions) -> httpx.Response:
-        return self._http.post("/v1/decisions", content=batch.model_dump_json(),
+        # wait=settled: the request lasts until the bar's orders are answered, so a kill "mid-request" lands
+        # anywhere from planning to the last fill (routing runs on the gateway's worker threads meanwhile), and
+        # the next bar's prices are posted once this bar's orders are done, as a market would move.
+        return self._http.post("/v1/decisions", params={"wait": "settled"}, content=batch.model_dump_json(),
                                headers={"content-type": "application/json"})
 
     def _post_directive(self, issued_at: datetime, directive_id: str) -> None:
