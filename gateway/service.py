@@ -61,6 +61,7 @@ class GatewayService:
         self.audit = audit
         self.metrics = metrics or GatewayMetrics()
         self.clock: Clock = clock or SystemClock()
+        audit.now = self.clock.now  # the store's own timestamps (state updates, checkpoints) on the same clock
         self.directives = DirectiveBook(settings.directive_ttl_seconds)
         self.latency = LatencyRecorder(self.metrics)
         self._alerts = AlertBook(self.metrics, self.clock.now)

@@ -156,10 +156,14 @@ class AuditSnapshot:
 
 
 class AuditStore:
-    def __init__(self, url: str, *, table: str = "gateway_audit", create: bool = True) -> None:
+    def __init__(self, url: str, *, table: str = "gateway_audit", create: bool = True,
+                 now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
         """Open (and by default create) the audit table; `create=False` opens an existing trail only,
-        so a mistyped URL given to an inspection tool is an error rather than a new, empty, "intact" trail."""
+        so a mistyped URL given to an inspection tool is an error rather than a new, empty, "intact" trail.
+        `now` is the clock of the store's own timestamps (state updates, prune checkpoints, anchors); the rows'
+        `occurred_at` comes from the writer's clock."""
         self.url = url
+        self.now = now
         self._lock = threading.Lock()
         if not _TABLE_NAME.match(table):
             raise AuditError(f"audit table name {table!r} must match {_TABLE_NAME.pattern}")
@@ -296,7 +300,7 @@ class AuditStore:
     def _upsert_state(self, conn: Connection, values: Mapping[str, Any]) -> None:
         """All keys in two statements (one executemany upsert, one delete), however many there are: a timestep
         writes a ledger key per order."""
-        now = datetime.now(timezone.utc)
+        now = self.now()
         deleted = [key for key, value in values.items() if value is None]
         kept = [{"key": key, "value": normalize_payload(value), "updated_at": now}
                 for key, value in values.items() if value is not None]
@@ -440,7 +444,7 @@ class AuditStore:
                     conn.execute(sa.delete(self._table).where(self._table.c.seq <= last["seq"]))
                 self._upsert_state(conn, {CHECKPOINT_KEY: {
                     "seq": last["seq"], "hash": last["hash"], "first_seq": rows[0]["seq"],
-                    "archive": path.name, "pruned_at": datetime.now(timezone.utc),
+                    "archive": path.name, "pruned_at": self.now(),
                 }})
                 return rows, path
         except SQLAlchemyError as exc:
@@ -457,7 +461,7 @@ class AuditStore:
             if last is None:
                 checkpoint = snap.state_key(CHECKPOINT_KEY)
                 last = (0, GENESIS_HASH) if checkpoint is None else (int(checkpoint["seq"]), str(checkpoint["hash"]))
-        anchor = {"seq": last[0], "hash": last[1], "at": datetime.now(timezone.utc).isoformat(),
+        anchor = {"seq": last[0], "hash": last[1], "at": self.now().isoformat(),
                   "table": self._table.name}
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
