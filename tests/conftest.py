@@ -5,9 +5,14 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from redis_server import REDIS_URL, PrivateRedis, redis_unreachable_reason
+
+from gateway.serve import ServerHandle, serve_app_in_thread
+from marlops.chaos_procs import BROKER_HEADERS
+from paper_exchange.app import create_paper_exchange_app
 
 POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
@@ -53,3 +58,18 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
     server = PrivateRedis(tmp_path / "redis")
     yield server
     server.kill()
+
+
+@pytest.fixture
+def paper_exchange() -> Iterator[ServerHandle]:
+    """The real paper exchange on a free port, in a uvicorn thread (gateway and paper_exchange tests)."""
+    handle = serve_app_in_thread(create_paper_exchange_app(initial_cash=1_000_000.0))
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture
+def exchange_http(paper_exchange: ServerHandle) -> Iterator[httpx.Client]:
+    """An HTTP client of `paper_exchange` with the paper account's keys."""
+    with httpx.Client(base_url=paper_exchange.url, headers=BROKER_HEADERS, timeout=10.0) as client:
+        yield client
