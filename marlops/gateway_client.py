@@ -72,8 +72,10 @@ class GatewayClient:
         except httpx.HTTPError:
             return False
 
-    def audit_summary(self) -> dict[str, Any]:
-        return self._check(self._http.get("/v1/audit/summary"))
+    def audit_summary(self, *, timeout_s: float = 900.0) -> dict[str, Any]:
+        """Counts by kind and the verdict of the whole hash chain: the gateway re-hashes every row, so a long
+        trail takes a while (a 30-day 1-minute replay of 100 symbols is about 3 million rows)."""
+        return self._check(self._http.get("/v1/audit/summary", timeout=timeout_s))
 
     def kill_switch(self, reason: str, principal: str) -> dict[str, Any]:
         return self._check(self._http.post("/v1/kill-switch", json={"reason": reason, "principal": principal}))
