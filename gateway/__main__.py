@@ -27,6 +27,7 @@ from contracts.config import load_risk
 from contracts.errors import ConfigError
 from contracts.urls import redact_url
 from gateway.app import create_app
+from gateway.gc_tuning import tune_gc_for_latency
 from gateway.errors import GatewayError
 from gateway.process_settings import GatewayProcessSettings
 from gateway.settings import ApiToken, GatewaySettings
@@ -157,7 +158,9 @@ def main(argv: list[str] | None = None) -> None:
     logger.info("gateway on %s:%d, broker %s, audit %s, directive bus %s", process.host, process.port,
                 redact_url(process.broker_url), redact_url(settings.audit_url),
                 redact_url(process.directive_bus_url) if process.directive_bus_url else "none (HTTP only)")
-    uvicorn.run(create_app(settings), host=process.host, port=process.port, log_level=process.log_level)
+    app = create_app(settings)
+    tune_gc_for_latency()
+    uvicorn.run(app, host=process.host, port=process.port, log_level=process.log_level)
 
 
 if __name__ == "__main__":

@@ -95,6 +95,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
                            **{k: v for k in ("gateway_orders", "gateway_steps", "directives", "replay_symbols",
                                              "replay_days", "replay_minutes_per_day")
                               if (v := getattr(args, k)) is not None})
+    from gateway.gc_tuning import tune_gc_for_latency
+
+    tune_gc_for_latency()  # the bench process hosts the trading service and the gateway, as `marlops trade` would
     report = run_bench(paths, load_rl_config(Path(args.config_dir)), options)
     print(json.dumps({"decision_latency_ms": report["decision_latency_ms"],
                       "scales": [{k: s[k] for k in ("symbols", "decision_latency_ms")} for s in report["scales"]],

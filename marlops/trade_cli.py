@@ -129,6 +129,7 @@ def build_source(args: argparse.Namespace, config: RLConfig, default_start: pd.T
 
 
 def run_trade(args: argparse.Namespace) -> int:
+    from gateway.gc_tuning import tune_gc_for_latency
     from marlops.trading_runtime import TradingRuntime
 
     paths = StatePaths.from_env().ensure()
@@ -146,6 +147,7 @@ def run_trade(args: argparse.Namespace) -> int:
 
         args.directive_bus = MarlopsSettings.load().directive_bus_url
     runtime = TradingRuntime.from_args(args, paths, config)
+    tune_gc_for_latency()  # after start-up: what exists now lives as long as the process
     try:
         outcomes = runtime.run(stop, max_bars=args.max_bars)
     finally:

@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from contracts.audit import AuditEvent, FillRecord, OrderRecord
@@ -458,6 +459,6 @@ class Execution:
         )
         return AuditEvent.of("order", record, occurred_at=self._clock.now(), principal=self._settings.principal)
 
-    def intent_event(self, intent: OrderIntent) -> AuditEvent:
-        record = OrderRecord(status=OrderStatus.INTENT, **intent.model_dump())
-        return AuditEvent.of("order", record, occurred_at=self._clock.now(), principal=self._settings.principal)
+    def intent_event(self, intent: OrderIntent, occurred_at: datetime) -> AuditEvent:
+        record = OrderRecord.model_construct(status=OrderStatus.INTENT, **intent.__dict__)  # a validated intent
+        return AuditEvent.of("order", record, occurred_at=occurred_at, principal=self._settings.principal)

@@ -182,7 +182,7 @@ class Timesteps:
             risk = RiskDecisionRecord.model_construct(**r.__dict__, **context, policy_version=batch.policy_version,
                                                       trading_state=state, overlay=overlay)
             events.append(AuditEvent.of("risk_decision", risk, occurred_at=now, principal=who))
-        events.extend(self._execution.intent_event(intent) for intent in plan.intents)
+        events.extend(self._execution.intent_event(intent, now) for intent in plan.intents)
         return events
 
     def _count(self, batch: TimestepDecisions, plan: TimestepPlan) -> None:
