@@ -83,7 +83,9 @@ def _redis_reachable(url: str) -> str | None:
 
 @contextmanager
 def gateway_stack(run_dir: Path, risk: RiskOverlaysConfig, *, redis_url: str | None) -> Iterator[tuple[str, str]]:
-    """The paper exchange and the gateway as processes; yields (gateway_url, exchange_url)."""
+    """The paper exchange and the gateway as processes, with a fresh audit trail in a new folder under `run_dir`
+    (a second bench run must not meet the first one's decided bars); yields (gateway_url, exchange_url)."""
+    run_dir = run_dir / datetime.now(timezone.utc).strftime("run-%Y%m%dT%H%M%S%f")
     run_dir.mkdir(parents=True, exist_ok=True)
     risk_config = write_risk_config(run_dir / "risk_overlays.yaml", risk)
     exchange = exchange_process(free_port(), run_dir / "exchange.log", seed=0, initial_cash=1_000_000_000.0)
