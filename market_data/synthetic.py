@@ -165,21 +165,9 @@ def generate_synthetic_market(cfg: SyntheticConfig | None = None) -> SyntheticMa
         sym_ret -= sym_var / 2.0
         market_ret = market_ret - m_vol**2 / 2.0
 
-    sym_close = start_prices[None, :] * np.exp(np.cumsum(sym_ret, axis=0))
-    spy_close = 400.0 * np.exp(np.cumsum(market_ret))
-    closes = np.column_stack([sym_close, spy_close])
-    prev_close = np.vstack([np.append(start_prices, 400.0)[None, :], closes[:-1]])
-    sigma = np.column_stack([np.sqrt(sym_var), m_vol])
-    opens = prev_close * np.exp(0.3 * sigma * gap_eps)
-    highs = np.maximum(opens, closes) * np.exp(0.5 * sigma * high_eps)
-    lows = np.minimum(opens, closes) * np.exp(-0.5 * sigma * low_eps)
-    # Rounding is monotone, so low <= open, close <= high survives it.
-    opens, highs, lows, closes = (np.round(a, 4) for a in (opens, highs, lows, closes))
-
-    returns = np.column_stack([sym_ret, market_ret])
-    activity = 1.0 + 2.0 * np.abs(returns) / np.maximum(sigma, 1e-9)
-    base = np.append(base_volume, 6e7)
-    volumes = np.maximum(1.0, np.round(base[None, :] * activity * np.exp(0.3 * volume_eps) * np.where(stressed, 1.5, 1.0)[:, None]))
+    opens, highs, lows, closes, volumes = _ohlcv(
+        start_prices, sym_ret, market_ret, sym_var, m_vol, (gap_eps, high_eps, low_eps, volume_eps), stressed,
+        np.append(base_volume, 6e7), sigma_floor=1e-9)
 
     vix = np.empty(n_days)
     level = VIX_TARGET[CALM]
@@ -289,20 +277,9 @@ def _generate_intraday(cfg: SyntheticConfig) -> SyntheticMarket:
         sym_ret -= sym_var / 2.0
         market_ret = market_ret - m_vol**2 / 2.0
 
-    sym_close = start_prices[None, :] * np.exp(np.cumsum(sym_ret, axis=0))
-    spy_close = 400.0 * np.exp(np.cumsum(market_ret))
-    closes = np.column_stack([sym_close, spy_close])
-    prev_close = np.vstack([np.append(start_prices, 400.0)[None, :], closes[:-1]])
-    sigma = np.column_stack([np.sqrt(sym_var), m_vol])
-    opens = prev_close * np.exp(0.3 * sigma * gap_eps)
-    highs = np.maximum(opens, closes) * np.exp(0.5 * sigma * high_eps)
-    lows = np.minimum(opens, closes) * np.exp(-0.5 * sigma * low_eps)
-    opens, highs, lows, closes = (np.round(a, 4) for a in (opens, highs, lows, closes))
-
-    returns = np.column_stack([sym_ret, market_ret])
-    activity = 1.0 + 2.0 * np.abs(returns) / np.maximum(sigma, 1e-12)
-    base = np.append(base_volume, 6e7 / time_scale)
-    volumes = np.maximum(1.0, np.round(base[None, :] * activity * np.exp(0.3 * volume_eps) * np.where(stressed, 1.5, 1.0)[:, None]))
+    opens, highs, lows, closes, volumes = _ohlcv(
+        start_prices, sym_ret, market_ret, sym_var, m_vol, (gap_eps, high_eps, low_eps, volume_eps), stressed,
+        np.append(base_volume, 6e7 / time_scale), sigma_floor=1e-12)
 
     vix = np.empty(n_bars)
     level = VIX_TARGET[CALM]
@@ -321,6 +298,29 @@ def _generate_intraday(cfg: SyntheticConfig) -> SyntheticMarket:
                  n_sym, n_days, per_day)
     return SyntheticMarket(config=cfg, bars=bars, sectors=sectors, regimes=regimes)
 
+
+
+def _ohlcv(start_prices: np.ndarray, sym_ret: np.ndarray, market_ret: np.ndarray, sym_var: np.ndarray,
+           m_vol: np.ndarray, noise: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], stressed: np.ndarray,
+           base_volume: np.ndarray, *, sigma_floor: float) -> tuple[np.ndarray, ...]:
+    """Opens, highs, lows, closes and volumes (symbols, then the benchmark at 400) from log returns, per-bar
+    variance and the (gap, high, low, volume) noise draws; one rule for daily and intraday bars."""
+    gap_eps, high_eps, low_eps, volume_eps = noise
+    sym_close = start_prices[None, :] * np.exp(np.cumsum(sym_ret, axis=0))
+    spy_close = 400.0 * np.exp(np.cumsum(market_ret))
+    closes = np.column_stack([sym_close, spy_close])
+    prev_close = np.vstack([np.append(start_prices, 400.0)[None, :], closes[:-1]])
+    sigma = np.column_stack([np.sqrt(sym_var), m_vol])
+    opens = prev_close * np.exp(0.3 * sigma * gap_eps)
+    highs = np.maximum(opens, closes) * np.exp(0.5 * sigma * high_eps)
+    lows = np.minimum(opens, closes) * np.exp(-0.5 * sigma * low_eps)
+    # Rounding is monotone, so low <= open, close <= high survives it.
+    opens, highs, lows, closes = (np.round(a, 4) for a in (opens, highs, lows, closes))
+    returns = np.column_stack([sym_ret, market_ret])
+    activity = 1.0 + 2.0 * np.abs(returns) / np.maximum(sigma, sigma_floor)
+    volumes = np.maximum(1.0, np.round(base_volume[None, :] * activity * np.exp(0.3 * volume_eps)
+                                       * np.where(stressed, 1.5, 1.0)[:, None]))
+    return opens, highs, lows, closes, volumes
 
 def _bars_frame(symbols: tuple[str, ...], timestamps: pd.DatetimeIndex, opens: np.ndarray, highs: np.ndarray,
                 lows: np.ndarray, closes: np.ndarray, volumes: np.ndarray, vix: np.ndarray) -> pd.DataFrame:
