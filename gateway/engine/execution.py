@@ -155,6 +155,9 @@ class Execution:
         self._latency = latency
         self._on_settled = on_settled
         self.rate = OrderRateWindow(settings.risk.order_rate.window_seconds, clock)
+        # Lookups of open orders run after each timestep's routing AND from reconciliation's thread: one at a time,
+        # or two threads could both see the same new fill quantity and apply it twice.
+        self._refresh_lock = threading.Lock()
         self._workers = ThreadPoolExecutor(max_workers=settings.routing_concurrency,
                                            thread_name_prefix="gateway-route")
         # One coordinator: timesteps are routed in the order they were accepted.
@@ -386,10 +389,16 @@ class Execution:
     # ---- lookups ------------------------------------------------------------------------------
     def refresh_open_orders(self) -> None:
         """Look up orders still open or in doubt (not those a worker owns right now)."""
+        with self._refresh_lock:
+            self._refresh_open_orders()
+
+    def _refresh_open_orders(self) -> None:
         with self.book.lock:
             candidates = [o for o in self._state.inflight.values()
                           if not o.routing and (o.sent or o.acknowledged)]
         for order in candidates:
+            if order.client_order_id not in self._state.inflight:
+                continue  # settled by a previous lookup
             cid = order.client_order_id
             try:
                 found = self.broker.get_order_by_client_id(cid)

@@ -20,7 +20,7 @@ from contracts.orders import OrderIntent, OrderStatus, TradingState
 from gateway.audit.store import AuditStore
 from gateway.brokers.base import OrderResult
 from gateway.engine.clock import ManualClock
-from gateway.errors import StaleTimestepError
+from gateway.errors import BrokerUnavailableError, StaleTimestepError
 from gateway.engine.state import INFLIGHT_PREFIX, KILL_SWITCH_KEY, LAST_BAR_KEY, GatewayState
 from gateway.service import GatewayService
 from gateway.settings import GatewaySettings
@@ -191,4 +191,43 @@ def test_order_rate_when_clock_advances_past_the_window_then_budget_returns(audi
     assert [o.status for o in third.orders] == ["filled"]
     latency = service.latency_summary()
     assert latency["action_to_order"]["count"] == 3 and latency["decision"]["count"] == 3
+    service.stop()
+
+
+class LostAnswerBroker(InProcessBroker):
+    """The submit lands but its answer is lost (in doubt); lookups wait at a gate the test opens."""
+
+    def __init__(self) -> None:
+        super().__init__(initial_cash=1_000_000.0)
+        self.lookup_gate = threading.Event()
+        self.lookups_waiting = 0
+        self._count = threading.Lock()
+
+    def submit_market_order(self, intent: OrderIntent) -> OrderResult:
+        super().submit_market_order(intent)
+        raise BrokerUnavailableError("connection reset before the answer arrived")
+
+    def get_order_by_client_id(self, client_order_id: str) -> OrderResult | None:
+        with self._count:
+            self.lookups_waiting += 1
+        self.lookup_gate.wait(30)
+        return super().get_order_by_client_id(client_order_id)
+
+
+def test_lookups_when_routing_and_reconciliation_look_up_the_same_order_at_once_then_its_fill_applies_once(
+        audit: AuditStore) -> None:
+    broker = LostAnswerBroker()
+    service = start(broker, audit, recovery_settle_s=0.0)
+    outcome = service.handle_timestep(batch({"AAPL": (0.5, 100.0)}), settle=False)
+    # The timestep's own lookup of its in-doubt order is waiting at the gate; reconciliation looks it up too.
+    wait_for(lambda: broker.lookups_waiting >= 1, timeout_s=10, what="the routing's lookup")
+    reconciling = threading.Thread(target=service.reconcile_now, kwargs={"principal": "rita", "reason": "race"})
+    reconciling.start()
+    broker.lookup_gate.set()
+    reconciling.join(30)
+    found = service.timestep(outcome.timestep_id, wait_s=10)
+    assert found is not None and found["settled"]
+    assert audit.count("fill") == 1  # found once, applied once
+    assert service.portfolio_summary()["positions"]["AAPL"]["qty"] == 500.0
+    assert service.inflight_order_ids() == []
     service.stop()
