@@ -180,18 +180,24 @@ def market_table(wide: WideBars, arrays: dict[str, np.ndarray]) -> pd.DataFrame:
 
 
 def market_rows_at(wide: WideBars, arrays: dict[str, np.ndarray], row: int,
-                   symbols: tuple[str, ...]) -> tuple[pd.DataFrame | None, list[str]]:
+                   symbols: tuple[str, ...], *, partial: bool = False) -> tuple[pd.DataFrame | None, list[str]]:
     """`market_table(wide, arrays)` at the timestamp in position `row`, for `symbols` in their order, indexed by
     symbol: the same values as `market_table(...).xs(ts).loc[list(symbols)]` without building the whole table
-    (what the feature service needs at each bar). Also the symbols without a complete row there (then None)."""
+    (what the feature service needs at each bar). Also the symbols without a complete row there: with
+    `partial`, the rows of the complete symbols are returned without them (None when none is complete);
+    otherwise any incomplete symbol makes the rows None."""
     column = {s: j for j, s in enumerate(wide.symbols)}
     values = np.column_stack([arrays[name][row] for name in MARKET_FEATURE_COLUMNS])
     complete = np.isfinite(values).all(axis=1)
     incomplete = [s for s in symbols if s not in column or not complete[column[s]]]
     if incomplete:
-        return None, incomplete
+        if not partial or len(incomplete) == len(symbols):
+            return None, incomplete
+        missing = set(incomplete)
+        symbols = tuple(s for s in symbols if s not in missing)
     rows = values[[column[s] for s in symbols]]
-    return pd.DataFrame(rows, index=pd.Index(list(symbols), name="symbol"), columns=list(MARKET_FEATURE_COLUMNS)), []
+    return (pd.DataFrame(rows, index=pd.Index(list(symbols), name="symbol"), columns=list(MARKET_FEATURE_COLUMNS)),
+            incomplete)
 
 
 def compute_market_features(bars: pd.DataFrame) -> pd.DataFrame:

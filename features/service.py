@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -37,6 +37,9 @@ from market_data.volatility import (
 
 logger = logging.getLogger(__name__)
 
+BAR_MISSING = "BAR_MISSING"
+FEATURES_INCOMPLETE = "FEATURES_INCOMPLETE"
+
 
 @dataclass(frozen=True)
 class MarketSnapshot:
@@ -46,6 +49,14 @@ class MarketSnapshot:
     master_row: pd.Series  # raw MASTER_MARKET_FEATURES at `timestamp`
     prices: dict[str, float]  # bar close per symbol: the price decisions are made on
     regime_shift: bool  # a regime flag changed since the previous snapshot
+    # Symbols of the service left out of this snapshot, with why: BAR_MISSING (no bar at this timestamp) or
+    # FEATURES_INCOMPLETE (a bar missing or invalid in the feature window). `market_rows`/`prices` lack them.
+    unavailable: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def available(self) -> tuple[str, ...]:
+        """The symbols with features this bar, in the service's order."""
+        return tuple(s for s in self.symbols if s not in self.unavailable)
 
 
 def feature_warmup_bars(proxy: VolatilityProxyConfig) -> int:
@@ -152,12 +163,12 @@ class FeatureService:
         last = self.last_timestamp
         if last is not None and ts <= last:
             raise FeatureError(f"bars at {ts} arrive after {last}: bars must move forward in time")
-        missing = [s for s in (*self.symbols, *self.market_inputs) if s not in present]
-        if missing:
-            inputs = [s for s in missing if s in self.market_inputs]
-            why = (f" (market inputs {inputs}: the benchmark and the spec's volatility proxy {self.proxy.name})"
-                   if inputs else "")
-            raise MissingDataError(f"bars at {ts} lack symbols {missing}{why}")
+        # A tradable symbol without a bar at ts is left out of this snapshot (`unavailable`): the rest trade on.
+        # The market inputs feed every symbol's features: without them there is no snapshot.
+        inputs = [s for s in self.market_inputs if s not in present]
+        if inputs:
+            raise MissingDataError(f"bars at {ts} lack symbols {inputs} (market inputs {inputs}: the benchmark and "
+                                   f"the spec's volatility proxy {self.proxy.name})")
         wanted = np.fromiter((n in self._wanted for n in names), dtype=bool, count=len(names))
         fresh = (bars_at_t[list(BAR_COLUMNS)] if wanted.all() else bars_at_t.loc[wanted, list(BAR_COLUMNS)]).reset_index(drop=True)
         self._blocks.append(_Block.of(fresh))  # the oldest timestamp leaves the window (deque maxlen)
@@ -190,7 +201,7 @@ class FeatureService:
         wide = self._wide(ts)
         arrays = symbol_feature_arrays(wide)
         master = master_table(wide, arrays)
-        market_rows, incomplete = market_rows_at(wide, arrays, len(wide.timestamps) - 1, self.symbols)
+        market_rows, incomplete = market_rows_at(wide, arrays, len(wide.timestamps) - 1, self.symbols, partial=True)
         if market_rows is None or ts not in master.index:
             have = self.n_bars
             reason = (
@@ -202,6 +213,10 @@ class FeatureService:
             raise MissingDataError(f"features at {ts} incomplete for {what}: {reason}")
         master_row = master.loc[ts]
         closes = dict(zip(fresh["symbol"].tolist(), fresh["close"].to_numpy()))
+        unavailable = {s: (FEATURES_INCOMPLETE if s in closes else BAR_MISSING) for s in incomplete}
+        if unavailable:
+            logger.warning("features at %s: %d symbols left out this bar: %s", ts, len(unavailable),
+                           dict(list(unavailable.items())[:10]))
         regime = tuple(float(master_row[name]) for name in REGIME_FEATURES)
         shift = self._last_regime is not None and regime != self._last_regime
         if shift:
@@ -212,8 +227,9 @@ class FeatureService:
             symbols=self.symbols,
             market_rows=market_rows,
             master_row=master_row,
-            prices={s: float(closes[s]) for s in self.symbols},
+            prices={s: float(closes[s]) for s in self.symbols if s not in unavailable},
             regime_shift=shift,
+            unavailable=unavailable,
         )
 
     # -- passthroughs to the observation builder (same code as training) ----------------------------

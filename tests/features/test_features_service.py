@@ -84,11 +84,23 @@ def test_service_when_regime_flags_change_then_snapshot_reports_shift(bars, stam
     assert shifts == expected.tolist()
 
 
-def test_service_when_symbol_missing_at_t_then_error_names_it(bars, stamps, spec):
+def test_service_when_symbol_missing_at_t_then_only_that_symbol_is_left_out(bars, stamps, spec):
+    service = FeatureService(spec, SYMBOLS, history=bars[bars["timestamp"] < stamps[60]])
+    whole = FeatureService(spec, SYMBOLS, history=bars[bars["timestamp"] < stamps[60]]).on_bars(bars_at(bars, stamps[60]))
+    rows = bars_at(bars, stamps[60])
+    snap = service.on_bars(rows[rows["symbol"] != "SYM04"])
+    assert snap.unavailable == {"SYM04": "BAR_MISSING"}
+    assert "SYM04" not in snap.market_rows.index and "SYM04" not in snap.prices
+    assert snap.available == tuple(s for s in SYMBOLS if s != "SYM04")
+    others = [s for s in SYMBOLS if s != "SYM04"]
+    pd.testing.assert_frame_equal(snap.market_rows.loc[others], whole.market_rows.loc[others])
+
+
+def test_service_when_market_input_missing_at_t_then_error_names_it(bars, stamps, spec):
     service = FeatureService(spec, SYMBOLS, history=bars[bars["timestamp"] < stamps[60]])
     rows = bars_at(bars, stamps[60])
-    with pytest.raises(FeatureError, match=r"lack symbols \['SYM04'\]"):
-        service.on_bars(rows[rows["symbol"] != "SYM04"])
+    with pytest.raises(FeatureError, match=r"lack symbols \['SPY'\]"):
+        service.on_bars(rows[rows["symbol"] != "SPY"])
 
 
 def test_service_when_bars_go_back_in_time_then_error(bars, stamps, spec):
@@ -104,11 +116,20 @@ def test_service_when_bars_span_two_timestamps_then_error(bars, stamps, spec):
         service.on_bars(bars[bars["timestamp"].isin(stamps[:2])])
 
 
-def test_service_when_a_recent_bar_was_missing_then_error_says_so(bars, stamps, spec):
+def test_service_when_a_recent_bar_was_missing_then_that_symbol_is_incomplete(bars, stamps, spec):
     history = bars[bars["timestamp"] < stamps[60]]
     history = history[~((history["symbol"] == "SYM02") & (history["timestamp"] == stamps[55]))]
     service = FeatureService(spec, SYMBOLS, history=history)
-    with pytest.raises(FeatureError, match=r"incomplete for symbols \['SYM02'\]: a bar in the last"):
+    snap = service.on_bars(bars_at(bars, stamps[60]))
+    assert snap.unavailable == {"SYM02": "FEATURES_INCOMPLETE"}
+    assert "SYM02" not in snap.market_rows.index
+
+
+def test_service_when_every_symbol_is_incomplete_then_error_says_so(bars, stamps, spec):
+    history = bars[bars["timestamp"] < stamps[60]]
+    gone = history["symbol"].isin(SYMBOLS) & (history["timestamp"] == stamps[55])
+    service = FeatureService(spec, SYMBOLS, history=history[~gone])
+    with pytest.raises(FeatureError, match=r"incomplete for symbols \[.*'SYM02'.*\]: a bar in the last"):
         service.on_bars(bars_at(bars, stamps[60]))
 
 
