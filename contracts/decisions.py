@@ -1,7 +1,7 @@
 from datetime import datetime
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from contracts.base import Frozen
 from contracts.config import DirectivePreset
@@ -20,6 +20,29 @@ class SymbolDecision(Frozen):
     # The policy that made this decision when symbols of one timestep are routed to different
     # versions (canary, fallback); None = the timestep's policy_version.
     policy_version: str | None = None
+    # Set by the trading service when this bar's data for the symbol cannot be trusted (FEED_STALE,
+    # BAR_INCONSISTENT, BAR_MISSING, NO_QUORUM, ...): the gateway lets the position shrink but takes no new
+    # risk (risk code DATA_UNRELIABLE, with this code in the detail).
+    no_new_risk: str | None = Field(default=None, pattern=r"^[A-Z][A-Z0-9_]{0,63}$")
+
+
+# Kill-switch triggers the trading service may raise in band with a timestep (data and model safety).
+# Each only tightens: the gateway moves to HALTED before it plans the timestep; resuming is an operator's call.
+FEATURE_DRIFT = "FEATURE_DRIFT"
+DATA_TRIGGER_CODES: tuple[str, ...] = (FEATURE_DRIFT,)
+
+
+class DataTrigger(Frozen):
+    """A data-safety breach seen by the trading service this bar, e.g. a key feature beyond its sigma limit."""
+
+    code: str = Field(pattern=r"^[A-Z][A-Z0-9_]{0,63}$")
+    reason: str = Field(min_length=1, max_length=2000)
+
+    @model_validator(mode="after")
+    def _known(self) -> "DataTrigger":
+        if self.code not in DATA_TRIGGER_CODES:
+            raise ValueError(f"unknown data trigger {self.code!r}; known: {list(DATA_TRIGGER_CODES)}")
+        return self
 
 
 class TimestepDecisions(Frozen):
@@ -32,6 +55,8 @@ class TimestepDecisions(Frozen):
     decisions: tuple[SymbolDecision, ...] = Field(min_length=1)
     # Bar in -> decisions out (features + inference), measured by the sender; feeds the latency trigger.
     decision_latency_ms: float | None = Field(default=None, ge=0)
+    # Data-safety triggers seen on this bar (applied before the timestep is planned).
+    triggers: tuple[DataTrigger, ...] = ()
 
 
 class MasterDirective(Frozen):

@@ -5,7 +5,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from contracts.decisions import MasterDirective, SymbolDecision, TimestepDecisions
+from contracts.decisions import DataTrigger, MasterDirective, SymbolDecision, TimestepDecisions
 from gateway.service import TimestepOutcome
 
 # Bounds for query parameters: enough for a console page, small enough to keep one answer cheap.
@@ -59,6 +59,7 @@ class TimestepDecisionsRequest(TimestepDecisions):
     observation_checksum: str = Field(default="", max_length=128)
     decisions: tuple[SymbolDecisionRequest, ...] = Field(min_length=1, max_length=MAX_SYMBOLS)
     decision_latency_ms: float | None = Field(default=None, ge=0, le=86_400_000)
+    triggers: tuple[DataTrigger, ...] = Field(default=(), max_length=8)
 
 
 class MasterDirectiveRequest(MasterDirective):

@@ -35,6 +35,7 @@ from gateway.domain.overlay import (
     DEFENSIVE_MODE,
     EffectiveOverlay,
     apply_overlay,
+    reduce_only,
     resolve_overlay,
 )
 from gateway.domain.portfolio import Portfolio
@@ -155,6 +156,12 @@ def _plan_symbol(
     if code is not None:
         item.flag(code, f"trading state {state.value}: reduce only, target {target:+.4f} -> {state_target:+.4f}")
     target = state_target
+    if d.no_new_risk is not None:
+        allowed, clipped = reduce_only(item.current_weight, target)
+        if clipped:
+            item.flag(rules.DATA_UNRELIABLE, f"{d.no_new_risk}: this bar's data for the symbol is not trusted; "
+                                             f"reduce only, target {target:+.4f} -> {allowed:+.4f}")
+        target = allowed
     short_target, code = rules.apply_short_sale(d.symbol, item.current_weight, target, risk.short_sale)
     if code is not None:
         why = "the account is long only" if not risk.short_sale.allowed else "the symbol is not shortable"

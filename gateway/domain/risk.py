@@ -7,6 +7,9 @@ Reason codes (upper case, stable: dashboards and alerts key on them):
                          not even a reduction
   MARKET_CLOSED          the market is closed (broker clock or configured session): nothing is sent
   TRADING_REDUCING       reduce-only state: increases are cut back to the current position
+  DATA_UNRELIABLE        the trading service flagged this bar's data for the symbol (stale or
+                         inconsistent bar, missing bar, no provider quorum: the flag is in the
+                         detail): reduce only, the symbol takes no new risk this bar
   DEFENSIVE_MODE         defensive directive: same as reduce-only, from the master agent
   NO_PRICE               the decision's price is unusable (not finite or not > 0)
   ORDER_PENDING          an earlier order for the symbol is still open at the broker: no new order
@@ -40,6 +43,7 @@ TRADING_HALTED = "TRADING_HALTED"
 RESTRICTED_SYMBOL = "RESTRICTED_SYMBOL"
 MARKET_CLOSED = "MARKET_CLOSED"
 TRADING_REDUCING = "TRADING_REDUCING"
+DATA_UNRELIABLE = "DATA_UNRELIABLE"
 NO_PRICE = "NO_PRICE"
 ORDER_PENDING = "ORDER_PENDING"
 NON_POSITIVE_EQUITY = "NON_POSITIVE_EQUITY"
@@ -55,6 +59,7 @@ REASON_CODES: tuple[str, ...] = (
     RESTRICTED_SYMBOL,
     MARKET_CLOSED,
     TRADING_REDUCING,
+    DATA_UNRELIABLE,
     DEFENSIVE_MODE,
     NO_PRICE,
     ORDER_PENDING,

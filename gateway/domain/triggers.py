@@ -7,6 +7,7 @@ trading state must move. The service applies what they say (and audits it); noth
   compliance breach in the real book (restricted symbol held, forbidden short, cap or leverage
   far above its limit)                               -> compliance.action
   N consecutive broker calls finding it unreachable  -> dependencies.action
+  a key feature beyond its sigma limit (trading service, in band with the timestep) -> HALTED
 """
 
 import math
@@ -24,6 +25,8 @@ INTRADAY_DRAWDOWN = "INTRADAY_DRAWDOWN"
 LATENCY_SPIKE = "LATENCY_SPIKE"
 COMPLIANCE_BREACH = "COMPLIANCE_BREACH"
 DEPENDENCY_LOST = "DEPENDENCY_LOST"
+# Raised in band by the trading service (contracts.decisions.DataTrigger): the gateway only applies it.
+FEATURE_DRIFT = "FEATURE_DRIFT"
 
 TRIGGER_NAMES: dict[str, str] = {
     MAX_DRAWDOWN: "max_drawdown",
@@ -31,6 +34,7 @@ TRIGGER_NAMES: dict[str, str] = {
     LATENCY_SPIKE: "latency",
     COMPLIANCE_BREACH: "compliance",
     DEPENDENCY_LOST: "dependency",
+    FEATURE_DRIFT: "feature_drift",
 }
 
 

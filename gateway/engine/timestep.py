@@ -23,6 +23,7 @@ from contracts.orders import OrderStatus, TradingState
 from gateway.audit.store import AuditStore
 from gateway.directives import DirectiveBook
 from gateway.domain.planner import TimestepPlan, plan_timestep
+from gateway.domain.triggers import Trigger
 from gateway.engine.clock import Clock
 from gateway.engine.execution import Book, Execution, OrderOutcome, RoutingTicket, reduces_risk
 from gateway.engine.kill_switch import KillSwitch
@@ -94,6 +95,7 @@ class Timesteps:
         book = self._book
         with book.lock:
             self._check_not_replayed(batch)
+            self._apply_data_triggers(batch)
             book.portfolio.mark({d.symbol: d.price for d in batch.decisions})
             directive = self._directives.current(batch.timestep)
             trading_state = self._ks.trading_state
@@ -156,6 +158,13 @@ class Timesteps:
             self._tickets[ticket.timestep_id] = ticket
             while len(self._tickets) > TICKETS_KEPT:
                 self._tickets.popitem(last=False)
+
+    def _apply_data_triggers(self, batch: TimestepDecisions) -> None:
+        """Data-safety triggers the trading service saw on this bar (FEATURE_DRIFT): HALTED before the timestep
+        is planned, so none of its orders is sent. Only ever tightens; an operator resumes."""
+        for seen in batch.triggers:
+            self._ks.apply(Trigger(code=seen.code, target=TradingState.HALTED,
+                                   reason=f"bar {batch.bar_index} ({batch.timestep.isoformat()}): {seen.reason}"))
 
     def _check_not_replayed(self, batch: TimestepDecisions) -> None:
         last = self._state.last_bar

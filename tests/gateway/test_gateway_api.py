@@ -91,6 +91,21 @@ def test_post_decisions_when_field_invalid_then_422_names_field(gateway: ServerH
     assert any(r.startswith("body.decisions.0.price") and "-5" in r for r in response.json()["reasons"])
 
 
+def test_post_decisions_when_trigger_unknown_or_flag_lower_case_then_422_names_it_and_nothing_audited(
+        gateway: ServerHandle) -> None:
+    before = audit_counts(gateway)
+    body = batch({"AAPL": (1.0, 100.0)}).model_dump(mode="json")
+    response = httpx.post(gateway.url + "/v1/decisions", json={**body, "triggers": [
+        {"code": "HALT_EVERYTHING", "reason": "no such trigger"}]})
+    assert response.status_code == 422
+    assert any(r.startswith("body.triggers.0") and "HALT_EVERYTHING" in r for r in response.json()["reasons"])
+    body["decisions"][0]["no_new_risk"] = "stale"
+    response = httpx.post(gateway.url + "/v1/decisions", json=body)
+    assert response.status_code == 422
+    assert any(r.startswith("body.decisions.0.no_new_risk") for r in response.json()["reasons"])
+    assert audit_counts(gateway) == before
+
+
 def test_post_decisions_when_symbol_duplicated_then_422_and_nothing_audited(gateway: ServerHandle) -> None:
     before = audit_counts(gateway)
     duplicated = batch({"AAPL": (1.0, 100.0)})

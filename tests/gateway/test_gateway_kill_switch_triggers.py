@@ -11,6 +11,7 @@ import pytest
 from gateway_builders import PAPER_HEADERS, batch, directive
 
 from contracts.config import KillSwitchConfig, MarketHoursRule, RiskOverlaysConfig
+from contracts.decisions import DataTrigger, TimestepDecisions
 from contracts.orders import OrderIntent, TradingState
 from gateway.audit.store import AuditStore
 from gateway.brokers.alpaca_broker import AlpacaBroker
@@ -201,3 +202,54 @@ def test_resume_when_operator_resumes_then_alerts_cleared_and_active(
     assert service.alerts() == []
     persisted = GatewayState.restore(store.read_state())[0]
     assert persisted.safe_mode is None and persisted.trading_state == TradingState.ACTIVE
+
+
+def test_feature_drift_when_sent_with_a_timestep_then_halted_before_its_orders_and_audited(
+    start_service: Callable[..., tuple[GatewayService, FlakyBroker, AuditStore]], exchange_http: httpx.Client
+) -> None:
+    service, _broker, store = start_service(risk())
+    set_prices(exchange_http, {"AAPL": 100.0})
+    service.handle_timestep(batch({"AAPL": (0.5, 100.0)}, bar_index=0))
+    held = service.portfolio_summary()["positions"]["AAPL"]["qty"]
+    drifted = batch({"AAPL": (1.0, 100.0)}, bar_index=1).model_copy(update={"triggers": (
+        DataTrigger(code="FEATURE_DRIFT", reason="vix_level 6.1 sigma from training (limit 4.0)"),)})
+    outcome = service.handle_timestep(drifted)
+    assert service.trading_state == TradingState.HALTED
+    assert [r.reason_code for r in outcome.plan.risk] == ["TRADING_HALTED"] and not outcome.orders
+    assert service.portfolio_summary()["positions"]["AAPL"]["qty"] == held
+    change = state_changes(store)[-1]
+    assert (change["trigger"], change["current"]) == ("feature_drift", "HALTED")
+    assert "vix_level 6.1 sigma" in str(change["reason"]) and "bar 1" in str(change["reason"])
+    assert "FEATURE_DRIFT" in {a["name"] for a in service.alerts()}
+    # Still drifting next bar: no second state change; clean bars do not resume (an operator does).
+    service.handle_timestep(drifted.model_copy(update={"bar_index": 2}))
+    service.handle_timestep(batch({"AAPL": (1.0, 100.0)}, bar_index=3))
+    assert service.trading_state == TradingState.HALTED
+    assert [c["trigger"] for c in state_changes(store)].count("feature_drift") == 1
+
+
+def test_no_new_risk_when_a_symbol_is_flagged_then_increase_denied_reduction_allowed_others_trade(
+    start_service: Callable[..., tuple[GatewayService, FlakyBroker, AuditStore]], exchange_http: httpx.Client
+) -> None:
+    service, _broker, _store = start_service(risk())
+    set_prices(exchange_http, {"AAPL": 100.0, "MSFT": 50.0, "NVDA": 20.0})
+    service.handle_timestep(batch({"AAPL": (0.4, 100.0)}, bar_index=0))
+    held = service.portfolio_summary()["positions"]["AAPL"]["qty"]
+
+    def flagged(levels: dict[str, tuple[float, float]], bar: int, flags: dict[str, str]) -> TimestepDecisions:
+        plain = batch(levels, bar_index=bar)
+        return plain.model_copy(update={"decisions": tuple(
+            d.model_copy(update={"no_new_risk": flags.get(d.symbol)}) for d in plain.decisions)})
+
+    outcome = service.handle_timestep(flagged({"AAPL": (0.8, 100.0), "MSFT": (0.3, 50.0), "NVDA": (0.2, 20.0)}, 1,
+                                              {"AAPL": "FEED_STALE", "MSFT": "NO_QUORUM"}))
+    risk_by = {r.symbol: r for r in outcome.plan.risk}
+    assert (risk_by["AAPL"].approved, risk_by["AAPL"].reason_code) == (False, "DATA_UNRELIABLE")
+    assert "FEED_STALE" in risk_by["AAPL"].detail
+    assert (risk_by["MSFT"].approved, risk_by["MSFT"].reason_code) == (False, "DATA_UNRELIABLE")
+    assert risk_by["NVDA"].approved and {o.intent.symbol for o in outcome.orders} == {"NVDA"}
+    assert service.portfolio_summary()["positions"]["AAPL"]["qty"] == held
+    # A flagged symbol may still shrink.
+    outcome = service.handle_timestep(flagged({"AAPL": (0.1, 100.0)}, 2, {"AAPL": "BAR_INCONSISTENT"}))
+    assert outcome.plan.risk[0].approved and [o.intent.symbol for o in outcome.orders] == ["AAPL"]
+    assert 0 < service.portfolio_summary()["positions"]["AAPL"]["qty"] < held
