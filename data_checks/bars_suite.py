@@ -12,18 +12,25 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from contracts.bars import BAR_COLUMNS, BENCHMARK_SYMBOL, VOLATILITY_INDEX_SYMBOL
+from contracts.bars import BAR_COLUMNS, BENCHMARK_SYMBOL
 from contracts.config import VolatilityProxyConfig
 from data_checks import gx_runtime
+from data_checks.acknowledgements import Acknowledgements, apply_acknowledgements
+from data_checks.bars_rules import (
+    DOLLAR_VOLUME_BAND,
+    DOLLAR_VOLUME_MIN_BARS,
+    DOLLAR_VOLUME_WINDOW,
+    LARGE_MOVE_THRESHOLD,
+    NON_TRADED_SYMBOLS,
+    SPLIT_RATIO_TOLERANCE,
+    SPLIT_RATIOS,
+)
 from data_checks.results import CheckFailure, DataCheckResult, Severity, result_from_failures
 
 logger = logging.getLogger(__name__)
 
 SUITE_NAME = "bars"
 PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
-SPLIT_RETURN_THRESHOLD = 0.40  # |1-bar return| above this on a stock is far likelier a split than news
-# Index levels are not traded: they may move > 40% (VIX did in 2018) and have no volume.
-NON_TRADED_SYMBOLS: frozenset[str] = frozenset({VOLATILITY_INDEX_SYMBOL})
 MAX_EXAMPLES = 20
 
 # (check name, higher column, lower column): high >= low and high/low bracket open and close.
@@ -149,6 +156,86 @@ def required_symbols(proxy: VolatilityProxyConfig | None) -> tuple[str, ...]:
     return (BENCHMARK_SYMBOL, *(s for s in proxy.input_symbols if s != BENCHMARK_SYMBOL))
 
 
+def _split_label(split: float) -> str:
+    if split > 1.0:
+        return f"1-for-{split:g} reverse split"
+    n = 1.0 / split
+    return f"{n:g}-for-1 split" if abs(n - round(n)) < 1e-9 else "3-for-2 split"
+
+
+# Beyond these ratios a move may be split-like; nearer 1 nothing is examined (cheap pre-filter on every row).
+_BELOW_ONE_EDGE = max(r for r in SPLIT_RATIOS if r < 1.0) * (1.0 + SPLIT_RATIO_TOLERANCE)
+_ABOVE_ONE_EDGE = min(r for r in SPLIT_RATIOS if r > 1.0) * (1.0 - SPLIT_RATIO_TOLERANCE)
+
+
+def _move_failures(frame: pd.DataFrame, data: pd.DataFrame) -> list[CheckFailure]:
+    """`suspected_split` (error) where the price ratio is split-like and volume agrees or cannot tell;
+    `large_move` (warning) for other |1-bar return| > LARGE_MOVE_THRESHOLD. Rules: data_checks/bars_rules.py."""
+    traded = data[~data["symbol"].isin(NON_TRADED_SYMBOLS)].sort_values(["symbol", "timestamp"], kind="stable")
+    if traded.empty:
+        return []
+    symbols = traded["symbol"].astype(str).to_numpy()
+    close = traded["close"].to_numpy(dtype="float64", na_value=np.nan)
+    volume = pd.to_numeric(traded["volume"], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    first = np.r_[True, symbols[1:] != symbols[:-1]]
+    group_start = np.maximum.accumulate(np.where(first, np.arange(len(symbols)), 0))
+    previous = np.r_[np.nan, close[:-1]]
+    previous[first] = np.nan
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = close / previous
+        dollar = close * volume
+    usable = np.isfinite(dollar) & (volume > 0) & (close > 0)
+    large = np.abs(ratio - 1.0) > LARGE_MOVE_THRESHOLD
+    maybe = np.flatnonzero(np.isfinite(ratio) & (large | (ratio <= _BELOW_ONE_EDGE) | (ratio >= _ABOVE_ONE_EDGE)))
+    splits = np.asarray(SPLIT_RATIOS)
+
+    confirmed: list[tuple[int, str]] = []
+    unconfirmed: list[tuple[int, str]] = []
+    moves: list[tuple[int, str]] = []
+    stamps = traded["timestamp"].to_numpy()
+    for i in maybe:
+        distance = np.abs(ratio[i] / splits - 1.0)
+        nearest = int(np.argmin(distance))
+        split_like = bool(distance[nearest] <= SPLIT_RATIO_TOLERANCE)
+        lo = max(int(group_start[i]), i - DOLLAR_VOLUME_WINDOW)
+        trailing = dollar[lo:i][usable[lo:i]]
+        median = float(np.median(trailing)) if len(trailing) >= DOLLAR_VOLUME_MIN_BARS else np.nan
+        known = bool(usable[i]) and np.isfinite(median) and median > 0
+        multiple = dollar[i] / median if known else np.nan
+        row = int(traded.index[i])
+        head = (f"row {row}: {symbols[i]} @ {pd.Timestamp(stamps[i])} close={close[i]:g} "
+                f"previous close={previous[i]:g} ratio={ratio[i]:.3f}")
+        if split_like and not known:
+            unconfirmed.append((row, f"{head} (~{_split_label(splits[nearest])}), volume={volume[i]:g}, "
+                                     f"{len(trailing)} trailing bar(s) with volume"))
+        elif split_like and 1.0 / DOLLAR_VOLUME_BAND <= multiple <= DOLLAR_VOLUME_BAND:
+            confirmed.append((row, f"{head} (~{_split_label(splits[nearest])}), dollar volume {multiple:.2f}x its "
+                                   f"trailing median"))
+        elif large[i]:
+            volume_note = f"dollar volume {multiple:.2f}x its trailing median" if known else "volume unknown"
+            moves.append((row, f"{head}, {volume_note}"))
+
+    failures: list[CheckFailure] = []
+    ack = "adjust the series for the split, or acknowledge a reviewed row (data_checks/acknowledgements.py)"
+    for found, check, severity, detail in (
+        (confirmed, "suspected_split", "error",
+         f"close/previous close within {SPLIT_RATIO_TOLERANCE:.0%} of a split ratio and dollar volume within "
+         f"{DOLLAR_VOLUME_BAND:g}x of its trailing {DOLLAR_VOLUME_WINDOW}-bar median: unadjusted split; {ack}"),
+        (unconfirmed, "suspected_split", "error",
+         f"close/previous close within {SPLIT_RATIO_TOLERANCE:.0%} of a split ratio and volume missing or zero on "
+         f"the row or its trailing bars: volume could not confirm or rule out a split; fix the volume, {ack}"),
+        (moves, "large_move", "warning",
+         f"|1-bar return| > {LARGE_MOVE_THRESHOLD:.0%}, not split-like (price ratio or volume): kept as real; "
+         "check it is news, not a bad print"),
+    ):
+        if found:
+            found.sort()
+            failures.append(CheckFailure(check=check, column="close", rows=tuple(r for r, _ in found),
+                                         examples=tuple(e for _, e in found[:MAX_EXAMPLES]),
+                                         severity=severity, detail=detail))  # type: ignore[arg-type]
+    return failures
+
+
 def _pandas_failures(frame: pd.DataFrame, proxy: VolatilityProxyConfig | None = None) -> list[CheckFailure]:
     failures: list[CheckFailure] = []
     present = set(frame["symbol"].dropna().unique())
@@ -199,16 +286,7 @@ def _pandas_failures(frame: pd.DataFrame, proxy: VolatilityProxyConfig | None = 
         )
 
     if pd.api.types.is_numeric_dtype(frame["close"].dtype):
-        traded = data[~data["symbol"].isin(NON_TRADED_SYMBOLS)].sort_values(["symbol", "timestamp"], kind="stable")
-        previous = traded.groupby("symbol", sort=False)["close"].shift(1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            jump = (traded["close"] / previous - 1.0).abs()
-        split_rows = traded.index[(jump > SPLIT_RETURN_THRESHOLD).to_numpy()]
-        if len(split_rows):
-            failures.append(
-                _failure(frame, "suspected_split", "close", split_rows, show=["close"],
-                         detail=f"|1-bar return| > {SPLIT_RETURN_THRESHOLD:.0%}: unadjusted split or bad print")
-            )
+        failures += _move_failures(frame, data)
     if pd.api.types.is_numeric_dtype(frame["volume"].dtype):
         zero = data.index[((data["volume"] == 0) & ~data["symbol"].isin(NON_TRADED_SYMBOLS)).to_numpy()]
         if len(zero):
@@ -219,15 +297,20 @@ def _pandas_failures(frame: pd.DataFrame, proxy: VolatilityProxyConfig | None = 
     return failures
 
 
-def validate_bars(bars: pd.DataFrame, *, volatility_proxy: VolatilityProxyConfig | None = None) -> DataCheckResult:
+def validate_bars(bars: pd.DataFrame, *, volatility_proxy: VolatilityProxyConfig | None = None,
+                  acknowledgements: Acknowledgements | None = None) -> DataCheckResult:
     """Check raw bars. The benchmark must be present, and what `volatility_proxy` reads: VIX for `index` (also
-    when None), the ETF for `etf`, the benchmark for `realized`; `auto` demands no VIX (it falls back)."""
+    when None), the ETF for `etf`, the benchmark for `realized`; `auto` demands no VIX (it falls back).
+
+    `acknowledgements` (data_checks/acknowledgements.py) let reviewed flagged rows through: they leave the failures
+    of their check and are listed in `result.acknowledged`; entries matching no flagged row are a warning."""
     frame = bars.reset_index(drop=True)
     failures = _gx_failures(frame)
     if {"symbol", "timestamp", "close", "volume"} <= set(frame.columns):
         failures += _pandas_failures(frame, volatility_proxy)
-    result = result_from_failures(SUITE_NAME, failures, len(frame))
+    result = apply_acknowledgements(result_from_failures(SUITE_NAME, failures, len(frame)), frame, acknowledgements)
     log = logger.info if result.success else logger.warning
-    log("bars check %s: %d rows, %d errors, %d warnings", "passed" if result.success else "failed",
-        len(frame), len(result.errors), len(result.warnings))
+    log("bars check %s: %d rows, %d errors, %d warnings, %d acknowledged row(s)",
+        "passed" if result.success else "failed", len(frame), len(result.errors), len(result.warnings),
+        len(result.acknowledged))
     return result

@@ -4,3 +4,7 @@ class DataCheckError(Exception):
 
 class DriftInputError(DataCheckError):
     """Reference or current samples are missing a feature or hold no finite values."""
+
+
+class AcknowledgementError(DataCheckError):
+    """An acknowledgement file cannot be used: unreadable, malformed, or an entry fails validation (named)."""

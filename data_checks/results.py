@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Literal
 
 from pydantic import Field
@@ -24,11 +25,25 @@ class CheckFailure(Frozen):
     detail: str = ""
 
 
+class AcknowledgedRow(Frozen):
+    """A flagged row let through by a reviewed acknowledgement (data_checks/acknowledgements.py): kept in the result
+    so it is reported and logged, never silently dropped."""
+
+    symbol: str
+    date: date
+    check: str
+    reason: str
+    reviewer: str
+    row: int
+    severity: Severity
+
+
 class DataCheckResult(Frozen):
     suite: str
     success: bool  # no error-severity failure; warnings do not fail a suite
     failures: tuple[CheckFailure, ...] = ()
     n_rows: int = Field(ge=0)
+    acknowledged: tuple[AcknowledgedRow, ...] = ()
 
     @property
     def errors(self) -> tuple[CheckFailure, ...]:
@@ -56,13 +71,22 @@ class DataCheckResult(Frozen):
                 lines.append(f"    {example}")
             if len(failure.examples) > MAX_SUMMARY_EXAMPLES:
                 lines.append(f"    ... {len(failure.examples) - MAX_SUMMARY_EXAMPLES} more")
+        if self.acknowledged:
+            lines.append(f"- acknowledged {len(self.acknowledged)} flagged row(s):")
+            for ack in self.acknowledged[:MAX_SUMMARY_EXAMPLES]:
+                lines.append(f"    row {ack.row}: {ack.symbol} {ack.date} {ack.check} ({ack.severity}) by "
+                             f"{ack.reviewer}: {ack.reason}")
+            if len(self.acknowledged) > MAX_SUMMARY_EXAMPLES:
+                lines.append(f"    ... {len(self.acknowledged) - MAX_SUMMARY_EXAMPLES} more")
         return "\n".join(lines)
 
 
-def result_from_failures(suite: str, failures: list[CheckFailure], n_rows: int) -> DataCheckResult:
+def result_from_failures(suite: str, failures: list[CheckFailure], n_rows: int,
+                         acknowledged: tuple[AcknowledgedRow, ...] = ()) -> DataCheckResult:
     return DataCheckResult(
         suite=suite,
         success=not any(f.severity == "error" for f in failures),
         failures=tuple(failures),
         n_rows=n_rows,
+        acknowledged=acknowledged,
     )
