@@ -55,7 +55,7 @@ class Acknowledgement(Frozen):
         if value is None or (isinstance(value, str) and not value.strip()):
             raise ValueError("must not be empty")
         if not isinstance(value, str):
-            raise ValueError(f"must be text, got {value!r} (in YAML, quote it: \"ON\", \"1234\")")
+            raise ValueError(f"must be text, got {value!r}")
         return value.strip()
 
     @field_validator("date", mode="before")
@@ -151,9 +151,18 @@ def parse_entries(records: list[Any], source: str, *, csv_lines: bool = False) -
     return tuple(entries)
 
 
+class _TextLoader(yaml.SafeLoader):
+    """Every field is text: keep scalars as written (YAML 1.1 would read the symbol ON as True, 1234 as a number,
+    and raise on an impossible date before the entry could be named)."""
+
+
+for _tag in ("bool", "int", "float", "timestamp"):
+    _TextLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", yaml.SafeLoader.construct_scalar)
+
+
 def _yaml_records(text: str, source: str) -> list[Any]:
     try:
-        document = yaml.safe_load(text)
+        document = yaml.load(text, Loader=_TextLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise AcknowledgementError(f"acknowledgement file {source}: not valid YAML: {exc}") from exc
     if not isinstance(document, dict) or set(document) != {TOP_KEY}:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -14,6 +15,9 @@ from contracts.bars import BAR_COLUMNS, BENCHMARK_SYMBOL, VOLATILITY_INDEX_SYMBO
 from market_data.errors import MarketDataError, UnknownSourceError
 from market_data.files import load_bars
 from market_data.synthetic import PRESETS, SyntheticConfig, generate_synthetic_market
+
+if TYPE_CHECKING:
+    from data_checks.acknowledgements import Acknowledgements
 
 logger = logging.getLogger(__name__)
 
@@ -66,8 +70,12 @@ def load_market(spec: str, *, seed: int = 7, n_symbols: int | None = None, n_day
     return bars.reset_index(drop=True)
 
 
-def dataset_id(bars: pd.DataFrame) -> str:
-    """Content id of a bars frame: same rows (in any order, any timestamp resolution) -> same id."""
+def dataset_id(bars: pd.DataFrame, *, acknowledgements: Acknowledgements | None = None) -> str:
+    """Content id of a bars frame: same rows (in any order, any timestamp resolution) -> same id.
+
+    With reviewed `acknowledgements` (flagged rows let through) their canonical entries are hashed in too: a policy
+    trained on rows a person let through is not trained on the same dataset as one without. With none (None or no
+    entries) the id is exactly the bars' own."""
     missing = [c for c in BAR_COLUMNS if c not in bars.columns]
     if missing:
         raise MarketDataError(f"cannot compute a dataset id: bars lack columns {missing}")
@@ -82,4 +90,7 @@ def dataset_id(bars: pd.DataFrame) -> str:
         # All NaNs hash alike whatever their payload bits.
         values = np.where(np.isnan(values), np.nan, values)
         digest.update(np.ascontiguousarray(values, dtype="<f8").tobytes())
+    reviewed = acknowledgements.fingerprint() if acknowledgements is not None else ""
+    if reviewed:
+        digest.update(f"|acknowledgements|{reviewed}".encode())
     return f"bars-{digest.hexdigest()[:12]}"
