@@ -35,7 +35,9 @@ from agents.mappo import MAPPOConfig, train_mappo
 from contracts.config import RLConfig, VolatilityProxyConfig
 from contracts.features import FeatureSpec
 from contracts.policy import DEFAULT_ACTION_LEVELS, DIRECTIVE_MODES, PolicySignature
+from data_checks.acknowledgements import DEFAULT_ACKNOWLEDGEMENTS, Acknowledgements, how_to_acknowledge
 from data_checks.bars_suite import validate_bars
+from data_checks.results import DataCheckResult
 from features.market_features import WARMUP_BARS, compute_market_features
 from features.observation import ObservationBuilder, TrainingTensors
 from features.sl_walk_forward import walk_forward_sl_probabilities
@@ -69,14 +71,44 @@ class TrainingSettings:
 # ---------------------------------------------------------------------------------------------- data
 
 
-def check_bars(bars: pd.DataFrame, volatility_proxy: VolatilityProxyConfig | None = None) -> None:
-    """Refuse bars the data checks flag (gaps, suspected splits, bad rows), naming the rows and the checks.
+def check_bars(bars: pd.DataFrame, volatility_proxy: VolatilityProxyConfig | None = None, *,
+               acknowledgements: Acknowledgements | None = None) -> DataCheckResult:
+    """Refuse bars the data checks flag (gaps, suspected splits, bad rows), naming the rows and the checks and how
+    to let a reviewed row through (an entry in an acknowledgement file).
 
     The volatility series demanded follows `volatility_proxy` (default: the config default, `auto`, which
-    demands no VIX: bars without one train on the realized-volatility fallback)."""
-    result = validate_bars(bars, volatility_proxy=volatility_proxy or VolatilityProxyConfig())
+    demands no VIX: bars without one train on the realized-volatility fallback). `acknowledgements`: reviewed rows
+    let through (data_checks/acknowledgements.py); the result lists them."""
+    result = validate_bars(bars, volatility_proxy=volatility_proxy or VolatilityProxyConfig(),
+                           acknowledgements=acknowledgements)
     if not result.success:
-        raise DataQualityError(result)
+        path = acknowledgements.source if acknowledgements is not None and acknowledgements.source \
+            else DEFAULT_ACKNOWLEDGEMENTS
+        hint = how_to_acknowledge(result, bars.reset_index(drop=True), path)
+        if hint and acknowledgements is None:
+            hint += ("\n(Another file: `marlops train --acknowledgements PATH`, or the Dagster market_data resource's "
+                     "`acknowledgements`.)")
+        raise DataQualityError(result, hint=hint)
+    return result
+
+
+ACKNOWLEDGEMENTS_ARTIFACT_DIR = "data_acknowledgements"
+
+
+def _log_acknowledgements(run: Any, acknowledgements: Acknowledgements | None) -> None:
+    """The acknowledgement file as an artifact of the training run, its entry count and sha256 as params and tags:
+    which flagged rows a person let into this training set, and who, stays with the run."""
+    count = len(acknowledgements) if acknowledgements is not None else 0
+    facts = {"data_acknowledgements_count": str(count)}
+    if acknowledgements is not None and count:
+        facts |= {"data_acknowledgements_sha256": acknowledgements.file_sha256,
+                  "data_acknowledgements_fingerprint": acknowledgements.fingerprint()}
+    run.log_params(facts)
+    run.set_tags(facts | ({"data_acknowledgements_file": acknowledgements.source} if count else {}))
+    if acknowledgements is not None and count and acknowledgements.source:
+        run.client.log_artifact(run.run_id, acknowledgements.source, ACKNOWLEDGEMENTS_ARTIFACT_DIR)
+        run.client.log_dict(run.run_id, json.loads(acknowledgements.canonical_json()),
+                            f"{ACKNOWLEDGEMENTS_ARTIFACT_DIR}/canonical_entries.json")
 
 
 def holdout_start(bars: pd.DataFrame, holdout_fraction: float) -> pd.Timestamp:
@@ -181,12 +213,16 @@ def signatures_for(spec: FeatureSpec) -> dict[str, PolicySignature]:
 
 
 def train_candidate(bars: pd.DataFrame, spec: FeatureSpec, ctx: PipelineContext, *, training: TrainingSettings,
-                    on_iteration: Callable[[int, dict[str, float]], None] | None = None) -> PolicyCandidate:
-    """Train the symbol and master policies with MAPPO on the training part; build the SL fallback beside them."""
+                    on_iteration: Callable[[int, dict[str, float]], None] | None = None,
+                    acknowledgements: Acknowledgements | None = None) -> PolicyCandidate:
+    """Train the symbol and master policies with MAPPO on the training part; build the SL fallback beside them.
+
+    `acknowledgements`: the reviewed rows the bars were let through with (check_bars); they enter the dataset id
+    and the file is logged with the MLflow run."""
     config = ctx.config
     start = holdout_start(bars, config.evaluation.walk_forward.holdout_fraction)
     episode = training_episode(bars, spec, config)
-    data_id = dataset_id(bars)
+    data_id = dataset_id(bars, acknowledgements=acknowledgements)
     commit = current_git_commit(ctx.paths.project_root)
     mappo = training.mappo()
     workdir = Path(tempfile.mkdtemp(prefix="candidate-", dir=ctx.paths.root))
@@ -196,6 +232,8 @@ def train_candidate(bars: pd.DataFrame, spec: FeatureSpec, ctx: PipelineContext,
               "train_bars": str(episode.n_steps), HOLDOUT_START_KEY: start.isoformat(),
               **({"fault_drill": training.fault_drill} if training.fault_drill else {})}
     with ctx.registry.start_run("train-policies", params=params) as run:
+        _log_acknowledgements(run, acknowledgements)
+
         def log(iteration: int, metrics: dict[str, float]) -> None:
             run.log_metrics({k: float(v) for k, v in metrics.items() if np.isfinite(v)}, step=iteration)
             if on_iteration is not None:

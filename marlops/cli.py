@@ -107,7 +107,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_checked_bars(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _acknowledgements(args: argparse.Namespace, project_root: Path):  # type: ignore[no-untyped-def]
+    """--acknowledgements, else config/data/acknowledgements.yaml under the project root when it exists, else None."""
+    from data_checks.acknowledgements import resolve_acknowledgements
+
+    return resolve_acknowledgements(getattr(args, "acknowledgements", None), project_root)
+
+
+def _load_checked_bars(args: argparse.Namespace, acknowledgements=None):  # type: ignore[no-untyped-def]
     from market_data.source import load_market
     from marlops.pipeline import check_bars
 
@@ -115,7 +122,7 @@ def _load_checked_bars(args: argparse.Namespace):  # type: ignore[no-untyped-def
     symbols = args.symbols if args.symbols is not None or not synthetic else 20
     days = args.days if args.days is not None or not synthetic else 504
     bars = load_market(args.data, seed=args.seed, n_symbols=symbols, n_days=days)
-    check_bars(bars)
+    check_bars(bars, acknowledgements=acknowledgements)
     return bars
 
 
@@ -135,10 +142,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
 
     ctx = _pipeline_context(args)
-    bars = _load_checked_bars(args)
+    acknowledgements = _acknowledgements(args, ctx.paths.project_root)
+    bars = _load_checked_bars(args, acknowledgements)
     spec = fit_spec(bars, ctx.config, seed=args.seed)
     settings = TrainingSettings(seed=args.seed, iterations=args.iterations, hidden=args.hidden)
-    candidate = train_candidate(bars, spec, ctx, training=settings)
+    candidate = train_candidate(bars, spec, ctx, training=settings, acknowledgements=acknowledgements)
     registered = register_candidate(candidate, ctx)
     print(f"registered candidate (MLflow run {registered.run_id}, held out from {registered.holdout_start[:10]}):")
     for agent, version in registered.versions().items():
@@ -156,7 +164,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from marlops.pipeline import evaluate_registered
 
     ctx = _pipeline_context(args)
-    bars = _load_checked_bars(args)
+    bars = _load_checked_bars(args, _acknowledgements(args, ctx.paths.project_root))
     out = Path(args.json)
     result = evaluate_registered(bars, args.policy, ctx, out.parent / f"{out.stem}-report")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -230,6 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--iterations", type=int, default=80)
     train.add_argument("--hidden", type=int, default=64)
     train.add_argument("--skip-validation", action="store_true", help="register without the held-out evaluation")
+    train.add_argument("--acknowledgements", default=None, metavar="PATH",
+                       help="reviewed flagged bar rows to let through (YAML or CSV: symbol, date, check, reason, "
+                            "reviewer; see config/data/acknowledgements.example.yaml). Default: "
+                            "config/data/acknowledgements.yaml when it exists")
     train.set_defaults(func=cmd_train)
 
     evaluate = sub.add_parser("evaluate", help="score a registered policy on held-out bars; metrics + Go/No-Go as JSON")
@@ -237,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     data_arguments(evaluate)
     evaluate.add_argument("--json", required=True, help="output JSON path (the report's md/png go beside it)")
     evaluate.add_argument("--fail-on-no-go", action="store_true", help="exit 3 when the verdict is NO-GO")
+    evaluate.add_argument("--acknowledgements", default=None, metavar="PATH",
+                          help="as for train: reviewed flagged bar rows to let through")
     evaluate.set_defaults(func=cmd_evaluate)
 
     from marlops.up import UpOptions

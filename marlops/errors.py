@@ -13,10 +13,12 @@ class PipelineError(MarlopsError):
 class DataQualityError(PipelineError):
     """The data checks flagged the bars (gaps, suspected splits, bad rows): nothing is trained or scored on them."""
 
-    def __init__(self, result: object) -> None:
+    def __init__(self, result: object, hint: str = "") -> None:
         summary = getattr(result, "summary", None)
         text = summary() if callable(summary) else str(result)
-        super().__init__(f"the bars failed their data checks; fix or drop the rows named below\n{text}")
+        # `hint`: the way forward beyond fixing rows (e.g. acknowledging reviewed ones), appended after the summary.
+        super().__init__(f"the bars failed their data checks; fix or drop the rows named below\n{text}"
+                         + (f"\n{hint}" if hint else ""))
         self.result = result
 
 

@@ -50,7 +50,8 @@ def sl_model(market_bars: pd.DataFrame, feature_table: pd.DataFrame, marlops: Ma
 @asset(group_name=GROUP, kinds={"torch", "mlflow"},
        description="Symbol + master policies trained with MAPPO on the training part; SL-threshold fallback beside them.")
 def policy_candidate(context: AssetExecutionContext, market_bars: pd.DataFrame, sl_model: FeatureSpec,
-                     marlops: MarlopsResource, training: TrainingResource) -> Output[pipeline.PolicyCandidate]:
+                     marlops: MarlopsResource, training: TrainingResource,
+                     market_data: MarketDataResource) -> Output[pipeline.PolicyCandidate]:
     settings = training.settings()
 
     def progress(iteration: int, metrics: dict[str, float]) -> None:
@@ -58,8 +59,10 @@ def policy_candidate(context: AssetExecutionContext, market_bars: pd.DataFrame, 
             context.log.info(f"MAPPO iteration {iteration + 1}/{settings.iterations}: episode return "
                              f"{metrics['episode_return']:+.4f}, Sharpe {metrics['episode_sharpe']:+.2f}")
 
+    # The rows the bars check let through (market_bars_are_valid) enter the dataset id and the MLflow run.
     candidate = pipeline.train_candidate(market_bars, sl_model, marlops.pipeline_context(), training=settings,
-                                         on_iteration=progress)
+                                         on_iteration=progress,
+                                         acknowledgements=market_data.reviewed_rows(marlops.project_root))
     return Output(candidate, metadata=candidate.metadata())
 
 

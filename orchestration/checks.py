@@ -10,6 +10,7 @@ from data_checks.features_suite import validate_feature_table
 from data_checks.results import DataCheckResult
 from marlops.pipeline import ValidationResult
 from orchestration.assets import feature_table, market_bars, validation_report
+from orchestration.resources import MarketDataResource, MarlopsResource
 
 
 def _as_check_result(result: DataCheckResult) -> AssetCheckResult:
@@ -17,14 +18,18 @@ def _as_check_result(result: DataCheckResult) -> AssetCheckResult:
         passed=result.success,
         severity=AssetCheckSeverity.ERROR,
         metadata={"rows": result.n_rows, "failures": len(result.failures),
+                  "acknowledged_rows": len(result.acknowledged),
                   "summary": MetadataValue.md(result.summary())},
     )
 
 
-@asset_check(asset=market_bars, blocking=True, description="Great Expectations suite for OHLCV bars.")
-def market_bars_are_valid(market_bars: pd.DataFrame) -> AssetCheckResult:
+@asset_check(asset=market_bars, blocking=True, description="Great Expectations suite for OHLCV bars; reviewed rows "
+             "acknowledged in the market_data resource's acknowledgement file pass.")
+def market_bars_are_valid(market_bars: pd.DataFrame, market_data: MarketDataResource,
+                          marlops: MarlopsResource) -> AssetCheckResult:
     # The default volatility proxy (auto) demands no VIX series: bars without one fall back to realized volatility.
-    return _as_check_result(validate_bars(market_bars, volatility_proxy=VolatilityProxyConfig()))
+    return _as_check_result(validate_bars(market_bars, volatility_proxy=VolatilityProxyConfig(),
+                                          acknowledgements=market_data.reviewed_rows(marlops.project_root)))
 
 
 @asset_check(asset=feature_table, blocking=True, description="Every observation feature present and finite.")

@@ -7,6 +7,7 @@ from pathlib import Path
 from dagster import ConfigurableResource
 
 from contracts.config import RLConfig, load_rl_config
+from data_checks.acknowledgements import Acknowledgements, resolve_acknowledgements
 from marlops.lifecycle.context import LifecycleContext, lifecycle_context
 from marlops.paths import StatePaths
 from marlops.pipeline import PipelineContext, TrainingSettings
@@ -48,6 +49,15 @@ class MarketDataResource(ConfigurableResource):  # type: ignore[misc]
     n_symbols: int = 20
     n_days: int = 504  # two years of daily bars
     replay_days: int = 30
+    # Reviewed flagged rows to let through the bars check (data_checks/acknowledgements.py), relative to the project
+    # root; empty: config/data/acknowledgements.yaml when it exists, else none.
+    acknowledgements: str = ""
+
+    def reviewed_rows(self, project_root: str) -> Acknowledgements | None:
+        path = Path(self.acknowledgements) if self.acknowledgements else None
+        if path is not None and not path.is_absolute():
+            path = Path(project_root) / path
+        return resolve_acknowledgements(path, project_root)
 
 
 class TrainingResource(ConfigurableResource):  # type: ignore[misc]
