@@ -27,17 +27,21 @@ from gateway.domain.overlay import reduce_only, resolve_overlay
 
 from agents.book import DEFAULT_INITIAL_CASH, BacktestBook, BookStep
 from agents.errors import EnvironmentStateError, InputShapeError, InvalidActionError
-from agents.inputs import MASTER_MARKET_DIM, SYMBOL_MARKET_DIM, as_float_array, check_action_levels
+from agents.inputs import MASTER_MARKET_DIM, SYMBOL_MARKET_DIM, as_float_array, check_action_levels, market_dims
 
 logger = logging.getLogger(__name__)
 
+# The widths of HybridRLObservation v1 (the default). An episode of another version has its own
+# (MarketEpisode.symbol_obs_dim, ...); the environment and MAPPO read the episode's.
 SYMBOL_OBS_DIM = SYMBOL_MARKET_DIM + 2
 MASTER_OBS_DIM = MASTER_MARKET_DIM + 2
 N_DIRECTIVES = len(DIRECTIVE_MODES)
 # Critic inputs: master market, drawdown, gross, directive one-hot, mean held level, mean symbol market features.
 GLOBAL_STATE_DIM = MASTER_MARKET_DIM + 2 + N_DIRECTIVES + 1 + SYMBOL_MARKET_DIM
 SYMBOL_CRITIC_DIM = SYMBOL_OBS_DIM + GLOBAL_STATE_DIM
+# v2 appends its macro features after the v1 master market features: the regime columns are the same.
 _REGIME_COLUMNS = [MASTER_MARKET_FEATURES.index(name) for name in REGIME_FEATURES]
+N_PORTFOLIO = 2  # position level + gross exposure (symbol), drawdown + gross exposure (master)
 
 
 @dataclass(frozen=True)
@@ -46,18 +50,21 @@ class MarketEpisode:
 
     timestamps: pd.DatetimeIndex  # [T]
     symbols: tuple[str, ...]  # [N]
-    symbol_market: np.ndarray  # [T, N, SYMBOL_MARKET_DIM] float32
-    master_market: np.ndarray  # [T, MASTER_MARKET_DIM] float32
+    symbol_market: np.ndarray  # [T, N, symbol_market_dim] float32
+    master_market: np.ndarray  # [T, master_market_dim] float32
     closes: np.ndarray  # [T, N] float64, the prices decisions are made and filled at
     clip: float = 5.0  # the feature spec's clip, applied to the portfolio features as in serving
+    # The feature spec's version: it fixes the market widths (v2 adds sentiment and macro features).
+    observation_version: int = 1
 
     def __post_init__(self) -> None:
         steps = len(self.timestamps)
         if steps < 2:
             raise InputShapeError(f"an episode needs at least 2 bars, got {steps}")
         n = len(self.symbols)
-        as_float_array("symbol_market", self.symbol_market, (steps, n, SYMBOL_MARKET_DIM), ("T", "N", "Dm"))
-        as_float_array("master_market", self.master_market, (steps, MASTER_MARKET_DIM), ("T", "Mm"))
+        symbol_dim, master_dim = market_dims(self.observation_version)
+        as_float_array("symbol_market", self.symbol_market, (steps, n, symbol_dim), ("T", "N", "Dm"))
+        as_float_array("master_market", self.master_market, (steps, master_dim), ("T", "Mm"))
         closes = as_float_array("closes", self.closes, (steps, n), ("T", "N"))
         if (closes <= 0).any():
             first = tuple(int(i) for i in np.argwhere(closes <= 0)[0])
@@ -67,6 +74,23 @@ class MarketEpisode:
     def n_steps(self) -> int:
         return len(self.timestamps)
 
+    @property
+    def symbol_obs_dim(self) -> int:
+        return int(self.symbol_market.shape[2]) + N_PORTFOLIO
+
+    @property
+    def master_obs_dim(self) -> int:
+        return int(self.master_market.shape[1]) + N_PORTFOLIO
+
+    @property
+    def global_state_dim(self) -> int:
+        """Master observation, directive one-hot, mean held level, mean symbol market features."""
+        return self.master_obs_dim + N_DIRECTIVES + 1 + int(self.symbol_market.shape[2])
+
+    @property
+    def symbol_critic_dim(self) -> int:
+        return self.symbol_obs_dim + self.global_state_dim
+
     def window(self, start: int, stop: int) -> "MarketEpisode":
         return MarketEpisode(
             timestamps=self.timestamps[start:stop],
@@ -75,6 +99,7 @@ class MarketEpisode:
             master_market=self.master_market[start:stop],
             closes=self.closes[start:stop],
             clip=self.clip,
+            observation_version=self.observation_version,
         )
 
     def regime_shifts(self) -> np.ndarray:

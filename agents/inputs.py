@@ -2,12 +2,28 @@
 
 import numpy as np
 
-from contracts.features import MASTER_MARKET_FEATURES, PORTFOLIO_FEATURES, SYMBOL_FEATURES
+from contracts.features import (
+    MASTER_MARKET_FEATURES,
+    PORTFOLIO_FEATURES,
+    SYMBOL_FEATURES,
+    master_market_names,
+    symbol_market_names,
+)
 
 from agents.errors import InputShapeError
 
+# HybridRLObservation v1's widths (the default); other versions: market_dims(version).
 SYMBOL_MARKET_DIM = len(SYMBOL_FEATURES) - len(PORTFOLIO_FEATURES)
 MASTER_MARKET_DIM = len(MASTER_MARKET_FEATURES)
+
+
+def market_dims(observation_version: int) -> tuple[int, int]:
+    """(symbol market width, master market width) of a HybridRLObservation version: what the feature service
+    fills, i.e. the observation less the portfolio features the environment appends."""
+    try:
+        return len(symbol_market_names(observation_version)), len(master_market_names(observation_version))
+    except ValueError as exc:
+        raise InputShapeError(str(exc)) from exc
 
 
 def as_float_array(name: str, value: object, shape: tuple[int | None, ...], axes: tuple[str, ...]) -> np.ndarray:
@@ -49,8 +65,8 @@ def check_market_inputs(
     return market, returns
 
 
-def check_master_market(master_market: object, steps: int) -> np.ndarray:
-    return as_float_array("master_market", master_market, (steps, MASTER_MARKET_DIM), ("T", "Mm"))
+def check_master_market(master_market: object, steps: int, *, market_dim: int = MASTER_MARKET_DIM) -> np.ndarray:
+    return as_float_array("master_market", master_market, (steps, market_dim), ("T", "Mm"))
 
 
 def check_action_levels(action_levels: object) -> np.ndarray:

@@ -26,11 +26,7 @@ from tqdm import tqdm
 from contracts.config import RiskOverlaysConfig
 
 from agents.environment import (
-    GLOBAL_STATE_DIM,
-    MASTER_OBS_DIM,
     N_DIRECTIVES,
-    SYMBOL_CRITIC_DIM,
-    SYMBOL_OBS_DIM,
     EnvSettings,
     HierarchicalTradingEnv,
     MarketEpisode,
@@ -248,8 +244,9 @@ def train_mappo(
     rng = np.random.default_rng(cfg.seed)
     history: list[dict[str, float]] = []
     with deterministic_torch(cfg.seed) as gen:
-        symbol = _Agent(SYMBOL_OBS_DIM, SYMBOL_CRITIC_DIM, n_actions, cfg)
-        master = _Agent(MASTER_OBS_DIM, GLOBAL_STATE_DIM, N_DIRECTIVES, cfg)
+        # Widths from the episode (its spec's observation version), not v1's module constants.
+        symbol = _Agent(episode.symbol_obs_dim, episode.symbol_critic_dim, n_actions, cfg)
+        master = _Agent(episode.master_obs_dim, episode.global_state_dim, N_DIRECTIVES, cfg)
         bar = tqdm(range(cfg.iterations), desc="MAPPO", disable=progress_disabled(), leave=False)
         for iteration in bar:
             env = HierarchicalTradingEnv(_episode_window(episode, cfg, rng), risk, env_settings)
@@ -288,8 +285,9 @@ class _Rollout:
 def _rollout(env: HierarchicalTradingEnv, symbol: _Agent, master: _Agent, cfg: MAPPOConfig, gen: torch.Generator) -> _Rollout:
     env.reset()
     steps, n = env.n_steps, env.n_symbols
-    sym_obs = np.empty((steps, n, SYMBOL_OBS_DIM), dtype=np.float32)
-    sym_critic = np.empty((steps, n, SYMBOL_CRITIC_DIM), dtype=np.float32)
+    episode = env.episode
+    sym_obs = np.empty((steps, n, episode.symbol_obs_dim), dtype=np.float32)
+    sym_critic = np.empty((steps, n, episode.symbol_critic_dim), dtype=np.float32)
     sym_actions = np.empty((steps, n), dtype=np.int64)
     sym_log_probs = np.empty((steps, n), dtype=np.float32)
     sym_masks = np.empty((steps, n, env.n_actions), dtype=bool)
@@ -315,7 +313,7 @@ def _rollout(env: HierarchicalTradingEnv, symbol: _Agent, master: _Agent, cfg: M
         mask = env.action_mask()
         global_state = env.global_state()
         sym_obs[t] = obs
-        sym_critic[t] = np.concatenate([obs, np.broadcast_to(global_state, (n, GLOBAL_STATE_DIM))], axis=1)
+        sym_critic[t] = np.concatenate([obs, np.broadcast_to(global_state, (n, episode.global_state_dim))], axis=1)
         sym_masks[t] = mask
         sym_actions[t], sym_log_probs[t] = sample(symbol.actor, obs, mask, gen)
         result = env.step(sym_actions[t])
@@ -330,8 +328,9 @@ def _rollout(env: HierarchicalTradingEnv, symbol: _Agent, master: _Agent, cfg: M
         span = master_rewards[starts[k] : starts[k + 1]]
         m_rewards[k] = float((span * cfg.gamma ** np.arange(len(span))).sum())
         m_discounts[k] = 0.0 if k + 1 == k_count else cfg.gamma ** len(span)
-    sym_values = values_of(symbol.critic, sym_critic.reshape(-1, SYMBOL_CRITIC_DIM), symbol.norm).reshape(steps, n)
-    m_state_arr = np.array(m_state, dtype=np.float32).reshape(k_count, GLOBAL_STATE_DIM)
+    sym_values = values_of(symbol.critic, sym_critic.reshape(-1, episode.symbol_critic_dim),
+                           symbol.norm).reshape(steps, n)
+    m_state_arr = np.array(m_state, dtype=np.float32).reshape(k_count, episode.global_state_dim)
     m_values = values_of(master.critic, m_state_arr, master.norm)
     equity = np.cumprod(1.0 + returns)
     stats = {
@@ -345,20 +344,21 @@ def _rollout(env: HierarchicalTradingEnv, symbol: _Agent, master: _Agent, cfg: M
         "masked_share": float(1.0 - sym_masks.mean()),
     }
     return _Rollout(sym_obs, sym_critic, sym_actions, sym_log_probs, sym_masks, sym_rewards, sym_values,
-                    np.array(m_obs, dtype=np.float32).reshape(k_count, MASTER_OBS_DIM), m_state_arr,
+                    np.array(m_obs, dtype=np.float32).reshape(k_count, episode.master_obs_dim), m_state_arr,
                     np.array(m_actions, dtype=np.int64), np.array(m_log_probs, dtype=np.float32),
                     m_rewards, m_discounts, m_values, stats)
 
 
 def _learn(r: _Rollout, symbol: _Agent, master: _Agent, cfg: MAPPOConfig, gen: torch.Generator) -> dict[str, float]:
     steps, n = r.sym_rewards.shape
+    obs_dim, critic_dim = r.sym_obs.shape[-1], r.sym_critic.shape[-1]
     discounts = np.full(steps, cfg.gamma)
     discounts[-1] = 0.0
     sym_adv, sym_ret = gae(r.sym_rewards, r.sym_values, discounts[:, None] * np.ones((1, n)), cfg.gae_lambda)
     symbol.norm.update(sym_ret)
     sym_batch = _Batch(
-        observations=torch.from_numpy(r.sym_obs.reshape(-1, SYMBOL_OBS_DIM)),
-        critic_inputs=torch.from_numpy(r.sym_critic.reshape(-1, SYMBOL_CRITIC_DIM)),
+        observations=torch.from_numpy(r.sym_obs.reshape(-1, obs_dim)),
+        critic_inputs=torch.from_numpy(r.sym_critic.reshape(-1, critic_dim)),
         actions=torch.from_numpy(r.sym_actions.reshape(-1)),
         old_log_probs=torch.from_numpy(r.sym_log_probs.reshape(-1)),
         advantages=torch.from_numpy(sym_adv.reshape(-1).astype(np.float32)),

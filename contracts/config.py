@@ -377,12 +377,36 @@ class LifecycleConfig(_Config):
     ab_test: ABTestConfig = ABTestConfig()
 
 
+class AltDataConfig(_Config):
+    """Sentiment and macro feeds of HybridRLObservation v2 (market_data/alt_data.py, features/alt_features.py)."""
+
+    # "synthetic" (deterministic from `seed`, the default) or a CSV/Parquet file: sentiment columns
+    # timestamp, symbol, score, article_count; macro columns timestamp, series, value.
+    sentiment_source: str = "synthetic"
+    macro_source: str = "synthetic"
+    seed: int = 11
+    # A record older than this at a bar (or none at all) is stale: the feature takes its training mean (neutral)
+    # and the snapshot reports it (ALT_FEED_STALE). Written into a v2 spec's definitions (part of its hash).
+    sentiment_max_age_hours: float = Field(default=6.0, gt=0)
+    macro_max_age_hours: float = Field(default=72.0, gt=0)
+
+
+class FeaturesConfig(_Config):
+    """config/rl/features.yaml. `observation_version` 1 (the default) trains on HybridRLObservation v1; 2 adds
+    the sentiment/macro features. A served policy always uses its own spec (the spec hash decides), whatever this
+    says."""
+
+    observation_version: Literal[1, 2] = 1
+    alt_data: AltDataConfig = AltDataConfig()
+
+
 class RLConfig(_Config):
     serving: ServingConfig
     risk: RiskOverlaysConfig
     drift: DriftThresholdsConfig
     evaluation: EvaluationConfig
     lifecycle: LifecycleConfig = LifecycleConfig()
+    features: FeaturesConfig = FeaturesConfig()
 
 
 _M = TypeVar("_M", bound=BaseModel)
@@ -441,4 +465,7 @@ def load_rl_config(config_dir: Path | None = None) -> RLConfig:
         drift=load_drift(root / "feature_drift_thresholds.json"),
         evaluation=load_evaluation(root / "evaluation.yaml"),
         lifecycle=load_model(root / "lifecycle.yaml", LifecycleConfig),
+        # Optional: config dirs without features.yaml train v1 as before.
+        features=load_model(root / "features.yaml", FeaturesConfig) if (root / "features.yaml").is_file()
+        else FeaturesConfig(),
     )

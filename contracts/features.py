@@ -83,3 +83,47 @@ MASTER_MARKET_FEATURES: tuple[str, ...] = (
 )
 MASTER_PORTFOLIO_FEATURES: tuple[str, ...] = ("drawdown", "gross_exposure")
 MASTER_FEATURES: tuple[str, ...] = MASTER_MARKET_FEATURES + MASTER_PORTFOLIO_FEATURES
+
+# --- HybridRLObservation v2: v1 + news sentiment (per symbol) + macro series (master) ---------------------------
+# v1 above stays exactly as it was (the hashes of v1 specs are pinned); v2 is opt-in (features.observation_version).
+# The alternative-data features sit between the market features and the SL/regime/portfolio features, so the
+# portfolio features stay last (the simulators fill them) and the regime columns keep their master positions.
+OBSERVATION_VERSIONS: tuple[int, ...] = (1, 2)
+# Latest news sentiment score in [-1, 1] at or before the bar, and log(1 + article count) of that record.
+SENTIMENT_FEATURES: tuple[str, ...] = ("sentiment_score", "sentiment_count_log")
+# The macro series a MacroSource publishes (percent): 10y and 2y treasury yields, investment-grade credit spread.
+MACRO_SERIES: tuple[str, ...] = ("rate_10y", "rate_2y", "credit_spread")
+MACRO_FEATURES: tuple[str, ...] = tuple(f"macro_{name}" for name in MACRO_SERIES)
+ALT_FEATURES: tuple[str, ...] = SENTIMENT_FEATURES + MACRO_FEATURES
+
+SYMBOL_FEATURES_V2: tuple[str, ...] = (
+    SYMBOL_MARKET_FEATURES + SENTIMENT_FEATURES + SL_FEATURES + REGIME_FEATURES + PORTFOLIO_FEATURES
+)
+MASTER_MARKET_FEATURES_V2: tuple[str, ...] = MASTER_MARKET_FEATURES + MACRO_FEATURES
+MASTER_FEATURES_V2: tuple[str, ...] = MASTER_MARKET_FEATURES_V2 + MASTER_PORTFOLIO_FEATURES
+
+
+def _check_version(version: int) -> int:
+    if version not in OBSERVATION_VERSIONS:
+        raise ValueError(f"unknown {OBSERVATION_NAME} version {version!r}; known: {list(OBSERVATION_VERSIONS)}")
+    return version
+
+
+def symbol_feature_names(version: int = OBSERVATION_VERSION) -> tuple[str, ...]:
+    """The ordered symbol-agent observation of `version` (portfolio features last)."""
+    return SYMBOL_FEATURES if _check_version(version) == 1 else SYMBOL_FEATURES_V2
+
+
+def master_feature_names(version: int = OBSERVATION_VERSION) -> tuple[str, ...]:
+    """The ordered master-agent observation of `version` (portfolio features last)."""
+    return MASTER_FEATURES if _check_version(version) == 1 else MASTER_FEATURES_V2
+
+
+def symbol_market_names(version: int = OBSERVATION_VERSION) -> tuple[str, ...]:
+    """The symbol features the feature service fills (everything but the portfolio features)."""
+    return symbol_feature_names(version)[: -len(PORTFOLIO_FEATURES)]
+
+
+def master_market_names(version: int = OBSERVATION_VERSION) -> tuple[str, ...]:
+    """The master features the feature service fills (everything but the portfolio features)."""
+    return master_feature_names(version)[: -len(MASTER_PORTFOLIO_FEATURES)]

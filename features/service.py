@@ -22,6 +22,7 @@ import pandas as pd
 from contracts.bars import BAR_COLUMNS, BENCHMARK_SYMBOL, VOLATILITY_INDEX_SYMBOL
 from contracts.config import VolatilityProxyConfig
 from contracts.features import REGIME_FEATURES, FeatureSpec
+from features.alt_features import AltJoin
 from features.errors import FeatureError, MissingDataError
 from features.market_features import WARMUP_BARS, WideBars, market_rows_at, symbol_feature_arrays, to_wide, wide_from_codes
 from features.master_features import VIX_CHANGE_HORIZON, master_table
@@ -52,6 +53,10 @@ class MarketSnapshot:
     # Symbols of the service left out of this snapshot, with why: BAR_MISSING (no bar at this timestamp) or
     # FEATURES_INCOMPLETE (a bar missing or invalid in the feature window). `market_rows`/`prices` lack them.
     unavailable: dict[str, str] = field(default_factory=dict)
+    # v2 specs: sentiment/macro feeds older than the spec's max age at this bar ("sentiment:<SYMBOL>" /
+    # "macro:<series>" -> age in hours, inf if never published). Their features sit at the neutral training mean;
+    # the trading service raises ALT_FEED_STALE (features.alt_features) and trades on. Always empty for v1.
+    stale_feeds: dict[str, float] = field(default_factory=dict)
 
     @property
     def available(self) -> tuple[str, ...]:
@@ -73,7 +78,11 @@ class FeatureService:
         *,
         history: pd.DataFrame | None = None,
         window: int = 64,
+        alt: object | None = None,
     ) -> None:
+        """`alt`: the sentiment/macro as-of provider (features.alt_features.AltProvider, e.g.
+        market_data.alt_data.AltFeeds.from_store(...)) a HybridRLObservation v2 spec joins each bar; required for
+        v2 specs, ignored for v1 specs."""
         try:
             self.proxy = proxy_from_spec(spec)
         except MarketDataError as exc:
@@ -99,6 +108,7 @@ class FeatureService:
         self.symbols = symbols
         self.window = window
         self.builder = ObservationBuilder(spec)
+        self._alt = AltJoin(spec, alt) if spec.version >= 2 else None
         # Benchmark + the proxy's input: what a feed must deliver on top of `symbols`.
         self.market_inputs = market_input_symbols(self.proxy)
         self._wanted = set(symbols) | set(self.market_inputs)
@@ -129,6 +139,10 @@ class FeatureService:
     def n_bars(self) -> int:
         """Distinct timestamps currently held (at most `window`)."""
         return len(self._blocks)
+
+    def window_bars(self) -> pd.DataFrame:
+        """The raw bars of the trailing window (BAR_COLUMNS), oldest first: what a bulk recomputation reads."""
+        return self._buffer
 
     @property
     def _buffer(self) -> pd.DataFrame:
@@ -212,6 +226,9 @@ class FeatureService:
             what = f"symbols {incomplete}" if incomplete else f"the master features (SPY/{self.proxy.name}/breadth)"
             raise MissingDataError(f"features at {ts} incomplete for {what}: {reason}")
         master_row = master.loc[ts]
+        stale: dict[str, float] = {}
+        if self._alt is not None:  # v2: the as-of sentiment/macro join, the same as training's (AltJoin)
+            market_rows, master_row, stale = self._alt.snapshot(ts, market_rows, master_row)
         closes = dict(zip(fresh["symbol"].tolist(), fresh["close"].to_numpy()))
         unavailable = {s: (FEATURES_INCOMPLETE if s in closes else BAR_MISSING) for s in incomplete}
         if unavailable:
@@ -230,6 +247,7 @@ class FeatureService:
             prices={s: float(closes[s]) for s in self.symbols if s not in unavailable},
             regime_shift=shift,
             unavailable=unavailable,
+            stale_feeds=stale,
         )
 
     # -- passthroughs to the observation builder (same code as training) ----------------------------

@@ -9,17 +9,18 @@ import pandas as pd
 
 from contracts.config import VolatilityProxyConfig
 from contracts.features import (
-    MASTER_FEATURES,
     MASTER_PORTFOLIO_FEATURES,
     PORTFOLIO_FEATURES,
     REGIME_FEATURES,
     SL_FEATURES,
-    SYMBOL_FEATURES,
     FeatureBlock,
     FeatureSpec,
+    master_feature_names,
+    symbol_feature_names,
 )
 from features import market_features as mf
 from features import master_features as ms
+from features.alt_features import AltFreshness, fit_tables
 from features.errors import MissingDataError
 from features.master_features import compute_feature_tables
 from features.sl_signal import fit_sl_model, predict_sl
@@ -42,6 +43,10 @@ def _block(names: tuple[str, ...], table: pd.DataFrame) -> FeatureBlock:
             stds.append(1.0)
             continue
         values = table[name].to_numpy(dtype=np.float64)
+        # v2 alt-data columns are NaN where the feed was stale: fitted on the fresh values only.
+        values = values[np.isfinite(values)]
+        if len(values) == 0:
+            raise MissingDataError(f"feature {name}: no usable (fresh) value in the training rows")
         means.append(float(values.mean()))
         stds.append(float(max(values.std(), STD_FLOOR)))
     return FeatureBlock(names=names, means=tuple(means), stds=tuple(stds))
@@ -53,9 +58,17 @@ def fit_feature_spec(
     seed: int = 0,
     clip: float = 5.0,
     volatility_proxy: VolatilityProxyConfig | None = None,
+    observation_version: int = 1,
+    alt: object | None = None,
+    freshness: AltFreshness | None = None,
 ) -> FeatureSpec:
     """Fit on raw bars: `volatility_proxy` (default index:VIX; `auto` is resolved against the bars) fills the
-    volatility input, and the proxy used is named in the spec (`volatility_source`)."""
+    volatility input, and the proxy used is named in the spec (`volatility_source`).
+
+    `observation_version` 2 adds the sentiment/macro features, joined as of each bar from `alt` (an
+    features.alt_features.AltProvider, e.g. market_data.alt_data.AltFeeds); their constants are fitted on the
+    fresh records only and `freshness` (default 6 h sentiment / 72 h macro) enters the spec's definitions."""
+    symbol_names, master_names = symbol_feature_names(observation_version), master_feature_names(observation_version)
     proxy = resolve_volatility_proxy(volatility_proxy or VolatilityProxyConfig(source="index"), bars_train)
     try:
         bars_train = apply_volatility_proxy(bars_train, proxy)
@@ -69,14 +82,26 @@ def fit_feature_spec(
         )
     sl_model = fit_sl_model(market, bars_train, seed=seed)
     symbol_table = market.assign(**{SL_FEATURES[0]: predict_sl(sl_model, market)})
+    definitions = feature_definitions()
+    if observation_version == 2:
+        freshness = freshness or AltFreshness()
+        definitions |= freshness.definitions()
+        symbol_table, master = fit_tables(alt, symbol_table, master, freshness)
     spec = FeatureSpec(
-        symbol=_block(SYMBOL_FEATURES, symbol_table),
-        master=_block(MASTER_FEATURES, master),
+        version=observation_version,
+        symbol=_block(symbol_names, symbol_table),
+        master=_block(master_names, master),
         sl_model=sl_model,
         clip=clip,
-        definitions=feature_definitions(),
+        definitions=definitions,
         volatility_source=proxy.name,
     )
+    if observation_version == 2:
+        # The drift reference sees what the policy sees: stale values at their neutral (mean) value.
+        symbol_table = symbol_table.fillna({n: spec.symbol.means[spec.symbol.names.index(n)]
+                                            for n in symbol_names if n in symbol_table.columns})
+        master = master.fillna({n: spec.master.means[spec.master.names.index(n)]
+                                for n in master_names if n in master.columns})
     logger.info("feature spec fitted on %d symbol rows, %d master rows, volatility input %s: %s", len(market),
                 len(master), spec.volatility_source, spec.spec_hash()[:12])
     return spec
