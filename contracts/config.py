@@ -123,8 +123,27 @@ class VolatilityProxyConfig(_Config):
         raise ValueError(f"volatility source {name!r} is not index:VIX, etf:<SYMBOL> or realized:<SYMBOL>:<window>")
 
 
+class FeedConfig(_Config):
+    """Feed validation and provider quorum (market_data.feed_checks / market_data.quorum)."""
+
+    # A provider with no fresh bar for this many bars in a row is STALE (alert FEED_PROVIDER_STALE:<name>).
+    stale_after_intervals: int = Field(default=2, ge=1, le=1000)
+    # Live feeds: a bar stamped more than this many seconds before the wall clock is FEED_STALE;
+    # null = stale_after_intervals x loop.bar_seconds. Replays are never checked against the wall clock.
+    max_clock_lag_seconds: float | None = Field(default=None, gt=0)
+    # Providers agree on a symbol when their close is within this fraction of the median close.
+    tolerance: float = Field(default=0.005, gt=0, lt=1)
+    # Providers that must agree on a symbol; null = a majority of the configured providers (2 of 3, 2 of 2).
+    quorum: int | None = Field(default=None, ge=1)
+    # A quarantined provider is released after agreeing with the quorum on this many bars in a row.
+    release_after_bars: int = Field(default=5, ge=1, le=100000)
+    # Live feeds: wall seconds after a bar timestamp is first seen before it is emitted without a late provider.
+    grace_seconds: float = Field(default=2.0, ge=0, le=3600)
+
+
 class MarketDataConfig(_Config):
     volatility_proxy: VolatilityProxyConfig = VolatilityProxyConfig()
+    feed: FeedConfig = FeedConfig()
 
 
 class ServingConfig(_Config):

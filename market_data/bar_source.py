@@ -10,23 +10,35 @@ takes live bars from its stream.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import pandas as pd
 
 from contracts.bars import BAR_COLUMNS
 from market_data.errors import MarketDataError
+from market_data.feed_status import FeedStatus
 from market_data.replay import ReplayClock
 
 
 @dataclass(frozen=True)
 class BarBatch:
-    """The bars of one timestamp (one row per symbol, BAR_COLUMNS), market time UTC."""
+    """The bars of one timestamp (one row per symbol, BAR_COLUMNS), market time UTC.
+
+    Set by the feed guard (`market_data.quorum.QuorumBarSource`, also around a single source); a plain source
+    leaves both at their defaults:
+    `flags`: symbol -> reason code (`market_data.feed_checks`: BAR_MISSING, FEED_STALE, BAR_INCONSISTENT,
+        NO_QUORUM) for every symbol whose bar was not accepted. Such a symbol's row in `bars` is a
+        carried-forward bar (last accepted close as open=high=low=close, volume 0, stamped `timestamp`), or absent
+        if it never had an accepted bar. The trading service takes no new risk on a flagged symbol this bar.
+    `feed`: provider states, alert transitions and missing-bar counts of this bar (None: no feed guard).
+    """
 
     timestamp: pd.Timestamp
     bars: pd.DataFrame
+    flags: Mapping[str, str] = field(default_factory=dict)
+    feed: FeedStatus | None = None
 
 
 @runtime_checkable
@@ -44,6 +56,9 @@ class BarSource(Protocol):
 
 class ReplayBarSource:
     """A frame of bars replayed from `start` on: bars before `start` are history.
+
+    `live = False`: its timestamps are market time, not the wall clock (a feed guard never applies a
+    wall-clock lag check or a grace period to it).
 
     `bars_per_second` = pace (None: as fast as possible); `realtime=True` = one bar per `bar_seconds`
     of wall time, as live. A restart resumes with `after` = the last bar decided; pacing restarts there.
@@ -64,9 +79,26 @@ class ReplayBarSource:
         self._bar_seconds = bar_seconds
         self._stamps = pd.DatetimeIndex(sorted(self._bars["timestamp"].unique()))
 
+    live = False
+
     @property
     def start(self) -> pd.Timestamp:
         return self._start
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        """Every symbol of the frame, sorted (the universe a feed guard expects at each bar)."""
+        return tuple(sorted(str(s) for s in self._bars["symbol"].unique()))
+
+    @property
+    def timestamps(self) -> pd.DatetimeIndex:
+        """Every bar timestamp of the frame, history included, in order."""
+        return self._stamps
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        """The whole frame (sorted by timestamp, symbol); callers must not modify it."""
+        return self._bars
 
     def remaining(self, after: pd.Timestamp | None) -> int:
         return len(self._upcoming(after))
