@@ -39,9 +39,11 @@ from data_checks.acknowledgements import DEFAULT_ACKNOWLEDGEMENTS, Acknowledgeme
 from data_checks.bars_suite import validate_bars
 from data_checks.results import DataCheckResult
 from features.market_features import WARMUP_BARS, compute_market_features
+from features.alt_features import AltFreshness
 from features.observation import ObservationBuilder, TrainingTensors
 from features.sl_walk_forward import walk_forward_sl_probabilities
 from features.spec import fit_feature_spec
+from market_data.alt_data import AltFeeds, macro_source, sentiment_source
 from market_data.source import dataset_id, trading_symbols
 from marlops.context import PipelineContext
 from marlops.errors import DataQualityError, PipelineError
@@ -127,12 +129,37 @@ def training_part(bars: pd.DataFrame, start: pd.Timestamp) -> pd.DataFrame:
     return bars[bars["timestamp"] < start].reset_index(drop=True)
 
 
-def fit_spec(bars: pd.DataFrame, config: RLConfig, *, seed: int) -> FeatureSpec:
+def alt_feeds_for(bars: pd.DataFrame, config: RLConfig) -> AltFeeds:
+    """The sentiment/macro records a v2 spec is fitted, trained and evaluated on: the configured sources
+    (config/rl/features.yaml `alt_data`; synthetic by default) over the bars' span plus a week before the first
+    bar, so the first bars already have an as-of record. Serving reads the same records from the FeedStore the
+    hourly Dagster assets fill."""
+    alt = config.features.alt_data
+    first, last = pd.Timestamp(bars["timestamp"].min()), pd.Timestamp(bars["timestamp"].max())
+    start, end = (first - pd.Timedelta(days=7)).floor("h"), last.floor("h") + pd.Timedelta(hours=1)
+    return AltFeeds.from_sources(sentiment_source(alt.sentiment_source, symbols=trading_symbols(bars), seed=alt.seed),
+                                 macro_source(alt.macro_source, seed=alt.seed), start, end)
+
+
+def _alt_for_spec(bars: pd.DataFrame, spec: FeatureSpec, config: RLConfig, alt: AltFeeds | None) -> AltFeeds | None:
+    return None if spec.version < 2 else (alt if alt is not None else alt_feeds_for(bars, config))
+
+
+def fit_spec(bars: pd.DataFrame, config: RLConfig, *, seed: int, observation_version: int | None = None,
+             alt: AltFeeds | None = None) -> FeatureSpec:
     """Feature spec and SL model fitted on the training part only, with the configured volatility proxy
-    (`serving.market_data.volatility_proxy`) applied to the raw bars and named in the spec."""
+    (`serving.market_data.volatility_proxy`) applied to the raw bars and named in the spec.
+
+    `observation_version` (default: config/rl/features.yaml, itself 1 by default) 2 fits HybridRLObservation v2
+    with the sentiment/macro records of `alt` (default: alt_feeds_for)."""
     start = holdout_start(bars, config.evaluation.walk_forward.holdout_fraction)
+    version = observation_version or config.features.observation_version
+    freshness = AltFreshness(config.features.alt_data.sentiment_max_age_hours,
+                             config.features.alt_data.macro_max_age_hours)
+    v2 = {} if version < 2 else {"observation_version": version, "freshness": freshness,
+                                 "alt": alt if alt is not None else alt_feeds_for(bars, config)}
     spec = fit_feature_spec(training_part(bars, start), seed=seed,
-                            volatility_proxy=config.serving.market_data.volatility_proxy)
+                            volatility_proxy=config.serving.market_data.volatility_proxy, **v2)
     logger.info("fitted %s v%d on bars before %s (volatility input %s), spec hash %s", spec.name, spec.version,
                 start.date(), spec.volatility_source, spec.spec_hash()[:12])
     return spec
@@ -147,26 +174,31 @@ def episode_of(tensors: TrainingTensors, spec: FeatureSpec, keep: np.ndarray | N
         master_market=tensors.master_market[rows],
         closes=tensors.closes[rows],
         clip=spec.clip,
+        observation_version=spec.version,
     )
 
 
-def training_episode(bars: pd.DataFrame, spec: FeatureSpec, config: RLConfig) -> MarketEpisode:
-    """The training bars with walk-forward (out-of-sample) SL predictions in the observations."""
+def training_episode(bars: pd.DataFrame, spec: FeatureSpec, config: RLConfig,
+                     alt: AltFeeds | None = None) -> MarketEpisode:
+    """The training bars with walk-forward (out-of-sample) SL predictions in the observations (v2 specs: plus the
+    as-of sentiment/macro records of `alt`, default alt_feeds_for)."""
     walk = config.evaluation.walk_forward
     train = training_part(bars, holdout_start(bars, walk.holdout_fraction))
     builder = ObservationBuilder(spec)
     inputs = builder.market_inputs(train)  # the spec's volatility proxy applied, as in serving
     sl = walk_forward_sl_probabilities(compute_market_features(inputs), inputs, min_train_bars=walk.sl_min_train_bars,
                                        refit_every=walk.sl_refit_every)
-    tensors = builder.training_tensors(train, sl_probabilities=sl)
+    tensors = builder.training_tensors(train, sl_probabilities=sl, alt=_alt_for_spec(bars, spec, config, alt))
     if len(tensors.timestamps) < 20:
         raise PipelineError(f"only {len(tensors.timestamps)} training bars after warm-up and SL walk-forward; need 20+")
     return episode_of(tensors, spec)
 
 
-def held_out_episode(bars: pd.DataFrame, spec: FeatureSpec, start: pd.Timestamp) -> tuple[MarketEpisode, np.ndarray]:
-    """Held-out bars (>= `start`) as scored by the served SL model; earlier bars only feed the warm-up windows."""
-    tensors = ObservationBuilder(spec).training_tensors(bars)
+def held_out_episode(bars: pd.DataFrame, spec: FeatureSpec, start: pd.Timestamp,
+                     alt: AltFeeds | None = None) -> tuple[MarketEpisode, np.ndarray]:
+    """Held-out bars (>= `start`) as scored by the served SL model; earlier bars only feed the warm-up windows.
+    `alt`: the sentiment/macro records a v2 spec joins (required for v2 specs)."""
+    tensors = ObservationBuilder(spec).training_tensors(bars, alt=alt)
     keep = np.flatnonzero(tensors.timestamps >= start)
     if len(keep) < 2:
         last = bars["timestamp"].max()
@@ -394,7 +426,7 @@ class ValidationResult:
 
 def evaluate_policies(bars: pd.DataFrame, local: dict[str, Path], spec: FeatureSpec, start: pd.Timestamp,
                       ctx: PipelineContext, out_dir: Path) -> Evaluation:
-    episode, bench = held_out_episode(bars, spec, start)
+    episode, bench = held_out_episode(bars, spec, start, alt=_alt_for_spec(bars, spec, ctx.config, None))
     modules = {agent: load_policy(path) for agent, path in local.items()}
     evaluation = evaluate_held_out(episode, bench, ctx.config.risk, ctx.config.evaluation,
                                    symbol_policy=modules[SYMBOL_AGENT], master_policy=modules[MASTER_AGENT],
