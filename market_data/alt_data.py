@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import uuid
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -341,7 +342,8 @@ class FeedStore:
             elif path.exists():
                 path.unlink()
             day = following
-        (directory / ".updated").write_text(pd.Timestamp.now(tz="UTC").isoformat())
+        # A fresh token per write (not an mtime, which a coarse clock could leave unchanged between two writes).
+        (directory / ".updated").write_text(f"{pd.Timestamp.now(tz='UTC').isoformat()} {uuid.uuid4().hex}")
         logger.info("feed store: %d %s records for [%s, %s)", len(records), feed, start, end)
         return len(records)
 
@@ -371,10 +373,13 @@ class FeedStore:
             frame = _window(frame, lo, hi) if len(frame) else frame
         return frame
 
-    def version(self, feed: str) -> int:
-        """Changes whenever a batch of `feed` is written (readers reload then); 0 before the first."""
+    def version(self, feed: str) -> str:
+        """Changes whenever a batch of `feed` is written (readers reload then); "" before the first."""
         marker = self._dir(feed) / ".updated"
-        return marker.stat().st_mtime_ns if marker.exists() else 0
+        try:
+            return marker.read_text()
+        except FileNotFoundError:
+            return ""
 
 
 def materialise(feed: str, source: SentimentSource | MacroSource, store: FeedStore, start: pd.Timestamp,
@@ -384,7 +389,7 @@ def materialise(feed: str, source: SentimentSource | MacroSource, store: FeedSto
     store.write(feed, start, end, records)
     key = _KEY_COLUMN[feed]
     latest = records["timestamp"].max() if len(records) else None
-    return {"rows": len(records), f"{key}s": sorted(records[key].unique().tolist()),
+    return {"rows": len(records), "keys": sorted(str(k) for k in records[key].unique()),
             "latest_timestamp": latest.isoformat() if latest is not None else "",
             "start": _utc(start, "start").isoformat(), "end": _utc(end, "end").isoformat()}
 
@@ -452,7 +457,7 @@ class AltFeeds:
         self._sentiment = AsOfTable(sentiment, "symbol", ("score", "article_count"))
         self._macro = AsOfTable(macro, "series", ("value",))
 
-    def _store_versions(self) -> tuple[int, ...]:
+    def _store_versions(self) -> tuple[str, ...]:
         return tuple(self._store.version(f) for f in FEEDS) if self._store is not None else ()
 
     @classmethod
@@ -493,3 +498,22 @@ def synthetic_feeds(symbols: Sequence[str], start: pd.Timestamp, end: pd.Timesta
     caller choosing `start`)."""
     return AltFeeds.from_sources(SyntheticSentimentSource(tuple(symbols), seed=seed), SyntheticMacroSource(seed=seed),
                                  start, end)
+
+
+def configured_source(feed: str, sentiment_spec: str, macro_spec: str, *, symbols: Sequence[str],
+                      seed: int) -> SentimentSource | MacroSource:
+    """The source of `feed` named by the config (`synthetic` or a file path)."""
+    if feed == SENTIMENT:
+        return sentiment_source(sentiment_spec, symbols=symbols, seed=seed)
+    if feed == MACRO:
+        return macro_source(macro_spec, seed=seed)
+    raise AltDataError(f"unknown feed {feed!r}; known: {list(FEEDS)}")
+
+
+def materialise_hour(feed: str, *, sentiment_spec: str, macro_spec: str, seed: int, symbols: Sequence[str],
+                     state_root: Path, start: pd.Timestamp, end: pd.Timestamp) -> dict[str, object]:
+    """What the hourly Dagster assets run: pull [start, end) of `feed` from the configured source into the
+    FeedStore under `state_root` (MARLOPS_HOME); re-running an hour rewrites the same records."""
+    source = configured_source(feed, sentiment_spec, macro_spec, symbols=symbols, seed=seed)
+    store = FeedStore.under(state_root)
+    return materialise(feed, source, store, start, end) | {"store": str(store.root / feed)}

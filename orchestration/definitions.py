@@ -11,7 +11,7 @@ from dagster import (
     in_process_executor,
 )
 
-from orchestration import assets, checks, lifecycle_assets, lifecycle_checks
+from orchestration import alt_feeds, assets, checks, lifecycle_assets, lifecycle_checks
 from orchestration.resources import MarketDataResource, MarlopsResource, TrainingResource
 from orchestration.rollback_job import rollback_job
 from orchestration.sensors import sensors_for
@@ -92,11 +92,12 @@ defs = Definitions(
             assets.registered_policy, assets.validation_report, assets.triton_deployment, assets.staging_replay,
             lifecycle_assets.paper_trading, lifecycle_assets.deployment_rfc, lifecycle_assets.rfc_approval,
             lifecycle_assets.canary, lifecycle_assets.production_rollout, lifecycle_assets.post_deployment_review,
-            lifecycle_assets.ab_test],
+            lifecycle_assets.ab_test, alt_feeds.sentiment_scores, alt_feeds.macro_series],
     asset_checks=[checks.market_bars_are_valid, checks.feature_table_is_complete, *checks.go_no_go_checks,
                   *lifecycle_checks.lifecycle_checks],
-    jobs=[spine_job, lifecycle_job, deployment_job, rollout_job, review_job, rollback_job, ab_test_job],
-    schedules=[monthly_retraining],
+    jobs=[spine_job, lifecycle_job, deployment_job, rollout_job, review_job, rollback_job, ab_test_job,
+          alt_feeds.alt_feeds_job],
+    schedules=[monthly_retraining, alt_feeds.alt_feeds_hourly],
     sensors=sensors_for(deployment_job, review_job, rollout_job),
     resources=resources_for(os.environ.get("MARLOPS_ENV", "dev")),
 )
