@@ -30,16 +30,29 @@ def utc(ts: pd.Timestamp | str) -> pd.Timestamp:
     return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
+def _floats(bars: pd.DataFrame, column: str) -> np.ndarray:
+    values = bars[column]
+    if pd.api.types.is_float_dtype(values.dtype) or pd.api.types.is_integer_dtype(values.dtype):
+        return values.to_numpy(dtype=float)
+    return pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+
+
 def inconsistent_mask(bars: pd.DataFrame) -> np.ndarray:
     """True for rows whose OHLCV cannot be a real bar (see the module doc)."""
-    o, h, low, c, v = (pd.to_numeric(bars[k], errors="coerce").to_numpy(dtype=float)
-                       for k in ("open", "high", "low", "close", "volume"))
-    prices = np.vstack([o, h, low, c])
+    o, h, low, c, v = (_floats(bars, k) for k in ("open", "high", "low", "close", "volume"))
     with np.errstate(invalid="ignore"):
-        bad = ~np.isfinite(prices).all(axis=0) | (prices <= 0).any(axis=0)
+        bad = ~(np.isfinite(o) & np.isfinite(h) & np.isfinite(low) & np.isfinite(c))
+        bad |= (o <= 0) | (h <= 0) | (low <= 0) | (c <= 0)
         bad |= (h < np.maximum(o, c)) | (low > np.minimum(o, c)) | (h < low)
         bad |= ~np.isfinite(v) | (v < 0)
     return bad
+
+
+def _utc_stamps(bars: pd.DataFrame) -> pd.Series:
+    stamps = bars["timestamp"]
+    if isinstance(stamps.dtype, pd.DatetimeTZDtype):
+        return stamps  # the usual case: no conversion per bar (comparisons across time zones are exact)
+    return pd.to_datetime(stamps, utc=True)
 
 
 def check_bars(bars: pd.DataFrame | None, timestamp: pd.Timestamp, symbols: Iterable[str], *,
@@ -52,13 +65,14 @@ def check_bars(bars: pd.DataFrame | None, timestamp: pd.Timestamp, symbols: Iter
     wanted = list(dict.fromkeys(symbols))
     if bars is None or bars.empty:
         return dict.fromkeys(wanted, BAR_MISSING)
-    first = bars.drop_duplicates("symbol", keep="first")
-    index = {str(s): i for i, s in enumerate(first["symbol"].tolist())}
-    stamps = pd.to_datetime(first["timestamp"], utc=True)
+    index: dict[str, int] = {}
+    for i, symbol in enumerate(bars["symbol"].tolist()):
+        index.setdefault(str(symbol), i)
+    stamps = _utc_stamps(bars)
     lagging = (stamps < utc(timestamp)).to_numpy()
     if now is not None and max_clock_lag_s is not None:
-        lagging = lagging | ((utc(now) - stamps).dt.total_seconds() > max_clock_lag_s).to_numpy()
-    broken = inconsistent_mask(first)
+        lagging = lagging | (stamps < utc(now) - pd.Timedelta(seconds=max_clock_lag_s)).to_numpy()
+    broken = inconsistent_mask(bars)
     codes: dict[str, str] = {}
     for symbol in wanted:
         i = index.get(symbol)

@@ -141,6 +141,7 @@ class FeedArbiter:
         flags: dict[str, str] = {}
         deviations: dict[str, list[str]] = {p: [] for p in self.names}  # disagreements where quorum held
         compared = dict.fromkeys(self.names, 0)
+        eligible = [p for p in self.names if p not in self._quarantined]  # quarantined providers never vote
         for symbol in universe:
             if self.quorum is None:
                 only = self.names[0]
@@ -150,7 +151,7 @@ class FeedArbiter:
                 else:
                     flags[symbol] = code
                 continue
-            winner, reason = self._vote(symbol, codes, closes, deviations, compared)
+            winner, reason = self._vote(symbol, eligible, codes, closes, deviations, compared)
             if winner is not None:
                 accepted.append((winner, rows_at[winner][symbol]))
             else:
@@ -169,16 +170,16 @@ class FeedArbiter:
             quorum=self.quorum)
         return BarBatch(timestamp=stamp, bars=bars, flags=flags, feed=status)
 
-    def _vote(self, symbol: str, codes: Mapping[str, Mapping[str, str]], closes: Mapping[str, Mapping[str, float]],
-              deviations: dict[str, list[str]], compared: dict[str, int]) -> tuple[str | None, str]:
+    def _vote(self, symbol: str, eligible: Sequence[str], codes: Mapping[str, Mapping[str, str]],
+              closes: Mapping[str, Mapping[str, float]], deviations: dict[str, list[str]],
+              compared: dict[str, int]) -> tuple[str | None, str]:
         """(the provider whose row is accepted for `symbol`, "") or (None, the symbol's reason code)."""
         assert self.quorum is not None
-        eligible = [p for p in self.names if p not in self._quarantined]
         voters = [p for p in eligible if symbol not in codes[p]]
         if len(voters) < self.quorum:
             reasons = {codes[p][symbol] for p in eligible if symbol in codes[p]}
             return None, reasons.pop() if not voters and len(reasons) == 1 else NO_QUORUM
-        order = sorted(voters, key=lambda p: (closes[p][symbol], self.names.index(p)))
+        order = sorted(voters, key=lambda p: closes[p][symbol])  # stable: ties keep the configured order
         median_provider = order[(len(order) - 1) // 2]
         consensus = closes[median_provider][symbol]
         tolerance = self.config.tolerance * consensus

@@ -3,6 +3,12 @@
     marlops trade --source synthetic:planted-alpha --speed 2
     marlops trade --source bars.parquet --speed realtime
     marlops trade --source alpaca --symbols AAPL,MSFT,NVDA    # keys from APCA_API_KEY_ID / APCA_API_SECRET_KEY
+    marlops trade --source alpaca:sip --source alpaca:iex --symbols AAPL,MSFT   # two providers: 2 of 2 must agree
+    marlops trade --source synthetic:feed-fault    # three replay providers, "iex" goes stale then prints bad prices
+
+Every source is wrapped in the feed guard (market_data.quorum): one source is validated per symbol (missing,
+stale, inconsistent bars are flagged and carried forward); two or more vote per symbol with quorum and
+quarantine (config/rl/serving.yaml, market_data.feed).
 
 The routing table (`marlops route show`) says which policy version decides each symbol; the
 gateway token is read from `<MARLOPS_HOME>/tokens/trader.token` unless `--token-file` names another.
@@ -23,6 +29,9 @@ import pandas as pd
 
 from contracts.config import RLConfig, VolatilityProxyConfig, load_rl_config
 from market_data.bar_source import BarSource, ReplayBarSource
+from market_data.errors import MarketDataError
+from market_data.provider_faults import FEED_FAULT_BASE, FEED_FAULT_PRESET, feed_fault_providers
+from market_data.quorum import QuorumBarSource
 from market_data.volatility import market_input_symbols, non_tradable_symbols
 from marlops.errors import MarlopsError
 from marlops.paths import StatePaths
@@ -31,12 +40,16 @@ logger = logging.getLogger(__name__)
 
 # The proxy of a spec that names none (FeatureSpec.volatility_source's default): the bars' own VIX.
 DEFAULT_PROXY = VolatilityProxyConfig.from_name("index:VIX")
+DEFAULT_SOURCE = "synthetic:planted-alpha"
 
 
 def add_trade_parser(subparsers: Any) -> argparse.ArgumentParser:
     trade = subparsers.add_parser("trade", help="run the trading service until stopped (replay or live)")
-    trade.add_argument("--source", default="synthetic:planted-alpha",
-                       help="synthetic:<preset> | path to CSV/Parquet bars | alpaca (alpaca-py historical + stream)")
+    trade.add_argument("--source", action="append", default=None,
+                       help="synthetic:<preset> | synthetic:feed-fault | path to CSV/Parquet bars | alpaca[:iex|:sip] "
+                            "(alpaca-py historical + stream; the feed variant overrides APCA_DATA_FEED). Repeat for "
+                            "redundant providers of the same universe: they vote per symbol (default "
+                            f"{DEFAULT_SOURCE})")
     trade.add_argument("--symbols", default=None,
                        help="synthetic/files: universe size N; alpaca: comma-separated tickers (required)")
     trade.add_argument("--days", type=int, default=None, help="synthetic: bars per symbol (default 504)")
@@ -90,16 +103,54 @@ def _pace(speed: str | None) -> tuple[float | None, bool]:
     return value, False
 
 
+def source_specs(args: argparse.Namespace) -> list[str]:
+    """The --source values (a plain string from older callers counts as one)."""
+    specs = args.source if isinstance(args.source, list) else [args.source] if args.source else []
+    return specs or [DEFAULT_SOURCE]
+
+
 def build_source(args: argparse.Namespace, config: RLConfig, default_start: pd.Timestamp | None,
                  proxy: VolatilityProxyConfig | None = None) -> tuple[BarSource, tuple[str, ...]]:
-    """The bar source named by --source, and the tradable universe. `proxy`: the volatility proxy of the policy's
-    feature spec: its inputs (and the benchmark) are read, never traded; a live feed subscribes to them too."""
+    """The bar source named by --source (wrapped in the feed guard), and the tradable universe. `proxy`: the
+    volatility proxy of the policy's feature spec: its inputs (and the benchmark) are read, never traded; a live
+    feed subscribes to them too. Several --source values: a `QuorumBarSource` of them (each a provider named by
+    its source string; they must share the universe); one: the single-provider guard."""
+    specs = source_specs(args)
+    if len(set(specs)) != len(specs):
+        raise MarlopsError(f"--source given twice with the same value: {specs} (providers are named by it)")
+    if FEED_FAULT_PRESET in specs and len(specs) > 1:
+        raise MarlopsError(f"--source {FEED_FAULT_PRESET} is already three providers; give it alone")
+    feed = config.serving.market_data.feed
+    bar_seconds = config.serving.loop.bar_seconds
+    built = [_one_source(spec, args, config, default_start, proxy) for spec in specs]
+    (first, symbols, universe), rest = built[0], built[1:]
+    for (source, other_symbols, other_universe), spec in zip(rest, specs[1:]):
+        if other_symbols != symbols or set(other_universe) != set(universe):
+            raise MarlopsError(
+                f"--source {spec} reads another universe than --source {specs[0]}: "
+                f"only in {specs[0]}: {sorted(set(universe) - set(other_universe))}, "
+                f"only in {spec}: {sorted(set(other_universe) - set(universe))} (redundant providers must carry "
+                f"the same symbols)")
+    providers = [source for source, _, _ in built]
+    if isinstance(first, QuorumBarSource):  # synthetic:feed-fault: already its own quorum
+        return first, symbols
+    try:
+        guard = QuorumBarSource(providers, config=feed, bar_seconds=bar_seconds, symbols=universe)
+    except MarketDataError as exc:
+        raise MarlopsError(f"--source {specs}: {exc}") from exc
+    return guard, symbols
+
+
+def _one_source(spec: str, args: argparse.Namespace, config: RLConfig, default_start: pd.Timestamp | None,
+                proxy: VolatilityProxyConfig | None) -> tuple[BarSource, tuple[str, ...], tuple[str, ...]]:
+    """(source named `spec`, tradable symbols, every symbol it reads)."""
     proxy = proxy or DEFAULT_PROXY
     market_inputs, not_traded = market_input_symbols(proxy), non_tradable_symbols(proxy)
     bars_per_second, realtime = _pace(args.speed)
     bar_seconds = config.serving.loop.bar_seconds
-    if args.source == "alpaca":
-        from market_data.alpaca_source import AlpacaBarSource, AlpacaDataSettings
+    kind, _, variant = spec.partition(":")
+    if kind == "alpaca":
+        from market_data.alpaca_source import DEFAULT_STREAM_URL, AlpacaBarSource, AlpacaDataSettings
 
         if not args.symbols or args.symbols.isdigit():
             raise MarlopsError("--source alpaca needs --symbols AAPL,MSFT,... (the tickers the policy trades)")
@@ -109,13 +160,24 @@ def build_source(args: argparse.Namespace, config: RLConfig, default_start: pd.T
             logger.warning("not trading %s: market inputs of the policy's features (benchmark, volatility proxy)",
                            sorted(set(asked) - set(symbols)))
         universe = (*symbols, *(s for s in market_inputs if s not in symbols))
-        return AlpacaBarSource(AlpacaDataSettings.from_env(_env_with_dotenv()), universe), symbols
+        env = _env_with_dotenv()
+        overrides: dict[str, str] = {}
+        if variant:  # alpaca:iex / alpaca:sip: that feed, REST and stream (unless the stream URL is configured)
+            overrides["feed"] = variant
+            if "APCA_DATA_STREAM_URL" not in env:
+                overrides["stream_url"] = f"{DEFAULT_STREAM_URL.rsplit('/', 1)[0]}/{variant}"
+        try:
+            settings = AlpacaDataSettings.from_env(env, **overrides)
+        except MarketDataError as exc:
+            raise MarlopsError(f"--source {spec}: {exc}") from exc
+        return AlpacaBarSource(settings, universe, name=spec), symbols, universe
     from market_data.source import load_market, trading_symbols
 
+    fault_preset = spec == FEED_FAULT_PRESET
     n_symbols = int(args.symbols) if args.symbols else None
-    synthetic = args.source.split(":", 1)[0] == "synthetic"
-    bars = load_market(args.source, seed=args.seed, n_symbols=n_symbols or (20 if synthetic else None),
-                       n_days=args.days or (504 if synthetic else None))
+    synthetic = kind == "synthetic"
+    bars = load_market(FEED_FAULT_BASE if fault_preset else spec, seed=args.seed,
+                       n_symbols=n_symbols or (20 if synthetic else None), n_days=args.days or (504 if synthetic else None))
     start = pd.Timestamp(args.start) if args.start else default_start
     stamps = pd.DatetimeIndex(sorted(bars["timestamp"].unique()))
     if start is None or start <= stamps[0]:
@@ -124,8 +186,14 @@ def build_source(args: argparse.Namespace, config: RLConfig, default_start: pd.T
         start = start.tz_localize("UTC")
     # The benchmark and the volatility proxy's input (e.g. an ETF such as VIXY) are market inputs, not traded.
     symbols = tuple(s for s in trading_symbols(bars) if s not in not_traded)
+    universe = tuple(sorted(str(s) for s in bars["symbol"].unique()))
+    if fault_preset:
+        providers = feed_fault_providers(bars, start=start, bars_per_second=bars_per_second, realtime=realtime,
+                                         bar_seconds=bar_seconds)
+        return (QuorumBarSource(providers, config=config.serving.market_data.feed, bar_seconds=bar_seconds,
+                                symbols=universe, name=spec), symbols, universe)
     return (ReplayBarSource(bars, start=start, bars_per_second=bars_per_second, realtime=realtime,
-                            bar_seconds=bar_seconds, name=args.source), symbols)
+                            bar_seconds=bar_seconds, name=spec), symbols, universe)
 
 
 def run_trade(args: argparse.Namespace) -> int:
