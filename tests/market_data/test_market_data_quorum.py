@@ -446,3 +446,20 @@ def test_build_source_when_feed_fault_preset_then_three_named_providers():
     source, _ = build_source(_trade_args("--source", "synthetic:feed-fault", "--symbols", "3", "--days", "80"),
                              CONFIG, None)
     assert [p.name for p in source.providers] == ["sip", "iex", "mirror"]
+
+
+def test_build_source_when_two_alpaca_feed_variants_then_providers_read_those_feeds(monkeypatch, tmp_path):
+    from marlops.trade_cli import build_source
+
+    monkeypatch.chdir(tmp_path)  # no project .env: only the variables below
+    monkeypatch.setenv("APCA_API_KEY_ID", "key")
+    monkeypatch.setenv("APCA_API_SECRET_KEY", "secret")
+    monkeypatch.delenv("APCA_DATA_STREAM_URL", raising=False)
+    monkeypatch.delenv("APCA_DATA_FEED", raising=False)
+    args = _trade_args("--source", "alpaca:sip", "--source", "alpaca:iex", "--symbols", "AAPL,MSFT")
+    source, symbols = build_source(args, CONFIG, None)
+    assert symbols == ("AAPL", "MSFT") and source.arbiter.quorum == 2
+    sip, iex = source.providers
+    assert (sip.name, sip.settings.feed, sip.settings.stream_url.rsplit("/", 1)[1]) == ("alpaca:sip", "sip", "sip")
+    assert (iex.name, iex.settings.feed, iex.settings.stream_url.rsplit("/", 1)[1]) == ("alpaca:iex", "iex", "iex")
+    source.close()
