@@ -284,9 +284,38 @@ class FeatureDriftThreshold(_Config):
     sigma_max: float = Field(default=4.0, gt=0)
 
 
+class DriftMonitorConfig(_Config):
+    """The live drift monitor of the trading service (features.drift_monitor); docs/data_safety.md has the
+    measured detection delay and false-alarm rate of these defaults."""
+
+    window_bars: int = Field(default=60, ge=2)  # rolling window of the KS distance, PSI, mean and variance
+    sigma_window_bars: int = Field(default=3, ge=1)  # the key-feature sigma test averages the last N bars
+    # KS and PSI wait for this many bars in the window: a market-wide feature repeats one value per bar on every
+    # symbol, so its sample is as large as the bars held, not the values pooled.
+    min_bars: int = Field(default=20, ge=2)
+    score_sigma_full: float = Field(default=6.0, gt=0)  # sigma at which the sigma part of the score is 1
+    ks_distance_full: float = Field(default=0.9, gt=0, le=1)  # KS distance D at which its score part is 1
+    psi_full: float = Field(default=7.0, gt=0)  # PSI at which its score part is 1
+    alert_score: float = Field(default=0.8, gt=0, le=1)  # drift score above this raises FEATURE_DRIFT_SCORE
+    sl_parity_every_bars: int = Field(default=5, ge=1)  # recompute the SL probabilities every N bars
+    sl_parity_max_abs_diff: float = Field(default=1e-4, gt=0)  # served vs recomputed above this: alert
+
+
 class DriftThresholdsConfig(_Config):
     default: FeatureDriftThreshold = FeatureDriftThreshold()
     features: dict[str, FeatureDriftThreshold] = Field(default_factory=dict)
+    # Key features and their sigma limit: the mean of the last `monitor.sigma_window_bars` bars (pooled over
+    # symbols) further than this many training standard deviations from the training mean HALTS trading
+    # (trigger FEATURE_DRIFT).
+    key_features: dict[str, float] = Field(default_factory=dict)
+    monitor: DriftMonitorConfig = DriftMonitorConfig()
+
+    @model_validator(mode="after")
+    def _key_limits_positive(self) -> "DriftThresholdsConfig":
+        bad = {k: v for k, v in self.key_features.items() if not (v > 0) or not k}
+        if bad:
+            raise ValueError(f"key_features limits must be > 0 sigma: {bad}")
+        return self
 
     def for_feature(self, name: str) -> FeatureDriftThreshold:
         return self.features.get(name, self.default)

@@ -4,6 +4,7 @@ import json
 from pydantic import Field, model_validator
 
 from contracts.base import Frozen
+from contracts.drift import DriftReference
 
 OBSERVATION_NAME = "HybridRLObservation"
 OBSERVATION_VERSION = 1
@@ -53,6 +54,10 @@ class FeatureSpec(Frozen):
     definitions: dict[str, float] = Field(default_factory=dict)
     # The volatility proxy the features were computed with: training and serving apply the same one.
     volatility_source: str = Field(default=DEFAULT_VOLATILITY_SOURCE, pattern=VOLATILITY_SOURCE_PATTERN)
+    # The training distribution of each feature, for the live drift monitor. Specs fitted before it existed
+    # have none (their hash is unchanged: None is left out of the canonical JSON); the monitor then runs the
+    # sigma test on the spec's own means/stds only.
+    drift_reference: DriftReference | None = None
 
     def canonical_json(self) -> str:
         data = self.model_dump(mode="json")
@@ -60,6 +65,8 @@ class FeatureSpec(Frozen):
         # any other proxy is part of the JSON and therefore of the hash.
         if data.get("volatility_source") == DEFAULT_VOLATILITY_SOURCE:
             del data["volatility_source"]
+        if data.get("drift_reference") is None:
+            data.pop("drift_reference", None)
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     def spec_hash(self) -> str:

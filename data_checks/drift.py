@@ -119,3 +119,31 @@ def compute_drift(
     if report.drifted:
         logger.warning("feature drift: %s", report.summary())
     return report
+
+
+# -- against a stored reference (the live monitor: the training sample itself is not at hand) -------------------
+
+
+def ks_distance_to_quantiles(sample: np.ndarray, quantiles: np.ndarray, levels: np.ndarray) -> float:
+    """Kolmogorov-Smirnov distance D = sup |F_sample - F_ref|, with F_ref interpolated linearly between the
+    reference's quantiles (`levels` in [0, 1]); values beyond the reference's range have F_ref 0 or 1."""
+    values = np.sort(np.asarray(sample, dtype=np.float64))
+    n = len(values)
+    if n == 0:
+        raise DriftInputError("KS distance of an empty sample")
+    reference_cdf = np.interp(values, quantiles, levels, left=0.0, right=1.0)
+    above = np.arange(1, n + 1) / n - reference_cdf
+    below = reference_cdf - np.arange(0, n) / n
+    return float(max(above.max(), below.max(), 0.0))
+
+
+def psi_against_quantiles(sample: np.ndarray, quantiles: np.ndarray, bins: int = PSI_BINS) -> float:
+    """PSI of `sample` against a reference known by its quantiles (evenly spaced levels): bins are the reference's
+    deciles; the reference's share per bin is read off the quantiles themselves (ties make fewer, wider bins)."""
+    quantiles = np.asarray(quantiles, dtype=np.float64)
+    positions = np.linspace(0, len(quantiles) - 1, bins + 1)[1:-1]
+    inner = np.unique(np.interp(positions, np.arange(len(quantiles)), quantiles))
+    edges = np.concatenate([[-np.inf], inner, [np.inf]])
+    ref_share = np.maximum(np.histogram(quantiles, edges)[0] / len(quantiles), PSI_EPS)
+    cur_share = np.maximum(np.histogram(np.asarray(sample, dtype=np.float64), edges)[0] / max(len(sample), 1), PSI_EPS)
+    return float(np.sum((cur_share - ref_share) * np.log(cur_share / ref_share)))

@@ -21,6 +21,7 @@ from contracts.features import (
 from features import market_features as mf
 from features import master_features as ms
 from features.alt_features import AltFreshness, fit_tables
+from features.drift_reference import fit_drift_reference
 from features.errors import MissingDataError
 from features.master_features import compute_feature_tables
 from features.sl_signal import fit_sl_model, predict_sl
@@ -102,6 +103,8 @@ def fit_feature_spec(
                                             for n in symbol_names if n in symbol_table.columns})
         master = master.fillna({n: spec.master.means[spec.master.names.index(n)]
                                 for n in master_names if n in master.columns})
+    spec = spec.model_copy(update={"drift_reference": fit_drift_reference(spec.symbol, spec.master, symbol_table,
+                                                                          master)})
     logger.info("feature spec fitted on %d symbol rows, %d master rows, volatility input %s: %s", len(market),
                 len(master), spec.volatility_source, spec.spec_hash()[:12])
     return spec
