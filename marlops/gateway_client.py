@@ -66,6 +66,10 @@ class GatewayClient:
     def alerts(self) -> dict[str, Any]:
         return self._request("GET", "/v1/alerts")
 
+    def audit_events(self, kind: str, *, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest `limit` audit events of one kind, newest first."""
+        return list(self._request("GET", "/v1/audit", params={"kind": kind, "limit": limit}).get("events", []))
+
     def healthy(self) -> bool:
         try:
             return self._http.get("/healthz").status_code == 200

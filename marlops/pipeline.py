@@ -23,7 +23,7 @@ from contracts.decisions import MarketSnapshotMessage
 from contracts.features import FeatureSpec
 from features.market_features import compute_market_features
 from gateway.serve import free_port
-from market_data.bar_source import ReplayBarSource
+from market_data.bar_source import BarSource, ReplayBarSource
 from market_data.source import dataset_id, load_market, trading_symbols
 from market_data.synthetic import synthetic_sectors
 from market_data.volatility import (
@@ -213,16 +213,20 @@ class WindowRun:
     orders_at_exchange: int
     trading_state: str
     run_dir: Path
+    gateway_alerts: list[dict[str, Any]] = field(default_factory=list)  # GET /v1/alerts after the window
+    state_changes: list[dict[str, Any]] = field(default_factory=list)  # trading-state changes, oldest first
+    alerts_raised: list[dict[str, Any]] = field(default_factory=list)  # the trading service's alerts, as raised
 
 
 def replay_window(bars: pd.DataFrame, ctx: PipelineContext, *, start: pd.Timestamp, end: pd.Timestamp | None = None,
                   routing: RoutingStore, spec: FeatureSpec, name: str = "replay", ports: StackPorts | None = None,
                   audit_url: str | None = None, speed: float | None = None,
                   on_step: Callable[[BarOutcome], None] | None = None,
-                  run_dir: Path | None = None) -> WindowRun:
+                  run_dir: Path | None = None, source: BarSource | None = None) -> WindowRun:
     """Trade the bars from `start` to `end` (inclusive; earlier bars are warm-up history) on the trading service
     (the same loop as `marlops trade`) with its own paper exchange (its own paper account), Triton and gateway,
-    routed by `routing`. `speed` = bars per second (None: as fast as possible)."""
+    routed by `routing`. `speed` = bars per second (None: as fast as possible). `source` replaces the replay of
+    `bars` (e.g. several providers behind a quorum); `bars` still name the universe and move the exchange."""
     if end is not None:
         bars = bars[bars["timestamp"] <= end]
     symbols = tradable_symbols(bars, spec)
@@ -255,20 +259,32 @@ def replay_window(bars: pd.DataFrame, ctx: PipelineContext, *, start: pd.Timesta
                                              bus=bus, risk=ctx.config.risk, loop=loop_cfg,
                                              policy_version=str(ref)).handle
 
+            if source is None:
+                source = guarded_source(ReplayBarSource(bars, start=start, bars_per_second=speed,
+                                                        bar_seconds=loop_cfg.bar_seconds, name=name), ctx.config)
             service = TradingService(
-                name=name, source=ReplayBarSource(bars, start=start, bars_per_second=speed,
-                                                  bar_seconds=loop_cfg.bar_seconds, name=name),
-                symbols=symbols, router=router, gateway=gateway, state=state, master=master,
-                set_exchange_prices=stack.exchange.set_prices, on_bar=on_step)
+                name=name, source=source, symbols=symbols, router=router, gateway=gateway, state=state, master=master,
+                set_exchange_prices=stack.exchange.set_prices, on_bar=on_step, drift=ctx.config.drift)
             box["s"] = service
             outcomes = service.run(threading.Event())
             audit_summary = gateway.audit_summary()
             exchange_orders = stack.exchange.orders()
             trading_state = str(gateway.state().get("trading_state"))
+            gateway_alerts = list(gateway.alerts().get("alerts", []))
+            changes = [e["payload"] for e in reversed(gateway.audit_events("state_change", limit=1000))
+                       if e["payload"].get("event") == "trading_state"]
     finally:
         state.close()
     return WindowRun(outcomes=outcomes, symbols=symbols, audit_summary=audit_summary,
-                     orders_at_exchange=len(exchange_orders), trading_state=trading_state, run_dir=run_dir)
+                     orders_at_exchange=len(exchange_orders), trading_state=trading_state, run_dir=run_dir,
+                     gateway_alerts=gateway_alerts, state_changes=changes, alerts_raised=list(service.alerts.raised))
+
+
+def guarded_source(source: BarSource, config: RLConfig) -> BarSource:
+    """`source` behind the feed guard (validation, carry-forward of rejected bars), as `marlops trade` runs it."""
+    from market_data.quorum import validated
+
+    return validated(source, config=config.serving.market_data.feed, bar_seconds=config.serving.loop.bar_seconds)
 
 
 def registered_routing(registered: RegisteredPolicies) -> RoutingChange:
@@ -284,7 +300,8 @@ def replay_on_own_table(bars: pd.DataFrame, ctx: PipelineContext, *, change: Rou
                         reason: str, start: pd.Timestamp, spec: FeatureSpec, name: str, run_dir: Path,
                         end: pd.Timestamp | None = None, ports: StackPorts | None = None,
                         audit_url: str | None = None, speed: float | None = None,
-                        on_step: Callable[[BarOutcome], None] | None = None) -> WindowRun:
+                        on_step: Callable[[BarOutcome], None] | None = None,
+                        source: BarSource | None = None) -> WindowRun:
     """`replay_window` routed by a table of its own (in `run_dir`, set by `change`): the project's routing
     table, and so production, is never touched."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -292,7 +309,7 @@ def replay_on_own_table(bars: pd.DataFrame, ctx: PipelineContext, *, change: Rou
     try:
         routing.apply(change, principal=principal, reason=reason)
         return replay_window(bars, ctx, start=start, end=end, routing=routing, spec=spec, name=name, ports=ports,
-                             audit_url=audit_url, speed=speed, on_step=on_step, run_dir=run_dir)
+                             audit_url=audit_url, speed=speed, on_step=on_step, run_dir=run_dir, source=source)
     finally:
         routing.close()
 

@@ -25,13 +25,17 @@ import numpy as np
 import pandas as pd
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from contracts.decisions import MarketSnapshotMessage, SymbolDecision, TimestepDecisions
+from contracts.config import DriftThresholdsConfig, load_drift
+from contracts.decisions import FEATURE_DRIFT, DataTrigger, MarketSnapshotMessage, SymbolDecision, TimestepDecisions
 from contracts.features import FeatureSpec
 from contracts.policy import DEFAULT_ACTION_LEVELS
+from features.drift_monitor import DriftMonitor, DriftVerdict
 from features.errors import FeatureError
 from features.observation import ObservationBuilder, observation_checksum
 from features.service import FeatureService, MarketSnapshot
+from features.sl_parity import sl_parity
 from market_data.bar_source import BarBatch, BarSource
+from market_data.feed_status import PROVIDER_STATES
 from marlops.errors import MarlopsError
 from marlops.gateway_client import GatewayCallError, GatewayClient
 from marlops.policy_router import PolicyRouter, RoutingUnavailableError
@@ -47,6 +51,13 @@ ALERT_INFERENCE_FAILED = "INFERENCE_FAILED"
 ALERT_BAR_REFUSED = "BAR_REFUSED"
 ALERT_SNAPSHOT_BUS_DOWN = "SNAPSHOT_BUS_DOWN"
 ALERT_SIM_PRICES = "SIM_PRICES_FAILED"
+# Data and model safety (docs/data_safety.md).
+ALERT_FEATURE_DRIFT = FEATURE_DRIFT  # a key feature beyond its sigma limit: the gateway is HALTED
+ALERT_DRIFT_SCORE = "FEATURE_DRIFT_SCORE"  # the bar's drift score above monitor.alert_score
+ALERT_SL_PARITY = "SL_PARITY"  # served SL probabilities differ from a recomputation
+ALERT_SYMBOLS_UNAVAILABLE = "SYMBOLS_UNAVAILABLE"  # symbols without features this bar (they hold)
+ALERT_DATA_FLAGGED = "DATA_FLAGGED"  # symbols whose bar the feed guard did not accept (no new risk)
+MARKET_INPUT_PREFIX = "MARKET_INPUT_"  # a flagged benchmark/volatility input: every symbol takes no new risk
 
 
 class TradingServiceError(MarlopsError):
@@ -72,12 +83,42 @@ class TradingMetrics:
         self.last_bar = Gauge("marlops_trading_last_bar_timestamp_seconds", "Market time of the last bar decided",
                               registry=r)
         self.routing_revision = Gauge("marlops_trading_routing_revision", "Routing table revision in force", registry=r)
+        drift_labels = ["spec", "feature"]
+        self.drift_score = Gauge("marlops_feature_drift_score", "Drift score of a feature in [0, 1] (1 = at a limit)",
+                                 drift_labels, registry=r)
+        self.drift_sigma = Gauge("marlops_feature_drift_sigma", "|recent mean - training mean| in training stds",
+                                 drift_labels, registry=r)
+        self.drift_ks = Gauge("marlops_feature_drift_ks_distance", "KS distance of the window to training",
+                              drift_labels, registry=r)
+        self.drift_psi = Gauge("marlops_feature_drift_psi", "PSI of the window on the training deciles",
+                               drift_labels, registry=r)
+        self.drift_mean = Gauge("marlops_feature_drift_window_mean", "Window mean in training z units",
+                                drift_labels, registry=r)
+        self.drift_variance = Gauge("marlops_feature_drift_window_variance", "Window variance in training z units "
+                                    "(training 1)", drift_labels, registry=r)
+        self.drift_bar_score = Gauge("marlops_feature_drift_score_max", "The bar's drift score (largest feature "
+                                     "score)", ["spec"], registry=r)
+        self.sl_parity = Gauge("marlops_sl_parity_max_abs_diff", "Served vs recomputed SL probability, largest "
+                               "absolute difference at the last check", ["spec"], registry=r)
+        self.data_triggers = Counter("marlops_trading_data_triggers_total", "Data-safety triggers sent with a bar",
+                                     ["trigger"], registry=r)
+        self.feed_missing = Counter("marlops_feed_missing_bars_total", "Bars a provider did not deliver, per symbol",
+                                    ["symbol"], registry=r)
+        self.feed_provider_missing = Counter("marlops_feed_provider_missing_bars_total", "Symbol bars missing from "
+                                             "a provider", ["provider"], registry=r)
+        self.feed_flags = Counter("marlops_feed_flagged_bars_total", "Symbol bars not accepted by the feed guard, "
+                                  "by reason", ["reason"], registry=r)
+        self.feed_provider_state = Gauge("marlops_feed_provider_state", "1 for the provider's current state",
+                                         ["provider", "state"], registry=r)
 
 
 @dataclass
 class AlertBook:
     metrics: TradingMetrics
     active: dict[str, str] = field(default_factory=dict)
+    bar: int = 0  # the bar being decided: raised alerts are remembered with it
+    raised: list[dict[str, object]] = field(default_factory=list)  # every raise (not updates), oldest first
+    keep: int = 10_000
 
     def __call__(self, name: str, detail: str | None) -> None:
         if detail is None:
@@ -85,6 +126,9 @@ class AlertBook:
                 logger.info("alert %s cleared", name)
                 self.metrics.alert.labels(name).set(0)
             return
+        if name not in self.active:
+            self.raised.append({"name": name, "bar": self.bar, "detail": detail[:500]})
+            del self.raised[:-self.keep]
         if self.active.get(name) != detail:
             logger.warning("ALERT %s: %s", name, detail)
         self.active[name] = detail
@@ -107,6 +151,20 @@ class BarOutcome:
     observation_checksum: str = ""
     equity: float = 0.0
     detail: BarDetail | None = None  # per-symbol facts of a decided bar (the lifecycle's canary/anomaly/shadow input)
+    safety: BarSafety | None = None  # what the data and model checks saw this bar
+
+
+@dataclass(frozen=True)
+class BarSafety:
+    """The data and model checks of one bar (the replay summary's input)."""
+
+    drift_score: float = 0.0  # largest feature drift score over the acting specs
+    drift_features: dict[str, float] = field(default_factory=dict)  # feature -> score (largest over specs)
+    triggers: tuple[str, ...] = ()  # data triggers sent with the bar (FEATURE_DRIFT)
+    flags: dict[str, str] = field(default_factory=dict)  # symbol -> feed reason code (no new risk this bar)
+    unavailable: dict[str, str] = field(default_factory=dict)  # symbol -> why it had no features (held)
+    providers: dict[str, str] = field(default_factory=dict)  # provider -> ACTIVE | STALE | QUARANTINED
+    sl_parity: float | None = None  # largest served-vs-recomputed SL difference, on a check bar
 
 
 @dataclass(frozen=True)
@@ -151,6 +209,7 @@ class TradingService:
         gateway_retry_s: float = 1.0,
         on_bar: Callable[[BarOutcome], None] | None = None,
         settle_wait_s: float = 30.0,
+        drift: DriftThresholdsConfig | None = None,
     ) -> None:
         self.name = name
         self._source = source
@@ -184,6 +243,9 @@ class TradingService:
         self._bar_inference_ms = 0.0
         self._bar_failures: list[str] = []
         self._first_bar = True
+        # One drift monitor per feature spec acting (each compares with its own training distribution).
+        self._drift = drift if drift is not None else load_drift()
+        self._monitors: dict[str, DriftMonitor] = {}
 
     # -- features, one service per feature spec in use ------------------------------------------------------
 
@@ -242,7 +304,10 @@ class TradingService:
     def on_batch(self, batch: BarBatch, stop: threading.Event) -> BarOutcome | None:
         """One bar, as the order flow reads: routing → features → master → one request per version → gateway."""
         bar_index = self.cursor.bar_index + 1
+        self.alerts.bar = bar_index
         ts = pd.Timestamp(batch.timestamp)
+        flags = dict(batch.flags)
+        providers = self._feed_status(batch)
         if self._set_prices is not None:
             self._feed_prices(batch)
         t0 = time.perf_counter()
@@ -261,28 +326,34 @@ class TradingService:
             return self._skip(bar_index, ts, f"features at {ts}: {exc}", reason="data")
         self._remember(batch.bars)
         self.alerts(ALERT_BAR_SKIPPED, None)
+        safety = self._data_safety(groups, specs, snapshots, flags, providers, bar_index)
         self._run_master(master_ref, specs, snapshots, bar_index)
         gross = float(self._portfolio.get("gross_exposure", 0.0) or 0.0)  # type: ignore[arg-type]
         self._bar_obs, self._bar_inference_ms, self._bar_failures = [], 0.0, []
         self._bar_ref_ms, self._bar_failed_refs = {}, []
-        decisions, used = self._decide(groups, specs, snapshots, gross)
+        decisions, used = self._decide(groups, specs, snapshots, gross, self._no_new_risk(flags, snapshots))
         acted_obs, inference_ms = list(self._bar_obs), self._bar_inference_ms
         shadows = self._score_shadows(specs, snapshots, decisions, gross)
         # Raised while any version failed this bar (even if the fallback then decided), cleared by a clean bar.
         self.alerts(ALERT_INFERENCE_FAILED, "; ".join(self._bar_failures)[:1000] if self._bar_failures else None)
         if not decisions:
-            return self._skip(bar_index, ts, f"no policy could decide any symbol at {ts} (orphans {orphans[:5]})",
-                              reason="inference")
+            return replace(self._skip(bar_index, ts, f"no policy could decide any symbol at {ts} (orphans "
+                                                     f"{orphans[:5]})", reason="inference"), safety=safety)
         main_ref = table.policies.get("production")
         batch_decisions = TimestepDecisions(
             timestep=ts.to_pydatetime(), bar_index=bar_index,
             policy_version=str(main_ref) if main_ref is not None else next(iter(used)),
             observation_checksum=observation_checksum(np.concatenate(acted_obs)),
             decisions=tuple(decisions), decision_latency_ms=(time.perf_counter() - t0) * 1000,
+            triggers=tuple(DataTrigger(code=FEATURE_DRIFT, reason=reason[:2000]) for reason in safety.triggers),
         )
+        for _ in batch_decisions.triggers:
+            self.metrics.data_triggers.labels(FEATURE_DRIFT).inc()
+        safety = replace(safety, triggers=tuple(t.code for t in batch_decisions.triggers))
         outcome = self._send(batch_decisions, ts, t0, used, stop)
         if outcome is None:
             return None
+        outcome = replace(outcome, safety=safety)
         detail = None
         if outcome.detail is not None:
             detail = replace(outcome.detail, variants={s: table.route_for(s).variant for s in self.symbols},
@@ -306,12 +377,19 @@ class TradingService:
         return specs
 
     def _decide(self, groups: dict[PolicyRef, list[str]], specs: dict[PolicyRef, FeatureSpec],
-                snapshots: dict[str, MarketSnapshot], gross: float) -> tuple[list[SymbolDecision], dict[str, int]]:
-        """One Triton request per acting version; a version that fails this bar hands its symbols to the fallback."""
+                snapshots: dict[str, MarketSnapshot], gross: float,
+                no_new_risk: dict[str, str]) -> tuple[list[SymbolDecision], dict[str, int]]:
+        """One Triton request per acting version; a version that fails this bar hands its symbols to the fallback.
+        Symbols without features this bar are not decided (they hold); `no_new_risk` flags go with the decision."""
         decisions: list[SymbolDecision] = []
         used: dict[str, int] = {}
         fallback = self._router.fallback()
         for ref, members in groups.items():
+            unavailable = snapshots[specs[ref].spec_hash()].unavailable
+            if unavailable:
+                members = [s for s in members if s not in unavailable]
+                if not members:
+                    continue
             actions = self._infer(ref, specs[ref], snapshots, members, gross)
             if actions is None and fallback is not None and fallback != ref:
                 ref, actions = fallback, self._infer(fallback, specs[fallback], snapshots, members, gross)
@@ -323,7 +401,7 @@ class TradingService:
                 decisions.append(SymbolDecision(
                     symbol=symbol, action=int(chosen[i]), target_level=float(self._levels[int(chosen[i])]),
                     probabilities=tuple(float(p) for p in probabilities[i]), price=float(prices[symbol]),
-                    policy_version=str(ref)))
+                    policy_version=str(ref), no_new_risk=no_new_risk.get(symbol)))
             used[str(ref)] = used.get(str(ref), 0) + len(members)
             self.metrics.decisions.labels(ref.model, str(ref.version)).inc(len(members))
         return decisions, used
@@ -351,6 +429,108 @@ class TradingService:
         self._bar_inference_ms += elapsed * 1000
         self.metrics.inference.labels(ref.model, str(ref.version)).observe(elapsed)
         return np.asarray(out.probabilities), np.asarray(out.actions).reshape(-1)
+
+    # -- data and model safety -----------------------------------------------------------------------------
+
+    def _feed_status(self, batch: BarBatch) -> dict[str, str]:
+        """The feed guard's verdicts of this bar: its alerts, missing-bar counts and provider states."""
+        feed = batch.feed
+        if feed is None:
+            return {}
+        for name, detail in feed.alerts:
+            self.alerts(name, detail)
+        for symbol, count in feed.missing.items():
+            self.metrics.feed_missing.labels(symbol).inc(count)
+        for provider, count in feed.provider_missing.items():
+            if count:
+                self.metrics.feed_provider_missing.labels(provider).inc(count)
+        for provider, state in feed.providers.items():
+            for known in PROVIDER_STATES:
+                self.metrics.feed_provider_state.labels(provider, known).set(1 if known == state else 0)
+        for reason in batch.flags.values():
+            self.metrics.feed_flags.labels(reason).inc()
+        return dict(feed.providers)
+
+    def _no_new_risk(self, flags: dict[str, str], snapshots: dict[str, MarketSnapshot]) -> dict[str, str]:
+        """symbol -> the reason code it takes no new risk this bar: its own feed flag, or a flagged market input
+        (benchmark, volatility proxy), which every symbol's features read."""
+        if not flags:
+            self.alerts(ALERT_DATA_FLAGGED, None)
+            return {}
+        inputs = {s for service in self._features.values() for s in service.market_inputs}
+        flagged_inputs = sorted(s for s in flags if s in inputs)
+        result = {s: code for s, code in flags.items() if s not in inputs}
+        if flagged_inputs:
+            code = MARKET_INPUT_PREFIX + flags[flagged_inputs[0]]
+            result = {s: result.get(s, code) for s in self.symbols}
+        shown = ", ".join(f"{s}={c}" for s, c in list(flags.items())[:10])
+        self.alerts(ALERT_DATA_FLAGGED, f"{len(flags)} bars not accepted by the feed guard (no new risk): {shown}")
+        return result
+
+    def _data_safety(self, groups: dict[PolicyRef, list[str]], specs: dict[PolicyRef, FeatureSpec],
+                     snapshots: dict[str, MarketSnapshot], flags: dict[str, str], providers: dict[str, str],
+                     bar_index: int) -> BarSafety:
+        """Drift of every acting spec's features against its training distribution (a key feature beyond its
+        limit -> FEATURE_DRIFT reason), the SL parity check every N bars, and symbols left without features."""
+        cfg = self._drift.monitor
+        acting = {specs[ref].spec_hash(): specs[ref] for ref in groups}
+        reasons: list[str] = []
+        score, by_feature, parity = 0.0, {}, None
+        unavailable: dict[str, str] = {}
+        for key, spec in acting.items():
+            snap = snapshots[key]
+            unavailable.update(snap.unavailable)
+            if snap.market_rows.empty:
+                continue
+            monitor = self._monitors.get(key)
+            if monitor is None:
+                monitor = self._monitors[key] = DriftMonitor(spec, self._drift)
+            verdict = monitor.observe(snap.timestamp, snap.market_rows, snap.master_row)
+            self._export_drift(key, verdict)
+            reason = verdict.halt_reason()
+            if reason is not None:
+                reasons.append(reason if len(acting) == 1 else f"spec {key[:12]}: {reason}")
+            score = max(score, verdict.score)
+            for f in verdict.features:
+                by_feature[f.name] = max(by_feature.get(f.name, 0.0), round(f.score, 4))
+            if bar_index % cfg.sl_parity_every_bars == 0:
+                parity = self._check_sl_parity(key, snap, parity)
+        self.alerts(ALERT_FEATURE_DRIFT, "; ".join(reasons)[:1000] if reasons else None)
+        worst = max(by_feature, key=by_feature.get, default="")  # type: ignore[arg-type]
+        self.alerts(ALERT_DRIFT_SCORE, f"drift score {score:.2f} > {cfg.alert_score} (worst feature {worst})"
+                    if score > cfg.alert_score else None)
+        self.alerts(ALERT_SYMBOLS_UNAVAILABLE, f"{len(unavailable)} symbols without features this bar (they hold): "
+                    + ", ".join(f"{s}={why}" for s, why in list(unavailable.items())[:10]) if unavailable else None)
+        return BarSafety(drift_score=round(score, 4), drift_features=by_feature, triggers=tuple(reasons),
+                         flags=flags, unavailable=unavailable, providers=providers, sl_parity=parity)
+
+    def _export_drift(self, key: str, verdict: DriftVerdict) -> None:
+        m, spec = self.metrics, key[:12]
+        for f in verdict.features:
+            m.drift_score.labels(spec, f.name).set(f.score)
+            m.drift_sigma.labels(spec, f.name).set(f.sigma)
+            m.drift_mean.labels(spec, f.name).set(f.mean)
+            m.drift_variance.labels(spec, f.name).set(f.variance)
+            if f.ks is not None:
+                m.drift_ks.labels(spec, f.name).set(f.ks)
+            if f.psi is not None:
+                m.drift_psi.labels(spec, f.name).set(f.psi)
+        m.drift_bar_score.labels(spec).set(verdict.score)
+
+    def _check_sl_parity(self, key: str, snap: MarketSnapshot, worst: float | None) -> float | None:
+        limit = self._drift.monitor.sl_parity_max_abs_diff
+        try:
+            parity = sl_parity(self._features[key], snap)
+        except FeatureError as exc:
+            self.alerts(ALERT_SL_PARITY, f"spec {key[:12]}: SL probabilities could not be recomputed: {exc}")
+            return worst
+        self.metrics.sl_parity.labels(key[:12]).set(parity.max_abs_diff)
+        if parity.max_abs_diff > limit:
+            self.alerts(ALERT_SL_PARITY, f"spec {key[:12]}: served SL probability of {parity.worst_symbol} differs "
+                        f"from its recomputation by {parity.max_abs_diff:.2e} (> {limit:g})")
+        else:
+            self.alerts(ALERT_SL_PARITY, None)
+        return max(parity.max_abs_diff, worst or 0.0)
 
     def _score_shadows(self, specs: dict[PolicyRef, FeatureSpec], snapshots: dict[str, MarketSnapshot],
                        decisions: list[SymbolDecision], gross: float) -> dict[str, tuple[str, int, tuple[float, ...]]]:
