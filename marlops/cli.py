@@ -144,7 +144,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     ctx = _pipeline_context(args)
     acknowledgements = _acknowledgements(args, ctx.paths.project_root)
     bars = _load_checked_bars(args, acknowledgements)
-    spec = fit_spec(bars, ctx.config, seed=args.seed)
+    spec = fit_spec(bars, ctx.config, seed=args.seed, observation_version=args.observation_version)
     settings = TrainingSettings(seed=args.seed, iterations=args.iterations, hidden=args.hidden)
     candidate = train_candidate(bars, spec, ctx, training=settings, acknowledgements=acknowledgements)
     registered = register_candidate(candidate, ctx)
@@ -242,6 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="reviewed flagged bar rows to let through (YAML or CSV: symbol, date, check, reason, "
                             "reviewer; see config/data/acknowledgements.example.yaml). Default: "
                             "config/data/acknowledgements.yaml when it exists")
+    train.add_argument("--observation-version", type=int, choices=(1, 2), default=None,
+                       help="HybridRLObservation version to train on: 2 adds news sentiment and macro features "
+                            "(config/rl/features.yaml alt_data). Default: features.yaml observation_version (1)")
     train.set_defaults(func=cmd_train)
 
     evaluate = sub.add_parser("evaluate", help="score a registered policy on held-out bars; metrics + Go/No-Go as JSON")

@@ -215,18 +215,50 @@ def _verified_manifests(
     return manifests
 
 
+VARIABLE_DIM = -1
+
+
+def _observation_version(manifest: dict[str, Any]) -> int:
+    """The HybridRLObservation version of the spec the policy was trained with (1 for manifests without one)."""
+    spec = manifest.get("feature_spec")
+    return int(spec.get("version", 1)) if isinstance(spec, dict) else 1
+
+
 def _common_signature(model_name: str, manifests: dict[int, dict[str, Any]]) -> PolicySignature:
-    """All versions of one model share one config, so their tensors must agree."""
+    """All versions of one model share one config, so their tensors must agree.
+
+    One exception: policies trained on different HybridRLObservation versions (v1 and v2 of the feature spec) may
+    differ in their observation width, so a v2 policy is a new version of the same agent model and routing, canary
+    and rollback treat it like any other. The config then declares the width variable (-1) and every version
+    checks its own signed width on each request (serving.triton_runtime.model); versions of one observation
+    version must still agree exactly."""
     signatures = {v: PolicySignature.model_validate(m["signature"]) for v, m in manifests.items()}
     newest = max(signatures)
     reference = signatures[newest]
+    widths: dict[int, set[tuple[int, ...]]] = {}
     for version, signature in signatures.items():
-        if (signature.inputs, signature.outputs) != (reference.inputs, reference.outputs):
+        same_outputs = signature.outputs == reference.outputs
+        same_inputs = signature.inputs == reference.inputs
+        obs_version = _observation_version(manifests[version])
+        width_only = (same_outputs and obs_version != _observation_version(manifests[newest])
+                      and _without_dims(signature) == _without_dims(reference))
+        if not (same_inputs and same_outputs) and not width_only:
             raise ExportError(
                 f"model {model_name}: version {version} tensors {_describe(signature)} differ from version "
                 f"{newest} {_describe(reference)}; export it under another model name"
             )
+        widths.setdefault(obs_version, set()).add(tuple(s.dims for s in signature.inputs))
+    mixed = {o: w for o, w in widths.items() if len(w) > 1}
+    if mixed:
+        raise ExportError(f"model {model_name}: versions of one observation version differ in width: {mixed}")
+    if len({w for ws in widths.values() for w in ws}) > 1:
+        return reference.model_copy(update={"inputs": tuple(
+            s.model_copy(update={"dims": (VARIABLE_DIM,)}) for s in reference.inputs)})
     return reference
+
+
+def _without_dims(signature: PolicySignature) -> tuple[tuple[str, str], ...]:
+    return tuple((s.name, s.dtype) for s in signature.inputs)
 
 
 def _describe(signature: PolicySignature) -> str:

@@ -74,7 +74,9 @@ class TritonPythonModel:
         )
         self.shape = policy_runtime.policy_shape(self.manifest)
         configured = self._configured_features(model_config)
-        if configured != self.shape.features:
+        # -1: the model's versions were trained on different observation versions (v1/v2 widths); each version
+        # checks its own signed width on every request (validate_observations), so a v1 row never reaches a v2 policy.
+        if configured not in (-1, self.shape.features):
             raise PolicyLoadError(
                 f"config.pbtxt declares {configured} observation features, the signed policy expects "
                 f"{self.shape.features}; re-export the model"
