@@ -37,14 +37,16 @@ def feature_table(market_bars: pd.DataFrame) -> Output[pd.DataFrame]:
 
 
 @asset(group_name=GROUP, kinds={"numpy"},
-       description="SL signal model and the HybridRLObservation v1 spec fitted on the training part (held-out bars "
+       description="SL signal model and the HybridRLObservation spec (version: config/rl/features.yaml, v1 by "
+                   "default; v2 adds sentiment and macro features) fitted on the training part (held-out bars "
                    "excluded).")
 def sl_model(market_bars: pd.DataFrame, feature_table: pd.DataFrame, marlops: MarlopsResource,
              training: TrainingResource) -> Output[FeatureSpec]:
     spec = pipeline.fit_spec(market_bars, marlops.rl_config(), seed=training.seed)
     return Output(spec, metadata={"feature_spec_hash": spec.spec_hash(),
                                   "symbol_features": MetadataValue.json(list(spec.symbol.names)),
-                                  "master_features": MetadataValue.json(list(spec.master.names))})
+                                  "master_features": MetadataValue.json(list(spec.master.names)),
+                                  "observation_version": spec.version})
 
 
 @asset(group_name=GROUP, kinds={"torch", "mlflow"},
