@@ -3,7 +3,8 @@
 A `FaultyProvider` replays a bars frame under its own name with faults scheduled by bar index after the
 start (0 = the first bar `batches` yields from `start`; a resumed replay keeps the same indices):
 - `Stale(from_bar, to_bar)`: at each of those bars the provider repeats its last good bar (the bar before
-  `from_bar`) with that bar's OLD timestamp: it lags.
+  `from_bar`) with that bar's OLD timestamp: it lags. `Stale(from_bar, to_bar, symbols=(...))`: only those
+  symbols' rows lag (a stuck symbol in an otherwise live feed).
 - `BadPrices(from_bar, to_bar, factor)`: open/high/low/close scaled by `factor` (OHLC order kept, so the rows
   pass validation: only the vote can catch them).
 - `Drop(symbols, from_bar, to_bar)`: those symbols' rows are missing.
@@ -52,6 +53,11 @@ class _Window:
 class Stale(_Window):
     from_bar: int
     to_bar: int | None
+    symbols: tuple[str, ...] = ()  # only these symbols' rows lag (empty: the whole provider)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "symbols", tuple(self.symbols))
+        super().__post_init__()
 
 
 @dataclass(frozen=True)
@@ -110,7 +116,11 @@ class FaultyProvider:
         for fault in self.faults:
             if not fault.covers(index):
                 continue
-            if isinstance(fault, Stale):
+            if isinstance(fault, Stale) and fault.symbols:
+                old = self._last_good(fault.from_bar)
+                old = old[old["symbol"].isin(fault.symbols)]
+                bars = pd.concat([bars[~bars["symbol"].isin(fault.symbols)], old], ignore_index=True)
+            elif isinstance(fault, Stale):
                 bars = self._last_good(fault.from_bar)
             elif isinstance(fault, BadPrices):
                 bars = bars.copy()

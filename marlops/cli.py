@@ -336,6 +336,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_rollback_parser(sub)
     add_status_parser(sub)
     add_market_data_parser(sub)
+    from marlops.drift_calibration import add_drift_calibrate_parser
+
+    add_drift_calibrate_parser(sub)
+    from marlops.replay_cli import add_replay_parser
+
+    add_replay_parser(sub)
     chaos = sub.add_parser("chaos", add_help=False,
                            help="kill -9 the gateway during a replay (SQLite + PostgreSQL); writes "
                                 ".marlops/chaos/report.json (see `marlops chaos --help`)")

@@ -197,6 +197,7 @@ def summarize_replay(run: Any, *, source: str, scenario: dict[str, Any], product
             "return": (final_equity / first_equity - 1.0) if first_equity else 0.0,
             "orders": sum(o.n_orders for o in decided), "filled": sum(o.n_filled for o in decided),
             "denied": sum(o.n_denied for o in decided),
+            "bars_with_orders": [o.bar_index for o in decided if o.n_orders],
         },
         "audit": {"rows": run.audit_summary.get("total"), "chain_ok": run.audit_summary.get("chain_ok")},
         "run_dir": str(run.run_dir),
