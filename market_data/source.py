@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -16,8 +16,14 @@ from market_data.errors import MarketDataError, UnknownSourceError
 from market_data.files import load_bars
 from market_data.synthetic import PRESETS, SyntheticConfig, generate_synthetic_market
 
-if TYPE_CHECKING:
-    from data_checks.acknowledgements import Acknowledgements
+
+
+class Acknowledgements(Protocol):
+    """Reviewed acknowledgements of flagged rows (data_checks.acknowledgements.Acknowledgements): market_data may
+    not import data_checks, so only what the dataset id reads is named here."""
+
+    def fingerprint(self) -> str: ...
+
 
 logger = logging.getLogger(__name__)
 

@@ -39,6 +39,7 @@ from marlops.candidates import (
     RegisteredPolicies,
     TrainingSettings,
     ValidationResult,
+    alt_feeds_for,
     check_bars,
     evaluate_registered,
     registered_from_registry,
@@ -264,7 +265,8 @@ def replay_window(bars: pd.DataFrame, ctx: PipelineContext, *, start: pd.Timesta
                                                         bar_seconds=loop_cfg.bar_seconds, name=name), ctx.config)
             service = TradingService(
                 name=name, source=source, symbols=symbols, router=router, gateway=gateway, state=state, master=master,
-                set_exchange_prices=stack.exchange.set_prices, on_bar=on_step, drift=ctx.config.drift)
+                set_exchange_prices=stack.exchange.set_prices, on_bar=on_step, drift=ctx.config.drift,
+                alt=lambda: alt_feeds_for(bars, ctx.config))
             box["s"] = service
             outcomes = service.run(threading.Event())
             audit_summary = gateway.audit_summary()

@@ -29,6 +29,7 @@ from contracts.config import DriftThresholdsConfig, load_drift
 from contracts.decisions import FEATURE_DRIFT, DataTrigger, MarketSnapshotMessage, SymbolDecision, TimestepDecisions
 from contracts.features import FeatureSpec
 from contracts.policy import DEFAULT_ACTION_LEVELS
+from features.alt_features import ALT_FEED_STALE
 from features.drift_monitor import DriftMonitor, DriftVerdict
 from features.errors import FeatureError
 from features.observation import ObservationBuilder, observation_checksum
@@ -184,6 +185,14 @@ class BarDetail:
     directive_mode: str = ""  # the master directive in force for this bar ("" = none)
 
 
+def _checksum(observations: list[np.ndarray]) -> str:
+    """One checksum over the bar's observations, in request order. Versions with different observation widths
+    (a v1 production and a v2 candidate) are hashed as one flat vector."""
+    if len({o.shape[1] for o in observations}) > 1:
+        return observation_checksum(np.concatenate([o.ravel() for o in observations]))
+    return observation_checksum(np.concatenate(observations))
+
+
 def _closes(batch: BarBatch) -> dict[str, float]:
     """symbol -> close of the batch's bars."""
     bars = batch.bars
@@ -210,6 +219,7 @@ class TradingService:
         on_bar: Callable[[BarOutcome], None] | None = None,
         settle_wait_s: float = 30.0,
         drift: DriftThresholdsConfig | None = None,
+        alt: Callable[[], object] | None = None,
     ) -> None:
         self.name = name
         self._source = source
@@ -246,6 +256,10 @@ class TradingService:
         # One drift monitor per feature spec acting (each compares with its own training distribution).
         self._drift = drift if drift is not None else load_drift()
         self._monitors: dict[str, DriftMonitor] = {}
+        # The sentiment/macro as-of provider of HybridRLObservation v2 specs, built once when a v2 spec is first in
+        # use (v1-only services never read the feed store).
+        self._alt_factory = alt
+        self._alt: object | None = None
 
     # -- features, one service per feature spec in use ------------------------------------------------------
 
@@ -263,7 +277,12 @@ class TradingService:
         key = spec.spec_hash()
         if key not in self._features:
             history = pd.concat(list(self._recent), ignore_index=True) if self._recent else None
-            self._features[key] = FeatureService(spec, self.symbols, history=history, window=self._window)
+            alt = None
+            if spec.version >= 2:
+                if self._alt is None and self._alt_factory is not None:
+                    self._alt = self._alt_factory()
+                alt = self._alt
+            self._features[key] = FeatureService(spec, self.symbols, history=history, window=self._window, alt=alt)
             self._builders[key] = ObservationBuilder(spec)
             logger.info("%s: feature service for spec %s (%d bars of history)", self.name, key[:12],
                         self._features[key].n_bars)
@@ -343,7 +362,7 @@ class TradingService:
         batch_decisions = TimestepDecisions(
             timestep=ts.to_pydatetime(), bar_index=bar_index,
             policy_version=str(main_ref) if main_ref is not None else next(iter(used)),
-            observation_checksum=observation_checksum(np.concatenate(acted_obs)),
+            observation_checksum=_checksum(acted_obs),
             decisions=tuple(decisions), decision_latency_ms=(time.perf_counter() - t0) * 1000,
             triggers=tuple(DataTrigger(code=FEATURE_DRIFT, reason=reason[:2000]) for reason in safety.triggers),
         )
@@ -477,9 +496,11 @@ class TradingService:
         reasons: list[str] = []
         score, by_feature, parity = 0.0, {}, None
         unavailable: dict[str, str] = {}
+        stale: dict[str, float] = {}
         for key, spec in acting.items():
             snap = snapshots[key]
             unavailable.update(snap.unavailable)
+            stale.update(snap.stale_feeds)
             if snap.market_rows.empty:
                 continue
             monitor = self._monitors.get(key)
@@ -495,6 +516,9 @@ class TradingService:
                 by_feature[f.name] = max(by_feature.get(f.name, 0.0), round(f.score, 4))
             if bar_index % cfg.sl_parity_every_bars == 0:
                 parity = self._check_sl_parity(key, snap, parity)
+        self.alerts(ALT_FEED_STALE, f"{len(stale)} sentiment/macro feeds stale, their features neutral (training "
+                    "mean): " + ", ".join(f"{k} ({'never' if v == float('inf') else f'{v:.0f} h'})"
+                                          for k, v in list(stale.items())[:10]) if stale else None)
         self.alerts(ALERT_FEATURE_DRIFT, "; ".join(reasons)[:1000] if reasons else None)
         worst = max(by_feature, key=by_feature.get, default="")  # type: ignore[arg-type]
         self.alerts(ALERT_DRIFT_SCORE, f"drift score {score:.2f} > {cfg.alert_score} (worst feature {worst})"

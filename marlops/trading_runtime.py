@@ -179,7 +179,8 @@ class TradingRuntime:
         service = TradingService(
             name=args.name, source=source, symbols=symbols, router=router, gateway=gateway, state=state,
             publish_snapshot=publish_snapshot, master=master_factory if master_mode == "inprocess" else None,
-            set_exchange_prices=prices, on_bar=on_bar,
+            set_exchange_prices=prices, on_bar=on_bar, drift=config.drift,
+            alt=lambda: _alt_feeds(paths),
         )
         service_ref["s"] = service
         if args.metrics_port:
@@ -197,6 +198,13 @@ class TradingRuntime:
             except Exception as exc:  # keep closing the rest; each failure is reported
                 logger.error("closing %s failed: %s", type(closer).__name__, exc)
         self.closers.clear()
+
+
+def _alt_feeds(paths: StatePaths) -> object:
+    """Sentiment and macro as of each bar, from the store the hourly Dagster assets fill (v2 specs only)."""
+    from market_data.alt_data import AltFeeds, FeedStore
+
+    return AltFeeds.from_store(FeedStore.under(paths.root))
 
 
 def _proxy(repository: Path, ref: PolicyRef, key_path: Path) -> VolatilityProxyConfig | None:

@@ -159,3 +159,35 @@ def test_registry_when_v2_candidate_logged_then_manifest_names_version_and_alt_d
     spec = manifest["feature_spec"]
     assert spec["version"] == 2 and spec["definitions"]["sentiment_max_age_hours"] == 6.0
     assert manifest["signature"]["inputs"][0]["dims"] == [len(symbol_feature_names(2))]
+
+
+def test_trading_service_when_v1_production_and_v2_candidate_routed_then_each_decides_with_its_own_spec(
+        deployed: Deployed) -> None:
+    """The live loop (trading service -> Triton -> gateway -> paper exchange) with a v1 production policy and a v2
+    candidate on two symbols: one feature service per spec hash, each version decides its own symbols, the v2
+    features come from the sentiment/macro records, and no inference fails."""
+    from marlops.pipeline import replay_on_own_table
+    from marlops.routing import PolicyRef, RoutingChange
+
+    ctx, v1, v2 = deployed.ctx, deployed.v1, deployed.v2
+    stamps = np.sort(deployed.bars["timestamp"].unique())
+    candidates = deployed.symbols[:2]
+    change = RoutingChange(
+        policies={"production": PolicyRef("symbol_agent", v1.symbol.triton_version),
+                  "candidate": PolicyRef("symbol_agent", v2.symbol.triton_version),
+                  "sl_fallback": PolicyRef("sl_fallback", v1.agents["sl_fallback"].triton_version),
+                  "master": PolicyRef("master_agent", v1.master.triton_version)},
+        routes={"*": ("production", None), **{s: ("candidate", None) for s in candidates}})
+    run = replay_on_own_table(deployed.bars, ctx, change=change, principal="test", reason="v1 and v2 side by side",
+                              start=pd.Timestamp(stamps[-6]), spec=v1.spec, name="versions",
+                              run_dir=ctx.paths.root / "versions-replay")
+    decided = [o for o in run.outcomes if o.status == "decided"]
+    assert len(decided) == 6
+    v1_ref, v2_ref = f"symbol_agent/{v1.symbol.triton_version}", f"symbol_agent/{v2.symbol.triton_version}"
+    for outcome in decided:
+        assert outcome.policies == {v1_ref: len(deployed.symbols) - 2, v2_ref: 2}
+        assert outcome.detail is not None and not outcome.detail.failed
+        by_symbol = {d.symbol: d.policy_version for d in outcome.detail.decisions}
+        assert {by_symbol[s] for s in candidates} == {v2_ref}
+        assert {by_symbol[s] for s in deployed.symbols[2:]} == {v1_ref}
+    assert not any(a["name"] in ("INFERENCE_FAILED", "ALT_FEED_STALE") for a in run.alerts_raised)
