@@ -2,8 +2,8 @@
 
   PATH                       CSV/Parquet bars, one provider
   synthetic:<market preset>  a synthetic market (default, planted-alpha, no-alpha), one provider: the stationary case
-  synthetic:drift-shock      planted-alpha with the volatility index multiplied by DRIFT_SHOCK_FACTOR from the
-                             middle of the replay on (vix_level, a key feature, jumps far beyond its limit)
+  synthetic:drift-shock      planted-alpha with the volatility index DRIFT_SHOCK_POINTS higher from the middle of
+                             the replay on (vix_level, a key feature, jumps far beyond its limit)
   synthetic:feed-fault       planted-alpha served by three providers (sip, iex, mirror); iex goes stale, then
                              prints bad prices (market_data.provider_faults.feed_fault_providers)
 
@@ -29,7 +29,9 @@ DRIFT_SHOCK = "drift-shock"
 FEED_FAULT = "feed-fault"
 SCENARIOS: tuple[str, ...] = (DRIFT_SHOCK, FEED_FAULT)
 SCENARIO_MARKET = "planted-alpha"  # the market the scenarios plant their faults in
-DRIFT_SHOCK_FACTOR = 4.0  # VIX x4 (e.g. 18 -> 72, as in March 2020)
+# VIX 50 points higher (March 2020: 14 -> 82 in four weeks). Additive, so the shift in training sigmas does not
+# depend on the level the shock meets (x4 of a calm 12 was only ~5.5 sigma).
+DRIFT_SHOCK_POINTS = 50.0
 
 
 @dataclass(frozen=True)
@@ -62,12 +64,12 @@ def limit_bars(bars: pd.DataFrame, start: pd.Timestamp, n_bars: int | None) -> p
     return bars[bars["timestamp"] <= kept[-1]].reset_index(drop=True)
 
 
-def drift_shock(bars: pd.DataFrame, shock_at: pd.Timestamp, factor: float = DRIFT_SHOCK_FACTOR) -> pd.DataFrame:
-    """The volatility index's OHLC multiplied by `factor` from `shock_at` on (nothing else changes)."""
+def drift_shock(bars: pd.DataFrame, shock_at: pd.Timestamp, points: float = DRIFT_SHOCK_POINTS) -> pd.DataFrame:
+    """The volatility index's OHLC `points` higher from `shock_at` on (nothing else changes)."""
     shocked = bars.copy()
     rows = (shocked["symbol"] == VOLATILITY_INDEX_SYMBOL) & (shocked["timestamp"] >= shock_at)
     for column in ("open", "high", "low", "close"):
-        shocked.loc[rows, column] = shocked.loc[rows, column] * factor
+        shocked.loc[rows, column] = shocked.loc[rows, column] + points
     return shocked
 
 
@@ -98,7 +100,7 @@ def build_scenario(spec: str, config: RLConfig, *, seed: int, n_symbols: int | N
         at = shock_bar if shock_bar is not None else len(upcoming) // 2
         if not 0 <= at < len(upcoming):
             raise MarlopsError(f"--shock-bar {at} is outside the {len(upcoming)} replayed bars")
-        notes.update(shock_bar=at, shock_at=str(upcoming[at]), factor=DRIFT_SHOCK_FACTOR,
+        notes.update(shock_bar=at, shock_at=str(upcoming[at]), points=DRIFT_SHOCK_POINTS,
                      shocked=VOLATILITY_INDEX_SYMBOL)
         shocked = drift_shock(bars, upcoming[at])
         return Scenario(DRIFT_SHOCK, shocked, first, one(shocked), notes)

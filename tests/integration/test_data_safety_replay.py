@@ -48,7 +48,7 @@ from marlops.routing_store import RoutingStore
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 N_SYMBOLS, N_DAYS, SEED = 6, 504, 3
-REPLAY_BARS = 40
+REPLAY_BARS = 30
 SUMMARY_KEYS = {"final_trading_state", "triggers", "alerts", "drift", "feeds", "pnl"}
 
 
@@ -118,7 +118,7 @@ def test_replay_when_market_stationary_then_no_drift_halt_and_trading_active(wor
 
 
 def test_replay_when_feed_fault_then_bad_provider_quarantined_alerted_and_trading_continues(world: World) -> None:
-    summary = _replay(world, "synthetic:feed-fault", bars=24)
+    summary = _replay(world, "synthetic:feed-fault", bars=18)
     feeds = summary["feeds"]
     assert [q["provider"] for q in feeds["quarantined"]] == ["iex"]
     assert feeds["quarantined"][0]["bar"] == 12 and "+6.00%" in feeds["quarantined"][0]["detail"]
@@ -126,7 +126,7 @@ def test_replay_when_feed_fault_then_bad_provider_quarantined_alerted_and_tradin
     assert feeds["providers_final"] == {"sip": "ACTIVE", "iex": "QUARANTINED", "mirror": "ACTIVE"}
     # 2 of 3 providers still agree on every symbol: no symbol loses its bar, trading goes on.
     assert feeds["flagged_bars_by_reason"] == {}
-    assert summary["final_trading_state"] == "ACTIVE" and summary["bars_decided"] == 24
+    assert summary["final_trading_state"] == "ACTIVE" and summary["bars_decided"] == 18
     assert any(bar > 12 for bar in summary["pnl"]["bars_with_orders"])
     assert "FEED_PROVIDER_QUARANTINED:iex" in {a["name"] for a in summary["alerts"]["raised"]}
 

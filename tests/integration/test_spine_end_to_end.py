@@ -1,5 +1,6 @@
 """The whole spine on the real components: MLflow, signed artifacts, tritonserver, gateway, paper exchange."""
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,16 @@ from marlops.pipeline import (
 pytestmark = pytest.mark.integration
 REPLAY_DAYS = 8
 N_SYMBOLS = 6
+
+
+@pytest.fixture(scope="module")
+def pipeline_ctx(pipeline_ctx: PipelineContext) -> PipelineContext:
+    """The shared context without drift halts: this module proves the backtest and the live loop make the same
+    trades, and the backtest has no drift monitor. (A policy trained on ~100 bars meets volatility levels 8 sigma
+    from its training in its replay window, and the monitor rightly halts it: tests/integration/
+    test_data_safety_replay.py is where that is proven.)"""
+    drift = pipeline_ctx.config.drift.model_copy(update={"key_features": {}})
+    return dataclasses.replace(pipeline_ctx, config=pipeline_ctx.config.model_copy(update={"drift": drift}))
 
 
 @pytest.fixture(scope="module")

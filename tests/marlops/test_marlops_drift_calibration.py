@@ -10,8 +10,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_drift_calibrate_when_run_tiny_then_report_counts_false_alarms_and_detection_delays(tmp_path: Path) -> None:
     out = tmp_path / "calibration.json"
-    subprocess.run([sys.executable, "-m", "marlops.cli", "drift-calibrate", "--seeds", "1", "--train-bars", "300",
-                    "--bars", "40", "--symbols", "5", "--json", str(out)], cwd=REPO, check=True, timeout=300,
+    subprocess.run([sys.executable, "-m", "marlops.cli", "drift-calibrate", "--seeds", "1", "--train-bars", "200",
+                    "--bars", "40", "--symbols", "4", "--json", str(out)], cwd=REPO, check=True, timeout=300,
                    capture_output=True)
     report = json.loads(out.read_text())
     assert report["bars_monitored"] == 40 and report["seeds"] == [1]
