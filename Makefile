@@ -19,6 +19,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	@bash scripts/install_chromium.sh
+	@bash scripts/install_monitoring.sh
 	$(BIN)/python -m pytest -q -rs
 
 up: $(STAMP)
