@@ -57,6 +57,9 @@ class TimestepDecisions(Frozen):
     decision_latency_ms: float | None = Field(default=None, ge=0)
     # Data-safety triggers seen on this bar (applied before the timestep is planned).
     triggers: tuple[DataTrigger, ...] = ()
+    # The benchmark's (SPY's) close at this bar, for the gateway's benchmark-divergence gauge; None = not sent
+    # (the gateway then uses the benchmark symbol's decision price if this timestep decides it).
+    benchmark_price: float | None = Field(default=None, gt=0)
 
 
 class MasterDirective(Frozen):

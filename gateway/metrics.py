@@ -1,5 +1,7 @@
 """Prometheus metrics of one gateway app (its own CollectorRegistry, so several apps can share a process)."""
 
+from collections.abc import Mapping
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -10,6 +12,7 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from contracts.orders import TradingState
+from gateway.domain.performance import Snapshot
 
 __all__ = ["CONTENT_TYPE_LATEST", "GatewayMetrics"]
 
@@ -73,7 +76,50 @@ class GatewayMetrics:
         )
         self.equity = Gauge("marlops_gateway_equity", "Portfolio equity (account currency)", registry=r)
         self.gross_exposure = Gauge("marlops_gateway_gross_exposure", "Gross exposure / equity", registry=r)
-        self.drawdown = Gauge("marlops_gateway_drawdown", "Drawdown from peak equity (fraction)", registry=r)
+        self.drawdown = Gauge("marlops_gateway_drawdown", "Drawdown from peak equity (fraction), kept for "
+                              "compatibility: the from-peak drawdown (its peak also counts equity marked between "
+                              "timesteps); prefer marlops_gateway_drawdown_from_peak_ratio", registry=r)
+        # ---- performance, cost and risk (definitions: gateway/domain/performance.py) -------------------------
+        self.drawdown_intraday = Gauge(
+            "marlops_gateway_drawdown_intraday_ratio",
+            "Drawdown from the session's peak equity (fraction), after each settled timestep", registry=r)
+        self.drawdown_from_peak = Gauge(
+            "marlops_gateway_drawdown_from_peak_ratio",
+            "Drawdown from the all-time peak equity (fraction), after each settled timestep", registry=r)
+        self.cost_to_gross_profit = Gauge(
+            "marlops_gateway_cost_to_gross_profit_ratio",
+            "Signed transaction costs of the trailing fills (cost_window_fills, default 1000) / their gross profit "
+            "(positive realized P&L before costs); +Inf with costs and no profit, NaN with neither", registry=r)
+        self.realized_cost_signed = Gauge(
+            "marlops_gateway_realized_cost_signed_dollars",
+            "Running sum since start of signed realized cost per fill (adverse move vs the decision price + "
+            "commission; a favourable fill is negative), account currency", registry=r)
+        self.rolling_sharpe = Gauge(
+            "marlops_gateway_rolling_sharpe",
+            "Annualised Sharpe of per-bar equity returns over the trailing performance_window_bars bars "
+            "(x sqrt(bars_per_year), 252 for daily bars; risk-free 0); NaN with < 2 returns", registry=r)
+        self.win_rate = Gauge(
+            "marlops_gateway_win_rate_ratio",
+            "Winning bars / bars whose equity moved, over the trailing window (bars, not trades)", registry=r)
+        self.profit_factor = Gauge(
+            "marlops_gateway_profit_factor",
+            "Sum of positive / |sum of negative| per-bar P&L over the trailing window; +Inf with no losing bar",
+            registry=r)
+        self.turnover = Gauge(
+            "marlops_gateway_turnover_ratio",
+            "Traded notional per bar / equity, averaged over the trailing window", registry=r)
+        self.sector_exposure = Gauge(
+            "marlops_gateway_sector_exposure_ratio",
+            "Gross exposure (sum |value|) of a sector's positions / equity; no sector = \"unclassified\"",
+            ["sector"], registry=r)
+        self.herfindahl = Gauge(
+            "marlops_gateway_herfindahl_ratio",
+            "Sum of squared position weights of gross exposure (1/n for n equal positions; 0 when flat)",
+            registry=r)
+        self.benchmark_divergence = Gauge(
+            "marlops_gateway_benchmark_divergence_ratio",
+            "Portfolio return minus the benchmark's (SPY) over the trailing window; NaN without 2 benchmark prices",
+            registry=r)
         self.alert_active = Gauge(
             "marlops_gateway_alert_active", "1 while a gateway alert (trigger breach, safe mode...) is active",
             ["name"], registry=r,
@@ -86,10 +132,15 @@ class GatewayMetrics:
                                      registry=r)
         self.estimated_cost = Counter("marlops_gateway_estimated_cost", "Pre-trade cost estimate of filled qty ($)",
                                       registry=r)
-        self.realized_cost = Counter("marlops_gateway_realized_cost", "Realized cost vs decision price + commission ($); "
-                                     "may be negative", registry=r)
+        # A counter cannot go down: this one adds only the ADVERSE fills' costs (kept for compatibility; as a cost
+        # figure it is biased upwards). The net, favourable fills included: realized_cost_signed below.
+        self.realized_cost = Counter("marlops_gateway_realized_cost",
+                                     "Adverse realized cost only (fills with a positive cost vs decision price "
+                                     "+ commission, $); the signed net: marlops_gateway_realized_cost_signed_dollars",
+                                     registry=r)
         self.reconcile_mismatches = Counter("marlops_gateway_reconcile_mismatches",
                                             "Symbols where book and broker disagreed at reconciliation", registry=r)
+        self._sectors_seen: set[str] = set()
         self.set_trading_state(TradingState.ACTIVE)
 
     def set_trading_state(self, state: TradingState) -> None:
@@ -100,6 +151,26 @@ class GatewayMetrics:
         self.equity.set(equity)
         self.gross_exposure.set(gross_exposure)
         self.drawdown.set(drawdown)
+
+    def set_drawdowns(self, *, from_peak: float, intraday: float) -> None:
+        self.drawdown_from_peak.set(from_peak)
+        self.drawdown_intraday.set(intraday)
+
+    def set_performance(self, snapshot: Snapshot) -> None:
+        self.rolling_sharpe.set(snapshot.sharpe)
+        self.win_rate.set(snapshot.win_rate)
+        self.profit_factor.set(snapshot.profit_factor)
+        self.turnover.set(snapshot.turnover)
+        self.benchmark_divergence.set(snapshot.benchmark_divergence)
+        self.cost_to_gross_profit.set(snapshot.cost_to_gross_profit)
+        self.realized_cost_signed.set(snapshot.realized_cost_signed)
+
+    def set_concentration(self, sectors: Mapping[str, float], herfindahl: float) -> None:
+        """Sector gauges: every sector seen since start is set (0 once it holds nothing)."""
+        self._sectors_seen.update(sectors)
+        for sector in self._sectors_seen:
+            self.sector_exposure.labels(sector=sector).set(sectors.get(sector, 0.0))
+        self.herfindahl.set(herfindahl)
 
     def set_alerts(self, active: set[str], known: set[str]) -> None:
         for name in known | active:

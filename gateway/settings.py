@@ -77,6 +77,15 @@ class GatewaySettings(BaseModel):
     # come only from an in-process source or POST /v1/directives.
     directive_bus_url: str | None = Field(default=None, min_length=1)
     directive_channel: str = Field(default="master-directives", min_length=1)
+    # Rolling performance gauges (gateway.domain.performance): the trailing N bars (decision timesteps) for
+    # Sharpe, win rate, profit factor, turnover and benchmark divergence; bars per year annualises the Sharpe
+    # (252 for daily bars); the cost-to-gross-profit ratio reads the trailing `cost_window_fills` fills.
+    performance_window_bars: int = Field(default=252, ge=2)
+    bars_per_year: float = Field(default=252.0, gt=0)
+    cost_window_fills: int = Field(default=1000, ge=1)
+    # The benchmark of marlops_gateway_benchmark_divergence_ratio: its price comes with each timestep
+    # (TimestepDecisions.benchmark_price), or from this symbol's decision when the timestep decides it.
+    benchmark_symbol: str = Field(default="SPY", min_length=1)
 
     @model_validator(mode="after")
     def _unique_tokens(self) -> "GatewaySettings":

@@ -29,10 +29,12 @@ from gateway.audit.group_commit import GroupCommit
 from gateway.audit.store import AuditStore
 from gateway.brokers.base import Broker, OrderResult
 from gateway.domain.costs import BPS
+from gateway.domain.performance import closing_gross_pnl
 from gateway.domain.portfolio import Portfolio
 from gateway.engine.clock import Clock
 from gateway.engine.kill_switch import KillSwitch
 from gateway.engine.latency import LatencyRecorder
+from gateway.engine.performance import PerformanceTracker
 from gateway.engine.state import GatewayState
 from gateway.errors import BrokerRejectedError, BrokerUnavailableError
 from gateway.inflight import InflightOrder
@@ -45,7 +47,8 @@ _FILL_EPS = 1e-9
 
 
 def realized_cost(side: OrderSide, qty: float, price: float, reference_price: float, commission_bps: float) -> float:
-    """What the fill cost against the decision's price: adverse price move plus commission (may be negative)."""
+    """What the fill cost against the decision's price: adverse price move plus commission. SIGNED: a favourable
+    fill (bought below / sold above the decision price by more than the commission) is a negative cost."""
     sign = 1.0 if side == OrderSide.BUY else -1.0
     return sign * (price - reference_price) * qty + commission_bps * BPS * qty * price
 
@@ -155,6 +158,7 @@ class Execution:
         self._latency = latency
         self._on_settled = on_settled
         self.rate = OrderRateWindow(settings.risk.order_rate.window_seconds, clock)
+        self.performance = PerformanceTracker(settings, metrics)
         # Lookups of open orders run after each timestep's routing AND from reconciliation's thread: one at a time,
         # or two threads could both see the same new fill quantity and apply it twice.
         self._refresh_lock = threading.Lock()
@@ -374,8 +378,13 @@ class Execution:
             section = self._state.inflight_section(order.client_order_id)
         if answers or result.is_terminal:
             self._audit.append_many(answers, state=section)
+        gross_pnl = 0.0
         with self.book.lock:
             if fill is not None and apply_to_book:
+                held = self.book.portfolio.positions().get(fill.symbol)
+                if held is not None:
+                    gross_pnl = closing_gross_pnl(held.qty, held.avg_price, fill.side == OrderSide.BUY, fill.qty,
+                                                  intent.reference_price)
                 self.book.portfolio.apply_fill(fill)
         self._metrics.inflight_orders.set(len(self._state.inflight))
         if result.status == OrderStatus.FILLED and order.acknowledged_at is not None:
@@ -383,8 +392,9 @@ class Execution:
         if fill is not None:
             self._metrics.orders_filled.inc()
             self._metrics.estimated_cost.inc(intent.estimated_cost * fill.qty / intent.qty)
-            if cost > 0:
+            if cost > 0:  # the counter is monotonic: adverse costs only; the signed sum is a gauge
                 self._metrics.realized_cost.inc(cost)
+            self.performance.fill(notional=fill.qty * fill.price, signed_cost=cost, gross_pnl=gross_pnl)
 
     # ---- lookups ------------------------------------------------------------------------------
     def refresh_open_orders(self) -> None:

@@ -16,6 +16,7 @@ from contracts.audit import AuditEvent, SafeModeRecord, TradingStateRecord
 from contracts.orders import TradingState
 from gateway.audit.store import AuditStore
 from gateway.domain.flatten import FlattenPlan, flatten_slices
+from gateway.domain.performance import drawdown
 from gateway.domain.trading_state import StateChange, TradingStateMachine, escalates
 from gateway.domain.triggers import (
     DEPENDENCY_LOST,
@@ -158,7 +159,10 @@ class KillSwitch:
         """Drawdown (from the peak and intraday) on the marked book, and the decision latency streak."""
         with self.lock:
             session = session_of(timestep, self._settings.risk.market_hours.timezone)
-            triggers = drawdown_triggers(self._state.marks, equity, session, self._settings.risk.kill_switch)
+            marks = self._state.marks
+            triggers = drawdown_triggers(marks, equity, session, self._settings.risk.kill_switch)
+            self._metrics.set_drawdowns(from_peak=drawdown(equity, marks.peak_equity),
+                                        intraday=drawdown(equity, marks.session_peak))
             latency = self._latency.observe(latency_ms)
             if latency is not None:
                 triggers.append(latency)

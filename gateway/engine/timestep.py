@@ -120,7 +120,8 @@ class Timesteps:
             ticket = RoutingTicket(timestep_id(batch), plan.intents, received)
             ticket.outcomes.update({i.client_order_id: OrderOutcome(i, OrderStatus.INTENT) for i in plan.intents})
             latency_ms = batch.decision_latency_ms
-            ticket.context = {"timestep": batch.timestep, "latency_ms": latency_ms}
+            ticket.context = {"timestep": batch.timestep, "latency_ms": latency_ms,
+                              "benchmark_price": self._benchmark_price(batch)}
             self._execution.dispatch(ticket, frozenset(i.client_order_id for i in plan.flatten), reducing)
             summary = self._portfolio_summary()
         self._remember(ticket)
@@ -148,6 +149,17 @@ class Timesteps:
         self._ks.check_compliance(positions, marks, equity)
         if not any(positions.values()):
             self._ks.book_is_flat()
+        # The performance, cost and risk gauges (after the triggers: they only report).
+        self._execution.performance.settled(timestep=context["timestep"], equity=equity,
+                                            benchmark_price=context.get("benchmark_price"), positions=positions,
+                                            marks=marks)
+
+    def _benchmark_price(self, batch: TimestepDecisions) -> float | None:
+        """The benchmark's price at this bar: sent with the timestep, or the benchmark symbol's decision price."""
+        if batch.benchmark_price is not None:
+            return batch.benchmark_price
+        symbol = self._settings.benchmark_symbol
+        return next((d.price for d in batch.decisions if d.symbol == symbol), None)
 
     def ticket(self, timestep_id: str) -> RoutingTicket | None:
         with self._tickets_lock:
