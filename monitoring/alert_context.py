@@ -45,7 +45,7 @@ import httpx
 import sqlalchemy as sa
 import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Request
-from pydantic import AliasChoices, BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -74,8 +74,10 @@ class AlertContextSettings(BaseSettings):
     gateway_url: str = "http://127.0.0.1:8080"
     gateway_token_file: Path | None = None  # a viewer token; None: the gateway is open (local paper trading)
     gateway_timeout_s: float = Field(default=2.0, gt=0)
-    home: Path = Field(default=Path(".marlops"), validation_alias=AliasChoices("MARLOPS_HOME", "home"))
-    state_url: str | None = Field(default=None, validation_alias=AliasChoices("MARLOPS_STATE_URL", "state_url"))
+    # Shared marlops names, unprefixed (populate_by_name lets code pass home=/state_url=; an alias "home" would
+    # also read $HOME).
+    home: Path = Field(default=Path(".marlops"), validation_alias="MARLOPS_HOME")
+    state_url: str | None = Field(default=None, validation_alias="MARLOPS_STATE_URL")
     routing_table: str = "routing"
     # Secrets: the Slack incoming-webhook URL is itself the credential.
     slack_webhook_url: SecretStr | None = None
@@ -322,6 +324,7 @@ def create_app(settings: AlertContextSettings, *, insecure_no_auth: bool = False
         logger.warning("%sPAGERDUTY_ROUTING_KEY is not set: pages go to Slack only", ENV_PREFIX)
     gateway_token = (read_secret_file(settings.gateway_token_file, "gateway token file")
                      if settings.gateway_token_file else None)
+    quiet_http_client_logs()
     reader = ContextReader(settings, gateway_token)
     forwarder = httpx.AsyncClient(timeout=settings.forward_timeout_s)
 
@@ -379,6 +382,12 @@ def create_app(settings: AlertContextSettings, *, insecure_no_auth: bool = False
     return app
 
 
+def quiet_http_client_logs() -> None:
+    """httpx logs every request's URL at INFO, and the Slack webhook URL is a credential: keep those at WARNING."""
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def _expected_token(settings: AlertContextSettings) -> str:
     if settings.token_file is None:
         raise AlertContextError(f"{ENV_PREFIX}TOKEN_FILE is not set: the webhook needs the bearer token Alertmanager "
@@ -396,6 +405,7 @@ def main(argv: list[str] | None = None) -> None:
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     settings = AlertContextSettings(**overrides)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_http_client_logs()
     if args.insecure_no_auth:
         logger.warning("--insecure-no-auth: ANY local process can post alerts to this webhook and page people")
     try:

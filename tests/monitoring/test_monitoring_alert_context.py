@@ -297,3 +297,33 @@ def test_real_alertmanager_when_alerts_posted_then_routed_through_webhook_and_ha
         except subprocess.TimeoutExpired:
             am.kill()
             am.wait()
+
+
+def test_forward_when_logged_at_debug_then_no_secret_in_the_log(
+        tmp_path: Path, receiver: Receiver, serve: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """httpx logs request URLs at INFO; the Slack URL, the routing key and the tokens must never reach a log."""
+    secret_path = "/slack/T000/B000/XXXXSECRET"
+    webhook = serve(_settings(tmp_path, receiver, f"http://127.0.0.1:{free_port()}",
+                              slack_webhook_url=receiver.url + secret_path))
+    caplog.set_level("DEBUG")
+
+    assert _post(webhook, "page", notification("ServiceDown", "page")).status_code == 200
+    assert _post(webhook, "page", notification("ServiceDown", "page"), token="wrong-token").status_code == 401
+
+    assert receiver.bodies(secret_path) and receiver.bodies("/pagerduty")
+    for secret in ("XXXXSECRET", ROUTING_KEY, WEBHOOK_TOKEN, "wrong-token"):
+        assert secret not in caplog.text
+
+
+def test_settings_when_environment_set_then_prefixed_names_and_shared_marlops_names(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HOME", "/not/marlops")  # $HOME is not MARLOPS_HOME
+    monkeypatch.delenv("MARLOPS_HOME", raising=False)
+    monkeypatch.delenv("MARLOPS_STATE_URL", raising=False)
+    monkeypatch.setenv("MARLOPS_ALERT_CONTEXT_SLACK_WEBHOOK_URL", "https://hooks.example/secret")
+    monkeypatch.setenv("MARLOPS_ALERT_CONTEXT_GATEWAY_URL", "http://gw:8080")
+    settings = AlertContextSettings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.gateway_url == "http://gw:8080" and settings.home == Path(".marlops")
+    assert "secret" not in repr(settings)
+    monkeypatch.setenv("MARLOPS_STATE_URL", "sqlite:////srv/state.db")
+    assert AlertContextSettings(_env_file=None).effective_state_url == "sqlite:////srv/state.db"  # type: ignore[call-arg]

@@ -70,3 +70,16 @@ def test_launcher_when_rendered_then_valid_and_points_at_the_webhook_with_the_to
     assert {h["url"] for h in hooks} == {"https://ctx.internal:9443/marlops/v1/alertmanager/page",
                                          "https://ctx.internal:9443/marlops/v1/alertmanager/ticket"}
     assert {h["http_config"]["authorization"]["credentials_file"] for h in hooks} == {str(token)}
+
+
+def test_inhibit_rules_when_compared_with_the_prometheus_rules_then_every_name_exists() -> None:
+    """A rule renamed in alert_rules.yml without this file would silently stop being inhibited."""
+    rules_file = TEMPLATE.parents[1] / "prometheus" / "alert_rules.yml"
+    if not rules_file.exists():
+        pytest.skip(f"{rules_file} not written yet")
+    defined = {r["alert"] for g in yaml.safe_load(rules_file.read_text())["groups"] for r in g["rules"] if "alert" in r}
+    named: set[str] = set()
+    for rule in yaml.safe_load(TEMPLATE.read_text())["inhibit_rules"]:
+        for matcher in rule["source_matchers"] + rule["target_matchers"]:
+            named |= set(matcher.split("=", 1)[1].lstrip("~").strip('"').split("|"))
+    assert named - defined == set()
