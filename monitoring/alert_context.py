@@ -56,6 +56,7 @@ PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 RECENT = 20
 # Slack refuses a section text over 3000 characters; keep each one well inside.
 _SLACK_SECTION_CHARS = 2800
+_PAGERDUTY_DETAILS_BYTES = 400_000  # under the Events API's 512 KB per event, leaving room for the rest
 Destination = Literal["page", "ticket"]
 
 
@@ -245,9 +246,9 @@ def _clip(text: str, limit: int = _SLACK_SECTION_CHARS) -> str:
 
 def _event_line(event: dict[str, Any]) -> str:
     payload = event.get("payload") if isinstance(event.get("payload"), dict) else {}
-    keys = ("symbol", "side", "qty", "status", "action", "decision", "reason")
+    keys = ("symbol", "side", "qty", "price", "status", "target_level", "approved", "target_weight")
     detail = ", ".join(f"{k}={payload[k]}" for k in keys if k in payload)
-    return f"#{event.get('seq', '?')} {event.get('at', '')} {event.get('kind', '')} {detail}".strip()
+    return f"#{event.get('seq', '?')} {event.get('occurred_at', '')} {event.get('kind', '')} {detail}".strip()
 
 
 def slack_message(context: dict[str, Any]) -> dict[str, Any]:
@@ -262,8 +263,11 @@ def slack_message(context: dict[str, Any]) -> dict[str, Any]:
         alert_lines.append(f"*{a['alertname']}* {a['status']} value={a['value']} {where}\n{a['summary'] or ''}".strip())
     state = context["trading_state"] or {}
     state_line = f"*Trading state:* {state.get('trading_state', 'unknown')}"
-    if state.get("open_orders") is not None:
-        state_line += f"  open orders: {state['open_orders']}"
+    if isinstance(state.get("open_orders"), list):
+        state_line += f"  open orders: {len(state['open_orders'])}"
+    directive = state.get("latest_directive") or {}
+    if directive:
+        state_line += f"  directive: {directive.get('directive_id')} ({directive.get('mode')})"
     routing = context["routing_table"]
     if routing:
         state_line += f"\n*Routing table:* revision {routing['revision']} (updated {routing['updated_at']})"
@@ -289,12 +293,27 @@ def slack_message(context: dict[str, Any]) -> dict[str, Any]:
     return {"text": text, "blocks": blocks}
 
 
+def _fit(details: dict[str, Any]) -> dict[str, Any]:
+    """PagerDuty refuses events over 512 KB: halve the event lists (oldest dropped) until the details fit,
+    and say so, rather than lose the page."""
+    clipped = False
+    while len(json.dumps(details, default=str)) > _PAGERDUTY_DETAILS_BYTES:
+        lists = [k for k in ("recent_orders", "recent_decisions", "gateway_alerts") if details.get(k)]
+        if not lists:
+            details = {**details, "routing_table": "(clipped: too large for PagerDuty)"}
+            break
+        for key in lists:
+            details = {**details, key: details[key][:len(details[key]) // 2]}
+        clipped = True
+    return {**details, "clipped": True} if clipped else details
+
+
 def pagerduty_events(context: dict[str, Any], routing_key: str, source: str) -> list[dict[str, Any]]:
     """One Events API v2 event per alert: its own dedup_key, so a resolve closes exactly that incident."""
     events = []
     for alert in context["alerts"]:
         summary = f"{alert['alertname']}: {alert['summary'] or 'no summary'} (value {alert['value']})"
-        details = {**{k: v for k, v in context.items() if k != "alerts"}, "alert": alert}
+        details = _fit({**{k: v for k, v in context.items() if k != "alerts"}, "alert": alert})
         events.append({
             "routing_key": routing_key,
             "event_action": "resolve" if alert["status"] == "resolved" else "trigger",

@@ -22,7 +22,14 @@ from gateway.serve import ServerHandle, free_port, serve_app_in_thread
 from gateway.settings import GatewaySettings
 from gateway.tokens import new_token
 from marlops.routing_store import RoutingStore
-from monitoring.alert_context import AlertContextError, AlertContextSettings, create_app
+from monitoring.alert_context import (
+    AlertContextError,
+    AlertContextSettings,
+    AmNotification,
+    build_context,
+    create_app,
+    pagerduty_events,
+)
 from monitoring.alertmanager_launcher import alertmanager_command, find_alertmanager, render_config, write_config
 
 T0 = datetime(2024, 1, 2, 21, 0, tzinfo=timezone.utc)
@@ -327,3 +334,15 @@ def test_settings_when_environment_set_then_prefixed_names_and_shared_marlops_na
     assert "secret" not in repr(settings)
     monkeypatch.setenv("MARLOPS_STATE_URL", "sqlite:////srv/state.db")
     assert AlertContextSettings(_env_file=None).effective_state_url == "sqlite:////srv/state.db"  # type: ignore[call-arg]
+
+
+def test_pagerduty_event_when_context_too_large_then_lists_halved_under_the_limit() -> None:
+    big = [{"seq": i, "kind": "decision", "payload": {"detail": "x" * 40_000}} for i in range(20)]
+    read = {"trading_state": {"trading_state": "HALTED"}, "recent_orders": [], "recent_decisions": big,
+            "gateway_alerts": [], "routing_table": None, "unavailable": {}}
+    context = build_context(AmNotification(**notification("TradingHalted", "page")), read, "page")
+
+    [event] = pagerduty_events(context, ROUTING_KEY, "src")
+
+    assert len(json.dumps(event)) < 512_000 and event["payload"]["custom_details"]["clipped"] is True
+    assert 0 < len(event["payload"]["custom_details"]["recent_decisions"]) < 20
