@@ -79,7 +79,8 @@ class AlertContextSettings(BaseSettings):
     # also read $HOME).
     home: Path = Field(default=Path(".marlops"), validation_alias="MARLOPS_HOME")
     state_url: str | None = Field(default=None, validation_alias="MARLOPS_STATE_URL")
-    routing_table: str = "routing"
+    # Interpolated into SQL as an identifier: the same pattern marlops.routing_store enforces.
+    routing_table: str = Field(default="routing", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,40}$")
     # Secrets: the Slack incoming-webhook URL is itself the credential.
     slack_webhook_url: SecretStr | None = None
     pagerduty_routing_key: SecretStr | None = None
