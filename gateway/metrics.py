@@ -1,5 +1,6 @@
 """Prometheus metrics of one gateway app (its own CollectorRegistry, so several apps can share a process)."""
 
+import math
 from collections.abc import Mapping
 
 from prometheus_client import (
@@ -89,7 +90,8 @@ class GatewayMetrics:
         self.cost_to_gross_profit = Gauge(
             "marlops_gateway_cost_to_gross_profit_ratio",
             "Signed transaction costs of the trailing fills (cost_window_fills, default 1000) / their gross profit "
-            "(positive realized P&L before costs); +Inf with costs and no profit, NaN with neither", registry=r)
+            "(positive realized P&L before costs of closing fills); NaN until a fill closes; +Inf with costs and "
+            "no profit", registry=r)
         self.realized_cost_signed = Gauge(
             "marlops_gateway_realized_cost_signed_dollars",
             "Running sum since start of signed realized cost per fill (adverse move vs the decision price + "
@@ -141,6 +143,10 @@ class GatewayMetrics:
         self.reconcile_mismatches = Counter("marlops_gateway_reconcile_mismatches",
                                             "Symbols where book and broker disagreed at reconciliation", registry=r)
         self._sectors_seen: set[str] = set()
+        # Undefined until enough bars / fills: NaN (no alert compares true), not a misleading 0.
+        for undefined in (self.cost_to_gross_profit, self.rolling_sharpe, self.win_rate, self.profit_factor,
+                          self.benchmark_divergence):
+            undefined.set(math.nan)
         self.set_trading_state(TradingState.ACTIVE)
 
     def set_trading_state(self, state: TradingState) -> None:

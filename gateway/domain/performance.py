@@ -28,8 +28,9 @@ Definitions (what the gauges mean):
                    (The average entry price is the book's average FILL price, so entry slippage is part of
                    the entry, as on any broker statement.)
   cost / gross profit   the window's signed costs (all its fills: opening and closing) / its gross profit.
-                   +Inf (-Inf) when costs are > 0 (< 0) and there is no gross profit; NaN when both are 0;
-                   negative when favourable fills outweigh the adverse ones.
+                   NaN while the window holds no closing fill (nothing realized yet: e.g. just after a start,
+                   the window is not persisted); +Inf (-Inf) when closing fills realized no profit and costs are
+                   > 0 (< 0); negative when favourable fills outweigh the adverse ones.
   Herfindahl       sum over positions of (|value_i| / sum |value|)^2: 1/n for n equal positions, 1 for one;
                    0 for a flat book.
   sector exposure  sum of |value| of a sector's positions / equity (symbols with no sector: "unclassified",
@@ -120,21 +121,26 @@ def drawdown(equity: float, peak: float) -> float:
 
 
 # ---- costs ----------------------------------------------------------------------------------------
-def closing_gross_pnl(position_qty: float, avg_entry: float, buy: bool, qty: float, reference_price: float) -> float:
+def closing_gross_pnl(position_qty: float, avg_entry: float, buy: bool, qty: float,
+                      reference_price: float) -> float | None:
     """Realized P&L before costs of a fill of `qty` (buy or sell) against a position of `position_qty`
-    entered at `avg_entry`: the closed part valued at the decision price. 0 for a fill that only opens/adds."""
+    entered at `avg_entry`: the closed part valued at the decision price. None for a fill that only opens/adds."""
     if position_qty == 0 or (position_qty > 0) == buy:
-        return 0.0
+        return None
     closed = min(qty, abs(position_qty))
     direction = 1.0 if position_qty > 0 else -1.0
     return direction * closed * (reference_price - avg_entry)
 
 
-def cost_to_gross_profit(costs: Iterable[float], gross_pnls: Iterable[float]) -> float:
-    """Signed costs / gross profit (sum of the positive gross P&Ls): +Inf (-Inf) with costs > 0 (< 0) and no
-    profit, NaN with neither; negative when favourable fills outweigh adverse ones."""
+def cost_to_gross_profit(costs: Iterable[float], gross_pnls: Iterable[float | None]) -> float:
+    """Signed costs / gross profit (the sum of the positive gross P&Ls of closing fills; None = a fill that
+    closed nothing). NaN with no closing fill, or no cost and no profit; +Inf (-Inf) with costs > 0 (< 0) and
+    no profit; negative when favourable fills outweigh adverse ones."""
     cost = sum(costs)
-    profit = sum(p for p in gross_pnls if p > 0)
+    realized = [p for p in gross_pnls if p is not None]
+    if not realized:
+        return _NAN
+    profit = sum(p for p in realized if p > 0)
     if profit > 0:
         return cost / profit
     if cost > 0:
@@ -209,11 +215,12 @@ class PerformanceWindow:
         self.bars_per_year = bars_per_year
         # N returns need N + 1 equities.
         self._bars: deque[_Bar] = deque(maxlen=window_bars + 1)
-        self._fills: deque[tuple[float, float]] = deque(maxlen=cost_window_fills)  # (signed cost, gross P&L)
+        # (signed cost, gross P&L before costs; None for a fill that closed nothing)
+        self._fills: deque[tuple[float, float | None]] = deque(maxlen=cost_window_fills)
         self._pending_notional = 0.0
         self.realized_cost_signed = 0.0  # since the window was created (process start)
 
-    def record_fill(self, *, notional: float, signed_cost: float, gross_pnl: float) -> None:
+    def record_fill(self, *, notional: float, signed_cost: float, gross_pnl: float | None) -> None:
         self._pending_notional += abs(notional)
         self._fills.append((signed_cost, gross_pnl))
         self.realized_cost_signed += signed_cost

@@ -378,7 +378,7 @@ class Execution:
             section = self._state.inflight_section(order.client_order_id)
         if answers or result.is_terminal:
             self._audit.append_many(answers, state=section)
-        gross_pnl = 0.0
+        gross_pnl: float | None = None  # realized P&L before costs; None: the fill closed nothing in the book
         with self.book.lock:
             if fill is not None and apply_to_book:
                 held = self.book.portfolio.positions().get(fill.symbol)

@@ -26,7 +26,7 @@ class PerformanceTracker:
         self._window = PerformanceWindow(settings.performance_window_bars, settings.cost_window_fills,
                                          settings.bars_per_year)
 
-    def fill(self, *, notional: float, signed_cost: float, gross_pnl: float) -> None:
+    def fill(self, *, notional: float, signed_cost: float, gross_pnl: float | None) -> None:
         """Sums only: it cannot fail on a finite fill."""
         with self._lock:
             self._window.record_fill(notional=notional, signed_cost=signed_cost, gross_pnl=gross_pnl)

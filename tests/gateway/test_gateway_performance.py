@@ -88,19 +88,20 @@ def test_realized_cost_when_fill_favourable_then_negative_cost() -> None:
 
 def test_cost_ratio_when_a_favourable_fill_joins_the_window_then_the_ratio_falls() -> None:
     adverse = [10.0, 5.0]
-    gross = [0.0, 100.0]  # an opening fill realizes nothing; a closing one 100
+    gross = [None, 100.0]  # an opening fill realizes nothing; a closing one 100
     assert cost_to_gross_profit(adverse, gross) == pytest.approx(0.15)
-    with_favourable = cost_to_gross_profit([*adverse, -8.0], [*gross, 0.0])
+    with_favourable = cost_to_gross_profit([*adverse, -8.0], [*gross, None])
     assert with_favourable == pytest.approx(0.07)  # included, signed: the old counter dropped it
-    assert cost_to_gross_profit([5.0], [-20.0]) == math.inf  # a loss is no gross profit
+    assert cost_to_gross_profit([5.0, 1.0], [None, -20.0]) == math.inf  # a loss is no gross profit
+    assert math.isnan(cost_to_gross_profit([5.0], [None]))  # nothing closed yet (e.g. just after a start)
     assert math.isnan(cost_to_gross_profit([], []))
 
 
 def test_closing_gross_pnl_when_fill_closes_then_closed_qty_from_entry_to_decision_price() -> None:
     assert closing_gross_pnl(100, 90.0, False, 40, 100.0) == pytest.approx(400.0)  # sell 40 of a long
     assert closing_gross_pnl(-50, 100.0, True, 80, 90.0) == pytest.approx(500.0)  # buy through a short: 50 closed
-    assert closing_gross_pnl(100, 90.0, True, 40, 100.0) == 0.0  # adding realizes nothing
-    assert closing_gross_pnl(0, 0.0, False, 40, 100.0) == 0.0
+    assert closing_gross_pnl(100, 90.0, True, 40, 100.0) is None  # adding closes nothing
+    assert closing_gross_pnl(0, 0.0, False, 40, 100.0) is None
 
 
 def test_drawdown_turnover_and_benchmark_divergence() -> None:
@@ -116,7 +117,7 @@ def test_drawdown_turnover_and_benchmark_divergence() -> None:
 def test_window_when_bars_exceed_n_then_only_the_trailing_n_returns_and_fills_count() -> None:
     window = PerformanceWindow(window_bars=2, cost_window_fills=2)
     for day, equity in enumerate([100.0, 50.0, 110.0, 121.0]):
-        window.record_fill(notional=equity, signed_cost=1.0, gross_pnl=0.0)
+        window.record_fill(notional=equity, signed_cost=1.0, gross_pnl=None)
         window.record_bar(T0 + timedelta(days=day), equity)
     # The same bar sent again (another service's symbols): one bar, the later equity, notional summed.
     window.record_fill(notional=121.0, signed_cost=-4.0, gross_pnl=10.0)
@@ -156,6 +157,8 @@ def test_engine_when_timesteps_settle_then_performance_cost_and_risk_gauges_are_
                                sectors={"AAPL": "tech", "MSFT": "tech"}, performance_window_bars=10)
     service = GatewayService(settings, broker=broker, audit=audit)
     metrics = service.metrics
+    assert math.isnan(sample(metrics, "marlops_gateway_cost_to_gross_profit_ratio"))  # undefined, not 0
+    assert math.isnan(sample(metrics, "marlops_gateway_rolling_sharpe"))
     broker.set_prices({"AAPL": 99.0, "NVDA": 40.0})  # AAPL fills 1 below its decision price: a favourable buy
     service.start()
     service.receive_directive(directive("normal", max_position_size=1.0))
