@@ -56,7 +56,7 @@ from marlops.policy_router import PolicyRouter
 from marlops.routing import PolicyRef, RoutingChange
 from marlops.routing_store import RoutingStore
 from marlops.stack import ServingStack, StackPorts
-from marlops.trading import BarOutcome, TradingService
+from marlops.trading import BarOutcome, TradingService, timed_inference
 from marlops.trading_state import TradingStateStore
 from serving.client import PolicyClient
 from serving.model_repository import export_policy, exported_versions, remove_version
@@ -256,9 +256,9 @@ def replay_window(bars: pd.DataFrame, ctx: PipelineContext, *, start: pd.Timesta
             bus = stack.bus
 
             def master(ref: PolicyRef, spec: FeatureSpec) -> Callable[[MarketSnapshotMessage], object]:
-                return MasterSnapshotHandler(infer=router.client(ref).infer, spec=spec, portfolio=gateway.portfolio,
-                                             bus=bus, risk=ctx.config.risk, loop=loop_cfg,
-                                             policy_version=str(ref)).handle
+                infer = timed_inference(box["s"].metrics, ref, router.client(ref).infer)
+                return MasterSnapshotHandler(infer=infer, spec=spec, portfolio=gateway.portfolio, bus=bus,
+                                             risk=ctx.config.risk, loop=loop_cfg, policy_version=str(ref)).handle
 
             if source is None:
                 source = guarded_source(ReplayBarSource(bars, start=start, bars_per_second=speed,

@@ -74,8 +74,8 @@ class TradingMetrics:
         self.latency = Histogram("marlops_trading_decision_latency_seconds", "Bar in -> decisions accepted by the gateway",
                                  buckets=(.005, .01, .025, .05, .1, .15, .25, .5, 1, 2.5, 5), registry=r)
         self.inference = Histogram("marlops_trading_inference_seconds", "One batched Triton request",
-                                   ["model", "version"], buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, 1),
-                                   registry=r)
+                                   ["model", "version"],
+                                   buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .4, 1), registry=r)
         self.decisions = Counter("marlops_trading_decisions_total", "Symbol decisions by acting policy",
                                  ["model", "version"], registry=r)
         self.shadow_agree = Counter("marlops_trading_shadow_decisions_total", "Shadow decisions by agreement",
@@ -111,6 +111,22 @@ class TradingMetrics:
                                   "by reason", ["reason"], registry=r)
         self.feed_provider_state = Gauge("marlops_feed_provider_state", "1 for the provider's current state",
                                          ["provider", "state"], registry=r)
+
+
+def timed_inference(metrics: TradingMetrics, ref: PolicyRef, infer: Callable[[np.ndarray], object]
+                    ) -> Callable[[np.ndarray], object]:
+    """`infer` observed in `marlops_trading_inference_seconds{model, version}` (the master agent's requests, made
+    by its snapshot handler, are timed like the symbol agents')."""
+    histogram = metrics.inference.labels(ref.model, str(ref.version))
+
+    def call(observations: np.ndarray) -> object:
+        started = time.perf_counter()
+        try:
+            return infer(observations)
+        finally:
+            histogram.observe(time.perf_counter() - started)
+
+    return call
 
 
 @dataclass

@@ -39,7 +39,7 @@ from marlops.routing import PolicyRef
 from marlops.routing_store import RoutingStore
 from marlops.stack import PAPER_KEY_ID, PAPER_SECRET
 from marlops.trade_cli import build_source
-from marlops.trading import BarOutcome, TradingService
+from marlops.trading import BarOutcome, TradingService, timed_inference
 from marlops.trading_state import TradingStateStore
 from registry.keys import PUBLIC_KEY_FILENAME, TRUSTED_PUBLIC_KEY_ENV
 from serving.errors import ServingError
@@ -150,8 +150,9 @@ class TradingRuntime:
 
         def master_factory(ref: PolicyRef, spec: FeatureSpec) -> Callable[[MarketSnapshotMessage], object]:
             # The same snapshot handler (schedule, observation, directive) as `marlops master`, in process.
-            return MasterSnapshotHandler(infer=router.client(ref).infer, spec=spec, portfolio=gateway.portfolio,
-                                         bus=bus, risk=config.risk, loop=loop, policy_version=str(ref)).handle
+            infer = timed_inference(service_ref["s"].metrics, ref, router.client(ref).infer)
+            return MasterSnapshotHandler(infer=infer, spec=spec, portfolio=gateway.portfolio, bus=bus, risk=config.risk,
+                                         loop=loop, policy_version=str(ref)).handle
 
         prices = None
         if args.sim_exchange:
