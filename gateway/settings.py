@@ -4,6 +4,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from contracts.bars import BENCHMARK_SYMBOL
 from contracts.config import RiskOverlaysConfig
 
 Role = Literal["viewer", "trader", "risk_officer", "admin"]
@@ -85,7 +86,7 @@ class GatewaySettings(BaseModel):
     cost_window_fills: int = Field(default=1000, ge=1)
     # The benchmark of marlops_gateway_benchmark_divergence_ratio: its price comes with each timestep
     # (TimestepDecisions.benchmark_price), or from this symbol's decision when the timestep decides it.
-    benchmark_symbol: str = Field(default="SPY", min_length=1)
+    benchmark_symbol: str = Field(default=BENCHMARK_SYMBOL, min_length=1)
 
     @model_validator(mode="after")
     def _unique_tokens(self) -> "GatewaySettings":

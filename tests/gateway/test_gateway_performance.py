@@ -202,3 +202,21 @@ def test_engine_when_timesteps_settle_then_performance_cost_and_risk_gauges_are_
         abs(nvda.qty) * 36.0 / equities[-1])
     assert sample(metrics, "marlops_gateway_sector_exposure_ratio", sector="tech") == 0.0  # held, then closed
     assert sample(metrics, "marlops_gateway_herfindahl_ratio") == pytest.approx(1.0)
+
+
+def test_engine_when_no_benchmark_price_sent_then_the_benchmark_symbols_decision_price_is_used(
+        audit: AuditStore) -> None:
+    broker = InProcessBroker(initial_cash=1_000_000.0)
+    settings = GatewaySettings(risk=OPEN, broker_base_url="inprocess://", fill_wait_s=0.0, reconcile_interval_s=0)
+    service = GatewayService(settings, broker=broker, audit=audit)
+    broker.set_prices({"AAPL": 100.0, "SPY": 400.0})
+    service.start()
+    service.receive_directive(directive("normal", max_position_size=1.0))
+    equities = []
+    for i, (aapl, spy) in enumerate([(100.0, 400.0), (105.0, 420.0)]):
+        broker.set_prices({"AAPL": aapl, "SPY": spy})
+        service.handle_timestep(batch({"AAPL": (1.0, aapl), "SPY": (0.0, spy)}, bar_index=i))  # SPY not held
+        equities.append(sample(service.metrics, "marlops_gateway_equity"))
+    service.stop()
+    assert sample(service.metrics, "marlops_gateway_benchmark_divergence_ratio") == pytest.approx(
+        (equities[1] / equities[0] - 1.0) - 0.05)
