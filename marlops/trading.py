@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from contracts.bars import BENCHMARK_SYMBOL
 from contracts.config import DriftThresholdsConfig, load_drift
 from contracts.decisions import FEATURE_DRIFT, DataTrigger, MarketSnapshotMessage, SymbolDecision, TimestepDecisions
 from contracts.features import FeatureSpec
@@ -209,6 +210,12 @@ def _checksum(observations: list[np.ndarray]) -> str:
     return observation_checksum(np.concatenate(observations))
 
 
+def _benchmark_price(batch: BarBatch) -> float | None:
+    """The benchmark's close this bar (the gateway's divergence-from-benchmark gauge), if the bar holds a usable one."""
+    price = _closes(batch).get(BENCHMARK_SYMBOL)
+    return price if price is not None and np.isfinite(price) and price > 0 else None
+
+
 def _closes(batch: BarBatch) -> dict[str, float]:
     """symbol -> close of the batch's bars."""
     bars = batch.bars
@@ -381,6 +388,7 @@ class TradingService:
             observation_checksum=_checksum(acted_obs),
             decisions=tuple(decisions), decision_latency_ms=(time.perf_counter() - t0) * 1000,
             triggers=tuple(DataTrigger(code=FEATURE_DRIFT, reason=reason[:2000]) for reason in safety.triggers),
+            benchmark_price=_benchmark_price(batch),
         )
         for _ in batch_decisions.triggers:
             self.metrics.data_triggers.labels(FEATURE_DRIFT).inc()
