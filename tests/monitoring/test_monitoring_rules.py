@@ -144,3 +144,12 @@ def test_rules_when_reading_metrics_then_the_code_exports_them_or_they_are_exter
     # Every marlops_* token anywhere in an expression is covered by the names above.
     tokens = {t for rule in _rules() for t in re.findall(r"marlops_[a-z0-9_]+", rule["expr"])}
     assert tokens <= read
+
+
+def test_runbooks_when_docs_read_then_every_alert_has_its_section_and_table_row() -> None:
+    """Every rule's runbook_url lands on a section of docs/operations.md (GitHub-style anchor of `### <Alert>`)."""
+    operations = (REPO / "docs" / "operations.md").read_text()
+    headings = {line[4:].strip().lower() for line in operations.splitlines() if line.startswith("### ")}
+    for rule in _rules():
+        assert rule["alert"].lower() in headings, f"docs/operations.md lacks '### {rule['alert']}'"
+        assert f"| {rule['alert']} |" in operations, f"docs/operations.md's alert table lacks {rule['alert']}"
