@@ -1,0 +1,1 @@
+"""Grafana dashboards as code (grafanalib) and Grafana's provisioning files for them."""
