@@ -11,31 +11,9 @@ if [ -x "$CHROMIUM" ]; then
     exit 0
 fi
 
-if [ "$(id -u)" -ne 0 ]; then
-    echo "install_chromium: not installing chromium: not running as root (run 'sudo apt-get install chromium'); the console browser tests will skip"
-    exit 0
-fi
-
-if ! command -v apt-get >/dev/null 2>&1; then
-    echo "install_chromium: not installing chromium: apt-get is not available on this system; the console browser tests will skip"
-    exit 0
-fi
-
-export DEBIAN_FRONTEND=noninteractive
-echo "install_chromium: apt-get install -y --no-install-recommends chromium"
-if ! apt-get install -y --no-install-recommends chromium; then
-    # The package lists may be missing or stale (fresh container): refresh them once and retry.
-    echo "install_chromium: install failed; running apt-get update and trying again"
-    if ! apt-get update; then
-        echo "install_chromium: apt-get update failed (no network or no package source?); the console browser tests will skip"
-        exit 0
-    fi
-    echo "install_chromium: apt-get install -y --no-install-recommends chromium"
-    if ! apt-get install -y --no-install-recommends chromium; then
-        echo "install_chromium: apt-get install chromium failed; the console browser tests will skip"
-        exit 0
-    fi
-fi
+# shellcheck source=scripts/apt_install.sh
+. "$(dirname "$0")/apt_install.sh"
+apt_install install_chromium "the console browser tests" chromium || exit 0
 
 if [ -x "$CHROMIUM" ]; then
     echo "install_chromium: installed $("$CHROMIUM" --version 2>/dev/null || echo "$CHROMIUM")"

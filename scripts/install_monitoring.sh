@@ -11,6 +11,8 @@ set -u
 PACKAGES=(prometheus prometheus-alertmanager)
 TOOLS=(/usr/bin/prometheus /usr/bin/promtool /usr/bin/prometheus-alertmanager /usr/bin/amtool)
 POLICY=/usr/sbin/policy-rc.d
+# shellcheck source=scripts/apt_install.sh
+. "$(dirname "$0")/apt_install.sh"
 
 missing_tools() {
     local tool missing=()
@@ -25,13 +27,8 @@ if [ -z "$(missing_tools)" ]; then
     exit 0
 fi
 
-if [ "$(id -u)" -ne 0 ]; then
-    echo "install_monitoring: not installing ${PACKAGES[*]}: not running as root (run 'sudo apt-get install ${PACKAGES[*]}'); the promtool tests will skip"
-    exit 0
-fi
-
-if ! command -v apt-get >/dev/null 2>&1; then
-    echo "install_monitoring: not installing ${PACKAGES[*]}: apt-get is not available on this system; the promtool tests will skip"
+if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    apt_install install_monitoring "the promtool tests" "${PACKAGES[@]}"  # says why it cannot
     exit 0
 fi
 
@@ -52,21 +49,7 @@ trap restore_policy EXIT
 printf '#!/bin/sh\n# install_monitoring.sh: start no service while the monitoring packages install\nexit 101\n' >"$POLICY"
 chmod 0755 "$POLICY"
 
-export DEBIAN_FRONTEND=noninteractive
-echo "install_monitoring: apt-get install -y --no-install-recommends ${PACKAGES[*]}"
-if ! apt-get install -y --no-install-recommends "${PACKAGES[@]}"; then
-    # The package lists may be missing or stale (fresh container): refresh them once and retry.
-    echo "install_monitoring: install failed; running apt-get update and trying again"
-    if ! apt-get update; then
-        echo "install_monitoring: apt-get update failed (no network or no package source?); the promtool tests will skip"
-        exit 0
-    fi
-    echo "install_monitoring: apt-get install -y --no-install-recommends ${PACKAGES[*]}"
-    if ! apt-get install -y --no-install-recommends "${PACKAGES[@]}"; then
-        echo "install_monitoring: apt-get install ${PACKAGES[*]} failed; the promtool tests will skip"
-        exit 0
-    fi
-fi
+apt_install install_monitoring "the promtool tests" "${PACKAGES[@]}" || exit 0
 
 missing="$(missing_tools)"
 if [ -z "$missing" ]; then
