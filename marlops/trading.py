@@ -30,18 +30,15 @@ from contracts.config import DriftThresholdsConfig, load_drift
 from contracts.decisions import FEATURE_DRIFT, DataTrigger, MarketSnapshotMessage, SymbolDecision, TimestepDecisions
 from contracts.features import FeatureSpec
 from contracts.policy import DEFAULT_ACTION_LEVELS
-from features.alt_features import ALT_FEED_STALE
-from features.drift_monitor import DriftMonitor, DriftVerdict
 from features.errors import FeatureError
 from features.observation import ObservationBuilder, observation_checksum
 from features.service import FeatureService, MarketSnapshot
-from features.sl_parity import sl_parity
 from market_data.bar_source import BarBatch, BarSource
-from market_data.feed_status import PROVIDER_STATES
 from marlops.errors import MarlopsError
 from marlops.gateway_client import GatewayCallError, GatewayClient
 from marlops.policy_router import PolicyRouter, RoutingUnavailableError
 from marlops.routing import PolicyRef
+from marlops.trading_safety import BarSafety, DataSafety, SafetyMetrics
 from marlops.trading_state import TradingCursor, TradingStateStore
 from serving.errors import InferenceError, ServingError
 
@@ -53,13 +50,6 @@ ALERT_INFERENCE_FAILED = "INFERENCE_FAILED"
 ALERT_BAR_REFUSED = "BAR_REFUSED"
 ALERT_SNAPSHOT_BUS_DOWN = "SNAPSHOT_BUS_DOWN"
 ALERT_SIM_PRICES = "SIM_PRICES_FAILED"
-# Data and model safety (docs/data_safety.md).
-ALERT_FEATURE_DRIFT = FEATURE_DRIFT  # a key feature beyond its sigma limit: the gateway is HALTED
-ALERT_DRIFT_SCORE = "FEATURE_DRIFT_SCORE"  # the bar's drift score above monitor.alert_score
-ALERT_SL_PARITY = "SL_PARITY"  # served SL probabilities differ from a recomputation
-ALERT_SYMBOLS_UNAVAILABLE = "SYMBOLS_UNAVAILABLE"  # symbols without features this bar (they hold)
-ALERT_DATA_FLAGGED = "DATA_FLAGGED"  # symbols whose bar the feed guard did not accept (no new risk)
-MARKET_INPUT_PREFIX = "MARKET_INPUT_"  # a flagged benchmark/volatility input: every symbol takes no new risk
 
 
 class TradingServiceError(MarlopsError):
@@ -85,33 +75,7 @@ class TradingMetrics:
         self.last_bar = Gauge("marlops_trading_last_bar_timestamp_seconds", "Market time of the last bar decided",
                               registry=r)
         self.routing_revision = Gauge("marlops_trading_routing_revision", "Routing table revision in force", registry=r)
-        drift_labels = ["spec", "feature"]
-        self.drift_score = Gauge("marlops_feature_drift_score", "Drift score of a feature in [0, 1] (1 = at a limit)",
-                                 drift_labels, registry=r)
-        self.drift_sigma = Gauge("marlops_feature_drift_sigma", "|recent mean - training mean| in training stds",
-                                 drift_labels, registry=r)
-        self.drift_ks = Gauge("marlops_feature_drift_ks_distance", "KS distance of the window to training",
-                              drift_labels, registry=r)
-        self.drift_psi = Gauge("marlops_feature_drift_psi", "PSI of the window on the training deciles",
-                               drift_labels, registry=r)
-        self.drift_mean = Gauge("marlops_feature_drift_window_mean", "Window mean in training z units",
-                                drift_labels, registry=r)
-        self.drift_variance = Gauge("marlops_feature_drift_window_variance", "Window variance in training z units "
-                                    "(training 1)", drift_labels, registry=r)
-        self.drift_bar_score = Gauge("marlops_feature_drift_score_max", "The bar's drift score (largest feature "
-                                     "score)", ["spec"], registry=r)
-        self.sl_parity = Gauge("marlops_sl_parity_max_abs_diff", "Served vs recomputed SL probability, largest "
-                               "absolute difference at the last check", ["spec"], registry=r)
-        self.data_triggers = Counter("marlops_trading_data_triggers_total", "Data-safety triggers sent with a bar",
-                                     ["trigger"], registry=r)
-        self.feed_missing = Counter("marlops_feed_missing_bars_total", "Bars a provider did not deliver, per symbol",
-                                    ["symbol"], registry=r)
-        self.feed_provider_missing = Counter("marlops_feed_provider_missing_bars_total", "Symbol bars missing from "
-                                             "a provider", ["provider"], registry=r)
-        self.feed_flags = Counter("marlops_feed_flagged_bars_total", "Symbol bars not accepted by the feed guard, "
-                                  "by reason", ["reason"], registry=r)
-        self.feed_provider_state = Gauge("marlops_feed_provider_state", "1 for the provider's current state",
-                                         ["provider", "state"], registry=r)
+        self.safety = SafetyMetrics(r)
 
 
 def timed_inference(metrics: TradingMetrics, ref: PolicyRef, infer: Callable[[np.ndarray], object]
@@ -170,19 +134,6 @@ class BarOutcome:
     equity: float = 0.0
     detail: BarDetail | None = None  # per-symbol facts of a decided bar (the lifecycle's canary/anomaly/shadow input)
     safety: BarSafety | None = None  # what the data and model checks saw this bar
-
-
-@dataclass(frozen=True)
-class BarSafety:
-    """The data and model checks of one bar (the replay summary's input)."""
-
-    drift_score: float = 0.0  # largest feature drift score over the acting specs
-    drift_features: dict[str, float] = field(default_factory=dict)  # feature -> score (largest over specs)
-    triggers: tuple[str, ...] = ()  # data triggers sent with the bar (FEATURE_DRIFT)
-    flags: dict[str, str] = field(default_factory=dict)  # symbol -> feed reason code (no new risk this bar)
-    unavailable: dict[str, str] = field(default_factory=dict)  # symbol -> why it had no features (held)
-    providers: dict[str, str] = field(default_factory=dict)  # provider -> ACTIVE | STALE | QUARANTINED
-    sl_parity: float | None = None  # largest served-vs-recomputed SL difference, on a check bar
 
 
 @dataclass(frozen=True)
@@ -276,9 +227,9 @@ class TradingService:
         self._bar_inference_ms = 0.0
         self._bar_failures: list[str] = []
         self._first_bar = True
-        # One drift monitor per feature spec acting (each compares with its own training distribution).
-        self._drift = drift if drift is not None else load_drift()
-        self._monitors: dict[str, DriftMonitor] = {}
+        # Data and model safety: feed verdicts, one drift monitor per acting spec, SL parity (marlops.trading_safety).
+        self._safety = DataSafety(symbols=self.symbols, config=drift if drift is not None else load_drift(),
+                                  metrics=self.metrics.safety, alerts=self.alerts, features=self._features)
         # The sentiment/macro as-of provider of HybridRLObservation v2 specs, built once when a v2 spec is first in
         # use (v1-only services never read the feed store).
         self._alt_factory = alt
@@ -349,7 +300,7 @@ class TradingService:
         self.alerts.bar = bar_index
         ts = pd.Timestamp(batch.timestamp)
         flags = dict(batch.flags)
-        providers = self._feed_status(batch)
+        providers = self._safety.feed_status(batch)
         if self._set_prices is not None:
             self._feed_prices(batch)
         t0 = time.perf_counter()
@@ -368,12 +319,12 @@ class TradingService:
             return self._skip(bar_index, ts, f"features at {ts}: {exc}", reason="data")
         self._remember(batch.bars)
         self.alerts(ALERT_BAR_SKIPPED, None)
-        safety = self._data_safety(groups, specs, snapshots, flags, providers, bar_index)
+        safety = self._safety.check(groups, specs, snapshots, flags, providers, bar_index)
         self._run_master(master_ref, specs, snapshots, bar_index)
         gross = float(self._portfolio.get("gross_exposure", 0.0) or 0.0)  # type: ignore[arg-type]
         self._bar_obs, self._bar_inference_ms, self._bar_failures = [], 0.0, []
         self._bar_ref_ms, self._bar_failed_refs = {}, []
-        decisions, used = self._decide(groups, specs, snapshots, gross, self._no_new_risk(flags, snapshots))
+        decisions, used = self._decide(groups, specs, snapshots, gross, self._safety.no_new_risk(flags))
         acted_obs, inference_ms = list(self._bar_obs), self._bar_inference_ms
         shadows = self._score_shadows(specs, snapshots, decisions, gross)
         # Raised while any version failed this bar (even if the fallback then decided), cleared by a clean bar.
@@ -391,7 +342,7 @@ class TradingService:
             benchmark_price=_benchmark_price(batch),
         )
         for _ in batch_decisions.triggers:
-            self.metrics.data_triggers.labels(FEATURE_DRIFT).inc()
+            self.metrics.safety.data_triggers.labels(FEATURE_DRIFT).inc()
         safety = replace(safety, triggers=tuple(t.code for t in batch_decisions.triggers))
         outcome = self._send(batch_decisions, ts, t0, used, stop)
         if outcome is None:
@@ -472,113 +423,6 @@ class TradingService:
         self._bar_inference_ms += elapsed * 1000
         self.metrics.inference.labels(ref.model, str(ref.version)).observe(elapsed)
         return np.asarray(out.probabilities), np.asarray(out.actions).reshape(-1)
-
-    # -- data and model safety -----------------------------------------------------------------------------
-
-    def _feed_status(self, batch: BarBatch) -> dict[str, str]:
-        """The feed guard's verdicts of this bar: its alerts, missing-bar counts and provider states."""
-        feed = batch.feed
-        if feed is None:
-            return {}
-        for name, detail in feed.alerts:
-            self.alerts(name, detail)
-        for symbol, count in feed.missing.items():
-            self.metrics.feed_missing.labels(symbol).inc(count)
-        for provider, count in feed.provider_missing.items():
-            if count:
-                self.metrics.feed_provider_missing.labels(provider).inc(count)
-        for provider, state in feed.providers.items():
-            for known in PROVIDER_STATES:
-                self.metrics.feed_provider_state.labels(provider, known).set(1 if known == state else 0)
-        for reason in batch.flags.values():
-            self.metrics.feed_flags.labels(reason).inc()
-        return dict(feed.providers)
-
-    def _no_new_risk(self, flags: dict[str, str], snapshots: dict[str, MarketSnapshot]) -> dict[str, str]:
-        """symbol -> the reason code it takes no new risk this bar: its own feed flag, or a flagged market input
-        (benchmark, volatility proxy), which every symbol's features read."""
-        if not flags:
-            self.alerts(ALERT_DATA_FLAGGED, None)
-            return {}
-        inputs = {s for service in self._features.values() for s in service.market_inputs}
-        flagged_inputs = sorted(s for s in flags if s in inputs)
-        result = {s: code for s, code in flags.items() if s not in inputs}
-        if flagged_inputs:
-            code = MARKET_INPUT_PREFIX + flags[flagged_inputs[0]]
-            result = {s: result.get(s, code) for s in self.symbols}
-        shown = ", ".join(f"{s}={c}" for s, c in list(flags.items())[:10])
-        self.alerts(ALERT_DATA_FLAGGED, f"{len(flags)} bars not accepted by the feed guard (no new risk): {shown}")
-        return result
-
-    def _data_safety(self, groups: dict[PolicyRef, list[str]], specs: dict[PolicyRef, FeatureSpec],
-                     snapshots: dict[str, MarketSnapshot], flags: dict[str, str], providers: dict[str, str],
-                     bar_index: int) -> BarSafety:
-        """Drift of every acting spec's features against its training distribution (a key feature beyond its
-        limit -> FEATURE_DRIFT reason), the SL parity check every N bars, and symbols left without features."""
-        cfg = self._drift.monitor
-        acting = {specs[ref].spec_hash(): specs[ref] for ref in groups}
-        reasons: list[str] = []
-        score, by_feature, parity = 0.0, {}, None
-        unavailable: dict[str, str] = {}
-        stale: dict[str, float] = {}
-        for key, spec in acting.items():
-            snap = snapshots[key]
-            unavailable.update(snap.unavailable)
-            stale.update(snap.stale_feeds)
-            if snap.market_rows.empty:
-                continue
-            monitor = self._monitors.get(key)
-            if monitor is None:
-                monitor = self._monitors[key] = DriftMonitor(spec, self._drift)
-            verdict = monitor.observe(snap.timestamp, snap.market_rows, snap.master_row)
-            self._export_drift(key, verdict)
-            reason = verdict.halt_reason()
-            if reason is not None:
-                reasons.append(reason if len(acting) == 1 else f"spec {key[:12]}: {reason}")
-            score = max(score, verdict.score)
-            for f in verdict.features:
-                by_feature[f.name] = max(by_feature.get(f.name, 0.0), round(f.score, 4))
-            if bar_index % cfg.sl_parity_every_bars == 0:
-                parity = self._check_sl_parity(key, snap, parity)
-        self.alerts(ALT_FEED_STALE, f"{len(stale)} sentiment/macro feeds stale, their features neutral (training "
-                    "mean): " + ", ".join(f"{k} ({'never' if v == float('inf') else f'{v:.0f} h'})"
-                                          for k, v in list(stale.items())[:10]) if stale else None)
-        self.alerts(ALERT_FEATURE_DRIFT, "; ".join(reasons)[:1000] if reasons else None)
-        worst = max(by_feature, key=by_feature.get, default="")  # type: ignore[arg-type]
-        self.alerts(ALERT_DRIFT_SCORE, f"drift score {score:.2f} > {cfg.alert_score} (worst feature {worst})"
-                    if score > cfg.alert_score else None)
-        self.alerts(ALERT_SYMBOLS_UNAVAILABLE, f"{len(unavailable)} symbols without features this bar (they hold): "
-                    + ", ".join(f"{s}={why}" for s, why in list(unavailable.items())[:10]) if unavailable else None)
-        return BarSafety(drift_score=round(score, 4), drift_features=by_feature, triggers=tuple(reasons),
-                         flags=flags, unavailable=unavailable, providers=providers, sl_parity=parity)
-
-    def _export_drift(self, key: str, verdict: DriftVerdict) -> None:
-        m, spec = self.metrics, key[:12]
-        for f in verdict.features:
-            m.drift_score.labels(spec, f.name).set(f.score)
-            m.drift_sigma.labels(spec, f.name).set(f.sigma)
-            m.drift_mean.labels(spec, f.name).set(f.mean)
-            m.drift_variance.labels(spec, f.name).set(f.variance)
-            if f.ks is not None:
-                m.drift_ks.labels(spec, f.name).set(f.ks)
-            if f.psi is not None:
-                m.drift_psi.labels(spec, f.name).set(f.psi)
-        m.drift_bar_score.labels(spec).set(verdict.score)
-
-    def _check_sl_parity(self, key: str, snap: MarketSnapshot, worst: float | None) -> float | None:
-        limit = self._drift.monitor.sl_parity_max_abs_diff
-        try:
-            parity = sl_parity(self._features[key], snap)
-        except FeatureError as exc:
-            self.alerts(ALERT_SL_PARITY, f"spec {key[:12]}: SL probabilities could not be recomputed: {exc}")
-            return worst
-        self.metrics.sl_parity.labels(key[:12]).set(parity.max_abs_diff)
-        if parity.max_abs_diff > limit:
-            self.alerts(ALERT_SL_PARITY, f"spec {key[:12]}: served SL probability of {parity.worst_symbol} differs "
-                        f"from its recomputation by {parity.max_abs_diff:.2e} (> {limit:g})")
-        else:
-            self.alerts(ALERT_SL_PARITY, None)
-        return max(parity.max_abs_diff, worst or 0.0)
 
     def _score_shadows(self, specs: dict[PolicyRef, FeatureSpec], snapshots: dict[str, MarketSnapshot],
                        decisions: list[SymbolDecision], gross: float) -> dict[str, tuple[str, int, tuple[float, ...]]]:
