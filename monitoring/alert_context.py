@@ -11,13 +11,15 @@ notification this service reads what an on-call engineer asks first and attaches
   recent_decisions  gateway GET /v1/decisions?limit=20
   gateway_alerts    gateway GET /v1/alerts
   routing_table     the `routing_state` row of the marlops state store (MARLOPS_STATE_URL, else
-                    sqlite <MARLOPS_HOME>/state.db), read with plain SQLAlchemy: the gateway does not serve
-                    it and `monitoring` may not import marlops (tests/architecture/test_import_rules.py)
+                    sqlite <MARLOPS_HOME>/state.db), read read-only by contracts.routing_table (the one reader
+                    the gateway uses too: `monitoring` may not import marlops, tests/architecture/test_import_rules.py)
   unavailable       what could not be read, and why: a context gap never blocks the alert
 
 The gateway is read over HTTP with a viewer token read from a file (never logged). Settings: flags > env
 (`MARLOPS_ALERT_CONTEXT_<FIELD>`, plus MARLOPS_HOME and MARLOPS_STATE_URL) > `.env` > defaults; the Slack
 webhook URL and the PagerDuty routing key are secrets and come from the environment only.
+A stack without Slack (`make up` on one host) sets MARLOPS_ALERT_CONTEXT_INBOX_FILE instead (or as well): each
+notification's context is appended there as one JSON line (a 0600 file), so alerts stay visible locally.
 
 Alertmanager authenticates with `Authorization: Bearer <token>` (http_config.authorization.credentials_file);
 the webhook compares it with the token file MARLOPS_ALERT_CONTEXT_TOKEN_FILE and answers 401 otherwise.
@@ -34,6 +36,7 @@ import asyncio
 import hmac
 import json
 import logging
+import os
 import socket
 import stat
 from collections.abc import AsyncIterator
@@ -42,12 +45,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import httpx
-import sqlalchemy as sa
 import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Request
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
+
+from contracts.routing_table import RoutingTableReader, RoutingTableUnavailable, state_table_name
 
 logger = logging.getLogger("monitoring.alert_context")
 
@@ -86,6 +90,9 @@ class AlertContextSettings(BaseSettings):
     pagerduty_routing_key: SecretStr | None = None
     pagerduty_url: str = PAGERDUTY_EVENTS_URL  # overridable so tests (and proxies) can stand in
     forward_timeout_s: float = Field(default=5.0, gt=0)
+    # A local destination (a stack without Slack, e.g. `make up`): each notification's context appended as one
+    # JSON line to this file (0600). Not a secret; Slack and/or this must be set, else alerts reach nobody.
+    inbox_file: Path | None = None
     source: str = Field(default_factory=socket.gethostname)  # PagerDuty payload.source
     log_level: str = "info"
 
@@ -160,12 +167,12 @@ class ContextReader:
         headers = {"Authorization": f"Bearer {gateway_token}"} if gateway_token else {}
         self._gateway = httpx.AsyncClient(base_url=settings.gateway_url, headers=headers,
                                           timeout=settings.gateway_timeout_s)
-        self._engine: sa.Engine | None = None
+        self._routing_reader: RoutingTableReader | None = None
 
     async def aclose(self) -> None:
         await self._gateway.aclose()
-        if self._engine is not None:
-            self._engine.dispose()
+        if self._routing_reader is not None:
+            self._routing_reader.close()
 
     async def _get(self, path: str, params: dict[str, Any] | None = None) -> tuple[Any, str | None]:
         where = f"gateway GET {path} at {self._settings.gateway_url}"
@@ -181,28 +188,18 @@ class ContextReader:
             return None, f"{where} answered non-JSON"
 
     def _routing(self) -> tuple[Any, str | None]:
-        url = self._settings.effective_state_url
-        shown = make_url(url).render_as_string()  # password hidden
-        table = f"{self._settings.routing_table}_state"
         try:
-            parsed = make_url(url)
-            if parsed.get_backend_name() == "sqlite" and parsed.database and \
-                    not Path(parsed.database).expanduser().exists():
-                # Connecting would create an empty database file: say the store is absent instead.
-                return None, f"routing table: no state store at {shown}"
-            if self._engine is None:
-                self._engine = sa.create_engine(url)
-            with self._engine.connect() as conn:
-                row = conn.execute(sa.text(f'SELECT revision, body, updated_at FROM "{table}" WHERE id = 1')) \
-                    .mappings().first()
-        except sa.exc.SQLAlchemyError as exc:
-            return None, f"routing table {table} at {shown} unreadable: {type(exc).__name__}: {str(exc)[:200]}"
-        if row is None:
-            return None, f"routing table {table} at {shown} is empty (no routing change applied yet)"
-        body = row["body"]
-        if isinstance(body, str):  # SQLite returns the JSON column's text through a plain SELECT
-            body = json.loads(body)
-        return {"revision": row["revision"], "updated_at": row["updated_at"], "table": body}, None
+            if self._routing_reader is None:
+                self._routing_reader = RoutingTableReader(self._settings.effective_state_url,
+                                                          table=self._settings.routing_table)
+            found = self._routing_reader.read()
+        except RoutingTableUnavailable as exc:
+            return None, f"routing table: {exc}"
+        if found is None:
+            return None, (f"routing table {state_table_name(self._settings.routing_table)} at "
+                          f"{self._routing_reader.shown} is empty (no routing change applied yet)")
+        return {"revision": found["revision"], "updated_at": found["updated_at"], "updated_by": found["updated_by"],
+                "table": {"policies": found["policies"], "routes": found["routes"]}}, None
 
     async def read(self) -> dict[str, Any]:
         state, orders, decisions, alerts, routing = await asyncio.gather(
@@ -338,8 +335,12 @@ def create_app(settings: AlertContextSettings, *, insecure_no_auth: bool = False
     """The webhook app. `insecure_no_auth` is a parameter and a flag, never a setting: no env file or variable
     may quietly open a service that pages people."""
     expected = None if insecure_no_auth else _expected_token(settings)
+    if settings.slack_webhook_url is None and settings.inbox_file is None:
+        raise AlertContextError(f"neither {ENV_PREFIX}SLACK_WEBHOOK_URL nor {ENV_PREFIX}INBOX_FILE is set: alerts "
+                                "would reach nobody")
     if settings.slack_webhook_url is None:
-        raise AlertContextError(f"{ENV_PREFIX}SLACK_WEBHOOK_URL is not set: alerts would reach nobody")
+        logger.warning("%sSLACK_WEBHOOK_URL is not set: alerts go to the local inbox %s only", ENV_PREFIX,
+                       settings.inbox_file)
     if settings.pagerduty_routing_key is None:
         logger.warning("%sPAGERDUTY_ROUTING_KEY is not set: pages go to Slack only", ENV_PREFIX)
     gateway_token = (read_secret_file(settings.gateway_token_file, "gateway token file")
@@ -382,8 +383,11 @@ def create_app(settings: AlertContextSettings, *, insecure_no_auth: bool = False
     @app.post("/v1/alertmanager/{destination}", dependencies=[Depends(_authorize)])
     async def receive(destination: Destination, notification: AmNotification) -> dict[str, Any]:
         context = build_context(notification, await reader.read(), destination)
-        assert settings.slack_webhook_url is not None
-        posts = [_post("slack", settings.slack_webhook_url.get_secret_value(), slack_message(context))]
+        posts = []
+        if settings.slack_webhook_url is not None:
+            posts.append(_post("slack", settings.slack_webhook_url.get_secret_value(), slack_message(context)))
+        if settings.inbox_file is not None:
+            posts.append(asyncio.to_thread(_append_inbox, settings.inbox_file, context))
         pd_events: list[dict[str, Any]] = []
         if destination == "page" and settings.pagerduty_routing_key is not None:
             pd_events = pagerduty_events(context, settings.pagerduty_routing_key.get_secret_value(), settings.source)
@@ -394,12 +398,29 @@ def create_app(settings: AlertContextSettings, *, insecure_no_auth: bool = False
             logger.error("alert %s (%s) not fully forwarded: %s", names, destination, "; ".join(failures))
             # 502: Alertmanager retries the notification.
             raise HTTPException(502, {"forwarded": False, "failures": failures})
-        logger.info("alert %s (%s, %s) forwarded to slack%s; context gaps: %s", names, destination,
-                    notification.status, f" and pagerduty ({len(pd_events)} event(s))" if pd_events else "",
+        sent = [name for name, on in (("slack", settings.slack_webhook_url is not None),
+                                      ("the local inbox", settings.inbox_file is not None)) if on]
+        logger.info("alert %s (%s, %s) forwarded to %s%s; context gaps: %s", names, destination,
+                    notification.status, " and ".join(sent),
+                    f" and pagerduty ({len(pd_events)} event(s))" if pd_events else "",
                     ", ".join(context["unavailable"]) or "none")
-        return {"forwarded": True, "slack": 1, "pagerduty": len(pd_events), "unavailable": context["unavailable"]}
+        return {"forwarded": True, "slack": int(settings.slack_webhook_url is not None), "pagerduty": len(pd_events),
+                "inbox": int(settings.inbox_file is not None), "unavailable": context["unavailable"]}
 
     return app
+
+
+def _append_inbox(path: Path, context: dict[str, Any]) -> str | None:
+    """One JSON line (the whole context) appended to the local inbox, a 0600 file in a 0700 folder when this creates
+    them; None, or why it failed (the notification is then answered 502 and retried)."""
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(context, default=str) + "\n")
+    except OSError as exc:
+        return f"inbox {path}: {exc.strerror or type(exc).__name__}"
+    return None
 
 
 def quiet_http_client_logs() -> None:
