@@ -14,6 +14,7 @@ Every answer is audited together with the order's ledger key (GatewayState) in o
 before it changes the book. Fills are applied to the book under the book lock as they arrive.
 """
 
+import contextvars
 import logging
 import threading
 from collections import deque
@@ -24,6 +25,7 @@ from datetime import datetime
 from typing import Any
 
 from contracts.audit import AuditEvent, FillRecord, OrderRecord
+from contracts.logs import correlation
 from contracts.orders import Fill, OrderIntent, OrderSide, OrderStatus
 from gateway.audit.group_commit import GroupCommit
 from gateway.audit.store import AuditStore
@@ -201,7 +203,8 @@ class Execution:
             for intent in ticket.intents:
                 self._state.inflight[intent.client_order_id].routing = True
             self.book.routing += len(ticket.intents)
-        self._coordinator.submit(self._route_timestep, ticket, closing, reducing)
+        # The coordinator and the workers run in a copy of the caller's context: its correlation ids (bar, timestep).
+        self._coordinator.submit(contextvars.copy_context().run, self._route_timestep, ticket, closing, reducing)
         return ticket
 
     def _route_timestep(self, ticket: RoutingTicket, closing: frozenset[str], reducing: frozenset[str]) -> None:
@@ -209,7 +212,8 @@ class Execution:
             first = [i for i in ticket.intents if i.client_order_id in reducing or i.client_order_id in closing]
             rest = [i for i in ticket.intents if i not in first]
             for phase in (first, rest):
-                futures = [self._workers.submit(self._route_one, ticket, intent, intent.client_order_id in closing)
+                futures = [self._workers.submit(contextvars.copy_context().run, self._route_one, ticket, intent,
+                                                intent.client_order_id in closing)
                            for intent in phase]
                 wait(futures)
                 for future in futures:
@@ -234,7 +238,8 @@ class Execution:
         try:
             if order is None:  # settled meanwhile by a reconciliation's refresh
                 return
-            ticket.outcomes[intent.client_order_id] = self.route(order, closing=closing)
+            with correlation(client_order_id=intent.client_order_id):
+                ticket.outcomes[intent.client_order_id] = self.route(order, closing=closing)
         finally:
             with self.book.lock:
                 if order is not None:
@@ -430,7 +435,8 @@ class Execution:
                 answers.append(self._order_event(order.intent, found.status, found, error="found after a failed submit"))
             elif found.filled_qty > order.applied_qty + _FILL_EPS or found.is_terminal:
                 answers.append(self._order_event(order.intent, found.status, found))
-            self._apply_result(order, found, answers)
+            with correlation(client_order_id=cid):
+                self._apply_result(order, found, answers)
 
     def recover(self) -> None:
         """At start: settle every order the previous run left in the ledger (the book is rebuilt from the
@@ -459,7 +465,8 @@ class Execution:
             order.acknowledged = True
             answers = [self._order_event(order.intent, OrderStatus.RECOVERED, found,
                                          error=f"found at the broker after a restart (status {found.status})")]
-            self._apply_result(order, found, answers, apply_to_book=False)
+            with correlation(client_order_id=cid):
+                self._apply_result(order, found, answers, apply_to_book=False)
             logger.warning("order %s found at the broker after restart: %s, filled %g", cid, found.status,
                            found.filled_qty)
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from contracts.audit import AuditEvent, DecisionRecord, RiskDecisionRecord
 from contracts.decisions import MasterDirective, TimestepDecisions
+from contracts.logs import correlation
 from contracts.orders import OrderStatus, TradingState
 from gateway.audit.store import AuditStore
 from gateway.directives import DirectiveBook
@@ -90,6 +91,11 @@ class Timesteps:
         self._tickets_lock = threading.Lock()
 
     def accept(self, batch: TimestepDecisions) -> tuple[TimestepOutcome, RoutingTicket]:
+        # Every line logged for this timestep (here and, via the copied context, while its orders route) carries both.
+        with correlation(bar=batch.timestep, timestep=timestep_id(batch)):
+            return self._accept(batch)
+
+    def _accept(self, batch: TimestepDecisions) -> tuple[TimestepOutcome, RoutingTicket]:
         validate(batch)
         received = self._clock.monotonic()
         book = self._book
