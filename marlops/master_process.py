@@ -47,6 +47,7 @@ from pydantic import ValidationError
 from contracts.config import LoopConfig, RiskOverlaysConfig
 from contracts.decisions import MarketSnapshotMessage, MasterDirective
 from contracts.features import FeatureSpec
+from contracts.logs import correlation
 from contracts.urls import redact_url
 from features.errors import FeatureError
 from features.observation import ObservationBuilder
@@ -198,6 +199,10 @@ class MasterSnapshotHandler:
         return self
 
     def handle(self, snapshot: MarketSnapshotMessage) -> MasterDirective | None:
+        with correlation(bar=snapshot.timestamp):  # every line logged for this snapshot carries its bar's market time
+            return self._handle(snapshot)
+
+    def _handle(self, snapshot: MarketSnapshotMessage) -> MasterDirective | None:
         self.summary.snapshots += 1
         if snapshot.feature_spec_hash != self.spec_hash:
             self.summary.refused += 1

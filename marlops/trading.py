@@ -29,6 +29,7 @@ from contracts.bars import BENCHMARK_SYMBOL
 from contracts.config import DriftThresholdsConfig, load_drift
 from contracts.decisions import FEATURE_DRIFT, DataTrigger, MarketSnapshotMessage, SymbolDecision, TimestepDecisions
 from contracts.features import FeatureSpec
+from contracts.logs import correlation
 from contracts.policy import DEFAULT_ACTION_LEVELS
 from features.errors import FeatureError
 from features.observation import ObservationBuilder, observation_checksum
@@ -283,7 +284,8 @@ class TradingService:
         logger.info("%s: trading %d symbols from %s, resuming after bar %d (%s)", self.name, len(self.symbols),
                     self._source.name, self.cursor.bar_index, self.cursor.bar_timestamp)
         for batch in self._source.batches(self.cursor.bar_timestamp, stop):
-            outcome = self.on_batch(batch, stop)
+            with correlation(bar=batch.timestamp):  # every line logged for this bar carries its market time
+                outcome = self.on_batch(batch, stop)
             if outcome is None:  # stopped while the gateway was unreachable: the bar stays undecided
                 break
             outcomes.append(outcome)
