@@ -25,6 +25,7 @@ from pydantic import ValidationError
 
 from contracts.config import load_risk
 from contracts.errors import ConfigError
+from contracts.logs import configure_logging
 from contracts.urls import redact_url
 from gateway.app import create_app
 from gateway.gc_tuning import tune_gc_for_latency
@@ -140,7 +141,10 @@ def gateway_settings(process: GatewayProcessSettings, tokens: tuple[ApiToken, ..
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     process = load_process_settings(argv, parser)
-    logging.basicConfig(level=process.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:  # JSON lines off a terminal (`make up`: a log file), text on one; MARLOPS_LOG_FORMAT overrides
+        configure_logging(process.log_level, service="gateway")
+    except ConfigError as exc:
+        parser.error(str(exc))
     if not process.broker_url:
         parser.error("no broker: pass --broker-url or set APCA_API_BASE_URL (e.g. http://127.0.0.1:5100 for the "
                      "local paper exchange)")
@@ -160,7 +164,8 @@ def main(argv: list[str] | None = None) -> None:
                 redact_url(process.directive_bus_url) if process.directive_bus_url else "none (HTTP only)")
     app = create_app(settings)
     tune_gc_for_latency()
-    uvicorn.run(app, host=process.host, port=process.port, log_level=process.log_level)
+    # log_config=None: uvicorn's own lines (startup, errors, access) go through the same handler and format.
+    uvicorn.run(app, host=process.host, port=process.port, log_level=process.log_level, log_config=None)
 
 
 if __name__ == "__main__":
