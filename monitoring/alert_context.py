@@ -52,6 +52,9 @@ from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
+from contracts.errors import ConfigError
+from contracts.logs import configure_logging
+
 logger = logging.getLogger("monitoring.alert_context")
 
 ENV_PREFIX = "MARLOPS_ALERT_CONTEXT_"
@@ -454,7 +457,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     settings = AlertContextSettings(**overrides)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:  # JSON lines off a terminal (`make up`: a log file), text on one; MARLOPS_LOG_FORMAT overrides
+        configure_logging(settings.log_level, service="alert-context")
+    except ConfigError as exc:
+        raise SystemExit(f"alert context webhook: {exc}") from None
     quiet_http_client_logs()
     if args.insecure_no_auth:
         logger.warning("--insecure-no-auth: ANY local process can post alerts to this webhook and page people")
@@ -464,7 +470,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"alert context webhook: {exc}") from None
     logger.info("alert context webhook on %s:%s, gateway %s, state store %s", settings.host, settings.port,
                 settings.gateway_url, make_url(settings.effective_state_url).render_as_string())
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False,
+                log_config=None)  # uvicorn's own lines through the same handler and format
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from contracts.errors import ConfigError
+from contracts.logs import configure_logging
 from paper_exchange.book import (
     OPEN_STATUSES,
     PaperBook,
@@ -336,12 +338,15 @@ def main(argv: list[str] | None = None) -> None:
                 plan = FaultPlan.model_validate(json.load(handle))
         except (OSError, ValueError) as exc:  # unreadable, not JSON, or not a valid plan (ValidationError)
             parser.error(f"--faults {args.faults}: {exc}")
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:  # JSON lines off a terminal (`make up`: a log file), text on one; MARLOPS_LOG_FORMAT overrides
+        configure_logging(args.log_level, service="paper-exchange")
+    except ConfigError as exc:
+        parser.error(str(exc))
     app = create_paper_exchange_app(
         initial_cash=args.initial_cash, key_id=args.key_id, secret_key=args.secret_key, seed=args.seed,
         rate_limit_per_min=args.rate_limit_per_min, faults=plan,
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, log_config=None)  # uvicorn's lines too
 
 
 if __name__ == "__main__":
