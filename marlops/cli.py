@@ -9,7 +9,8 @@ from pathlib import Path
 
 from agents.errors import AgentError
 from contracts.config import load_rl_config
-from contracts.errors import ContractError
+from contracts.errors import ConfigError, ContractError
+from contracts.logs import configure_logging
 from data_checks.errors import DataCheckError
 from features.errors import FeatureError
 from gateway.errors import GatewayError
@@ -22,9 +23,13 @@ from serving.errors import ServingError
 logger = logging.getLogger("marlops")
 
 
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)-5s %(name)s: %(message)s", datefmt="%H:%M:%S")
+def _setup_logging(verbose: bool, command: str) -> None:
+    # JSON lines off a terminal (`make up`: a log file), text on one; MARLOPS_LOG_FORMAT overrides.
+    try:
+        configure_logging(logging.DEBUG if verbose else logging.INFO, service=f"marlops-{command}",
+                          text_format="%(asctime)s %(levelname)-5s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    except ConfigError as exc:
+        raise SystemExit(f"marlops: {exc}") from None
     for noisy in ("httpx", "urllib3", "alembic", "mlflow", "git", "great_expectations"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -375,10 +380,10 @@ def main(argv: list[str] | None = None) -> int:
         # `marlops chaos` owns its options (its own parser prints them with --help).
         args = build_parser().parse_args(raw[: at + 1])
         args.chaos_argv = raw[at + 1:]
-        _setup_logging(args.verbose)
+        _setup_logging(args.verbose, args.command)
         return int(args.func(args))
     args = build_parser().parse_args(raw)
-    _setup_logging(args.verbose)
+    _setup_logging(args.verbose, args.command)
     try:
         code: int = args.func(args)
         return code

@@ -26,12 +26,10 @@ def add_market_data_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run_market_data(args: argparse.Namespace) -> int:
-    import logging
-
     from market_data.alpaca_server import serve
     from market_data.errors import MarketDataError
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Logging is set up by `marlops` (marlops.cli: contracts.logs, service marlops-market-data) before this runs.
     try:
         return serve(args)
     except MarketDataError as exc:
