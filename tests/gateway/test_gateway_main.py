@@ -2,6 +2,7 @@
 secrets only from the environment (never on the command line, never in the log). Also the process
 settings' precedence: flag > environment > .env > default."""
 
+import json
 import os
 import subprocess
 import sys
@@ -163,7 +164,10 @@ def test_start_when_insecure_no_auth_then_warning_logged_and_api_open(start_gate
     who = httpx.get(gw.url + "/v1/whoami")
     assert who.status_code == 200 and who.json()["authenticated"] is False
     log = gw.log()
-    assert f"WARNING gateway.main: {INSECURE_WARNING}" in log
+    # The log is a file, not a terminal: JSON lines (contracts.logs), one per record.
+    lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    assert {"level": "WARNING", "logger": "gateway.main", "msg": INSECURE_WARNING, "service": "gateway"} in [
+        {k: line.get(k) for k in ("level", "logger", "msg", "service")} for line in lines]
     assert not (gw.home / "auth" / "tokens.yaml").exists() and not (gw.home / "tokens").exists()
     assert SECRET not in gw.cmdline() and SECRET not in log
 
