@@ -100,6 +100,18 @@ class SafeModeRecord(Record):
     slices: dict[str, float]
 
 
+class DefensiveOverrideRecord(Record):
+    """An operator's (or a playbook's) defensive floor under the master set or cleared (see gateway.domain.overlay)."""
+
+    event: Literal["defensive_override"] = "defensive_override"
+    action: Literal["set", "clear"]
+    trigger: str
+    principal: str
+    reason: str
+    max_position_size: float | None = None
+    risk_scale: float | None = None
+
+
 class Mismatch(Record):
     symbol: str
     book_qty: float
@@ -132,14 +144,14 @@ _MODELS: dict[str, tuple[type[BaseModel], ...]] = {
     "risk_decision": (RiskDecisionRecord,),
     "order": (OrderRecord,),
     "fill": (FillRecord,),
-    "state_change": (TradingStateRecord, SafeModeRecord),
+    "state_change": (TradingStateRecord, SafeModeRecord, DefensiveOverrideRecord),
     "config_change": (ConfigChangeRecord,),
     "reconciliation": (ReconciliationRecord,),
 }
 
 
 def payload_models(kind: AuditKind) -> tuple[type[BaseModel], ...]:
-    """The payload model(s) of `kind` (state_change has two, told apart by `event`)."""
+    """The payload model(s) of `kind` (state_change has three, told apart by `event`)."""
     return _MODELS[kind]
 
 
@@ -147,8 +159,9 @@ def read_payload(kind: AuditKind, payload: dict[str, Any]) -> BaseModel:
     """A stored payload as its typed record (raises pydantic.ValidationError when it is not one)."""
     models = _MODELS[kind]
     if kind == "state_change":
-        model = SafeModeRecord if payload.get("event") == "safe_mode" else TradingStateRecord
-        return model.model_validate(payload)
+        by_event: dict[Any, type[BaseModel]] = {"safe_mode": SafeModeRecord,
+                                                 "defensive_override": DefensiveOverrideRecord}
+        return by_event.get(payload.get("event"), TradingStateRecord).model_validate(payload)
     return models[0].model_validate(payload)
 
 

@@ -31,6 +31,7 @@ from gateway.audit.store import AuditStore
 from gateway.brokers.base import Broker
 from gateway.directives import DirectiveBook
 from gateway.domain.flatten import FlattenPlan
+from gateway.domain.overlay import DefensiveOverride
 from gateway.domain.trading_state import StateChange
 from gateway.engine.alerts import AlertBook
 from gateway.engine.clock import Clock, SystemClock
@@ -289,10 +290,25 @@ class GatewayService:
         as not_sent). Moving to ACTIVE or REDUCING ends safe mode."""
         return self.kill_switch.change(target, principal=principal, reason=reason, trigger=trigger)
 
-    def flatten(self, *, principal: str, reason: str, trigger: str = "manual") -> StateChange | None:
-        """Safe mode: HALTED for new orders, and every position closed gradually, a slice per interval."""
+    def flatten(self, *, principal: str, reason: str, trigger: str = "manual",
+                fraction: float | None = None) -> StateChange | None:
+        """Safe mode: HALTED for new orders, and every position closed gradually, a slice per interval
+        (`fraction` per interval; None = the configured one; 1.0 unwinds at the next interval)."""
         return self.kill_switch.start_safe_mode(self._book.positions(), principal=principal, reason=reason,
-                                                trigger=trigger)
+                                                trigger=trigger, fraction=fraction)
+
+    def set_defensive_override(self, *, principal: str, reason: str, trigger: str = "manual",
+                               max_position_size: float | None = None,
+                               risk_scale: float | None = None) -> DefensiveOverride:
+        """Defensive mode under the master from the next timestep, until an operator clears it."""
+        with self._book.lock:  # never half-way through planning a timestep
+            return self.kill_switch.set_defensive_override(principal=principal, reason=reason, trigger=trigger,
+                                                           max_position_size=max_position_size,
+                                                           risk_scale=risk_scale)
+
+    def clear_defensive_override(self, *, principal: str, reason: str) -> DefensiveOverride | None:
+        with self._book.lock:
+            return self.kill_switch.clear_defensive_override(principal=principal, reason=reason)
 
     # ---- reads -------------------------------------------------------------------------------
     def alerts(self) -> list[dict[str, Any]]:

@@ -45,6 +45,8 @@ ROUTE_ROLES: dict[RouteKey, tuple[Role, ...] | None] = {
     ("POST", "/v1/resume"): RISK_OFFICER,
     ("POST", "/v1/flatten"): RISK_OFFICER,
     ("POST", "/v1/reconcile"): RISK_OFFICER,
+    ("POST", "/v1/defensive"): OPERATOR,  # tightening, like halting
+    ("POST", "/v1/defensive/clear"): RISK_OFFICER,  # loosening, like resuming
     ("GET", "/v1/portfolio"): ANY_ROLE,
     ("GET", "/v1/state"): ANY_ROLE,
     ("GET", "/v1/whoami"): ANY_ROLE,
@@ -57,6 +59,10 @@ ROUTE_ROLES: dict[RouteKey, tuple[Role, ...] | None] = {
     ("GET", "/v1/audit/summary"): ANY_ROLE,
     ("GET", "/v1/timesteps/{timestep_id}"): ANY_ROLE,
     ("GET", "/v1/latency"): ANY_ROLE,
+    # The console's monitoring panels (gateway/api/monitoring_routes.py).
+    ("GET", "/v1/performance"): ANY_ROLE,
+    ("GET", "/v1/alerts/active"): ANY_ROLE,
+    ("GET", "/v1/routing"): ANY_ROLE,
 }
 
 

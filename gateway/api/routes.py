@@ -21,10 +21,13 @@ from gateway.api.schemas import (
     MAX_SEQ,
     AlertsAnswer,
     AuditSummary,
+    DefensiveAnswer,
+    DefensiveRequest,
     DirectiveAccepted,
     ErrorBody,
     EventsPage,
     FlattenAnswer,
+    FlattenRequest,
     MasterDirectiveRequest,
     OperatorRequest,
     StateAnswer,
@@ -139,7 +142,8 @@ def post_directive(directive: MasterDirectiveRequest, request: Request) -> dict[
 def _change_state(request: Request, caller: Caller, body: OperatorRequest, target: TradingState) -> dict[str, Any]:
     check_principal(caller, body.principal)
     service = service_of(request)
-    return _state_answer(service, service.change_state(target, principal=body.principal, reason=body.reason))
+    return _state_answer(service, service.change_state(target, principal=body.principal, reason=body.reason,
+                                                       trigger=body.trigger))
 
 
 @guarded(router, "POST", "/v1/kill-switch", response_model=StateAnswer, responses=_UNAVAILABLE)
@@ -161,14 +165,37 @@ def resume(body: OperatorRequest, request: Request,
 
 
 @guarded(router, "POST", "/v1/flatten", response_model=FlattenAnswer, responses=_BROKER)
-def flatten(body: OperatorRequest, request: Request,
+def flatten(body: FlattenRequest, request: Request,
             caller: Caller = Depends(role_for("POST", "/v1/flatten"))) -> dict[str, Any]:
-    """Safe mode: halt new orders and close every position gradually, on the configured schedule."""
+    """Safe mode: halt new orders and close every position gradually, on the configured schedule (or
+    `fraction_per_interval`; 1.0 unwinds at the next interval)."""
     check_principal(caller, body.principal)
     service = service_of(request)
-    change = service.flatten(principal=body.principal, reason=body.reason)
+    change = service.flatten(principal=body.principal, reason=body.reason, trigger=body.trigger,
+                             fraction=body.fraction_per_interval)
     # Safe mode starts even when the state was already HALTED, so the plan is part of the answer.
     return {**_state_answer(service, change), "safe_mode": service.status()["safe_mode"]}
+
+
+@guarded(router, "POST", "/v1/defensive", response_model=DefensiveAnswer, responses=_UNAVAILABLE)
+def set_defensive(body: DefensiveRequest, request: Request,
+                  caller: Caller = Depends(role_for("POST", "/v1/defensive"))) -> dict[str, Any]:
+    """Defensive mode under the master from the next timestep (no exposure increase, caps no directive may
+    loosen), until a risk officer clears it. Setting it again only tightens the caps."""
+    check_principal(caller, body.principal)
+    override = service_of(request).set_defensive_override(
+        principal=body.principal, reason=body.reason, trigger=body.trigger,
+        max_position_size=body.max_position_size, risk_scale=body.risk_scale)
+    return {"changed": True, "defensive_override": override.as_dict()}
+
+
+@guarded(router, "POST", "/v1/defensive/clear", response_model=DefensiveAnswer, responses=_UNAVAILABLE)
+def clear_defensive(body: OperatorRequest, request: Request,
+                    caller: Caller = Depends(role_for("POST", "/v1/defensive/clear"))) -> dict[str, Any]:
+    """The master's directives apply again (an operator's decision, like resuming)."""
+    check_principal(caller, body.principal)
+    cleared = service_of(request).clear_defensive_override(principal=body.principal, reason=body.reason)
+    return {"changed": cleared is not None, "defensive_override": None}
 
 
 @guarded(router, "POST", "/v1/reconcile", responses=_BROKER)

@@ -81,6 +81,28 @@ class OperatorRequest(BaseModel):
     reason: str = Field(min_length=1, max_length=2000, pattern=r"\S", description="why, for the audit trail")
     principal: str = Field(min_length=1, max_length=200, pattern=r"^\S(.*\S)?$",
                            description="who asks; must be the token's principal when tokens are configured")
+    trigger: str = Field(default="manual", pattern=r"^(manual|playbook:[a-z][a-z0-9_]{0,63})$",
+                         description="what started it: an operator (manual) or a playbook (playbook:<name>, the "
+                                     "alert that started the playbook is in the reason); audited")
+
+
+class FlattenRequest(OperatorRequest):
+    """POST /v1/flatten: safe mode, optionally faster than the configured schedule."""
+
+    fraction_per_interval: float | None = Field(
+        default=None, gt=0, le=1, allow_inf_nan=False,
+        description="share of each position closed per decision interval (default: the configured one; 1.0 "
+                    "unwinds everything at the next interval)")
+
+
+class DefensiveRequest(OperatorRequest):
+    """POST /v1/defensive: defensive mode forced under the master until a risk officer clears it."""
+
+    max_position_size: float | None = Field(default=None, gt=0, le=1, allow_inf_nan=False,
+                                            description="cap per symbol (fraction of equity); default: the "
+                                                        "`defensive` preset's")
+    risk_scale: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False,
+                                     description="scale of every target; default: the `defensive` preset's")
 
 
 class ErrorBody(BaseModel):
@@ -99,6 +121,11 @@ class StateAnswer(BaseModel):
 
 class FlattenAnswer(StateAnswer):
     safe_mode: dict[str, Any] | None = Field(description="the flatten schedule and how much is left to close")
+
+
+class DefensiveAnswer(BaseModel):
+    changed: bool
+    defensive_override: dict[str, Any] | None = Field(description="the override in force now (null: none)")
 
 
 class DirectiveAccepted(BaseModel):

@@ -5,11 +5,18 @@ target_weight = target_level * min(per_symbol_cap, max_position_size) * risk_sca
 
 In defensive mode a position may only move toward zero: no new exposure, no larger position,
 no flip to the other side (a flip is cut at flat).
+
+A defensive override (set by an operator or by the cost-explosion playbook) is a floor under the master:
+while it stands every timestep is defensive (no exposure increase: the action mask the policies were trained
+with under a defensive directive) and its caps bound the directive's, whatever the master says. Only an
+operator clears it.
 """
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
 from contracts.config import RiskOverlaysConfig
 from contracts.decisions import MasterDirective
@@ -44,6 +51,42 @@ class EffectiveOverlay:
             "fallback": self.fallback,
             "note": self.note,
         }
+
+
+@dataclass(frozen=True)
+class DefensiveOverride:
+    """Defensive mode forced under the master, with caps no directive may loosen; who set it, why, since when."""
+
+    principal: str
+    reason: str
+    since: datetime
+    max_position_size: float
+    risk_scale: float
+    trigger: str = "manual"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"principal": self.principal, "reason": self.reason, "since": self.since.isoformat(),
+                "max_position_size": self.max_position_size, "risk_scale": self.risk_scale, "trigger": self.trigger}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "DefensiveOverride":
+        return cls(str(data["principal"]), str(data["reason"]), datetime.fromisoformat(data["since"]),
+                   float(data["max_position_size"]), float(data["risk_scale"]), str(data.get("trigger", "manual")))
+
+
+def tighten(overlay: EffectiveOverlay, override: DefensiveOverride | None) -> EffectiveOverlay:
+    """`overlay` under the override: defensive, caps the smaller of the two. Never loosens anything."""
+    if override is None:
+        return overlay
+    return replace(
+        overlay,
+        mode="defensive",
+        defensive=True,
+        max_position_size=min(overlay.max_position_size, override.max_position_size),
+        risk_scale=min(overlay.risk_scale, override.risk_scale),
+        note=(f"{overlay.note}; defensive override by {override.principal} ({override.trigger}) since "
+              f"{override.since.isoformat()}"),
+    )
 
 
 def directive_age_seconds(directive: MasterDirective, at: datetime) -> float:

@@ -33,10 +33,12 @@ from gateway.domain.orders import (
 )
 from gateway.domain.overlay import (
     DEFENSIVE_MODE,
+    DefensiveOverride,
     EffectiveOverlay,
     apply_overlay,
     reduce_only,
     resolve_overlay,
+    tighten,
 )
 from gateway.domain.portfolio import Portfolio
 
@@ -365,6 +367,7 @@ def plan_timestep(
     market_open: bool = True,
     order_budget: int | None = None,
     flatten: Mapping[str, float] | None = None,
+    override: DefensiveOverride | None = None,
 ) -> TimestepPlan:
     """Apply overlay and guardrails to every decision of `batch`; return one RiskDecision per
     decision (input order) and the order intents to send (risk-reducing first).
@@ -374,9 +377,11 @@ def plan_timestep(
     have an order still open at the broker and get no new one. `market_open` False denies every
     decision MARKET_CLOSED. `order_budget` is how many more orders the rolling-window throttle
     allows now (None: no limit). `flatten` (safe mode, only when `trading_state` is HALTED) maps
-    symbol -> shares to close at most this interval; see `plan_flatten`.
+    symbol -> shares to close at most this interval; see `plan_flatten`. `override` (an operator's
+    defensive floor) makes the overlay defensive with the smaller caps, whatever the directive says.
     """
-    overlay = resolve_overlay(directive, risk, at=batch.timestep, max_ttl_seconds=max_directive_ttl_seconds)
+    overlay = tighten(resolve_overlay(directive, risk, at=batch.timestep, max_ttl_seconds=max_directive_ttl_seconds),
+                      override)
     marks, equity = _valuation(batch, portfolio)
     items = [_Symbol(d, portfolio.qty(d.symbol), d.price) for d in batch.decisions]
     for item in items:

@@ -12,10 +12,11 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from contracts.audit import AuditEvent, SafeModeRecord, TradingStateRecord
+from contracts.audit import AuditEvent, DefensiveOverrideRecord, SafeModeRecord, TradingStateRecord
 from contracts.orders import TradingState
 from gateway.audit.store import AuditStore
 from gateway.domain.flatten import FlattenPlan, flatten_slices
+from gateway.domain.overlay import DefensiveOverride
 from gateway.domain.performance import drawdown
 from gateway.domain.trading_state import StateChange, TradingStateMachine, escalates
 from gateway.domain.triggers import (
@@ -37,6 +38,7 @@ from gateway.settings import GatewaySettings
 logger = logging.getLogger(__name__)
 
 SAFE_MODE = "SAFE_MODE"
+DEFENSIVE_OVERRIDE = "DEFENSIVE_OVERRIDE"
 STATE_ALERTS = ("TRADING_REDUCING", "TRADING_HALTED")
 
 
@@ -65,6 +67,10 @@ class KillSwitch:
     def safe_mode(self) -> FlattenPlan | None:
         return self._state.safe_mode
 
+    @property
+    def defensive_override(self) -> DefensiveOverride | None:
+        return self._state.defensive_override
+
     def may_send(self, *, closing: bool) -> bool:
         """Whether an order may go to the broker now: anything unless HALTED; safe-mode closing orders always."""
         return closing or self._machine.state != TradingState.HALTED
@@ -88,6 +94,8 @@ class KillSwitch:
             if self._machine.state != TradingState.ACTIVE:
                 self.alerts.raise_("TRADING_" + self._machine.state.value, "critical",
                                    f"trading state restored as {self._machine.state.value}")
+            if self._state.defensive_override is not None:
+                self._raise_override_alert(self._state.defensive_override)
 
     # ---- operator and trigger changes ----------------------------------------------------------
     def change(self, target: TradingState, *, principal: str, reason: str,
@@ -115,6 +123,8 @@ class KillSwitch:
                                    f"({trigger}): {reason}")
             else:
                 self.alerts.clear_all()  # the operator resumed: the breaches that led here are acknowledged
+                if self._state.defensive_override is not None:  # a separate decision: it stands until cleared
+                    self._raise_override_alert(self._state.defensive_override)
             if ended_safe_mode:
                 self.alerts.clear(SAFE_MODE)
             logger.warning("trading state %s -> %s by %s (%s): %s", change.previous.value, change.current.value,
@@ -122,10 +132,12 @@ class KillSwitch:
             return change
 
     def start_safe_mode(self, positions: Mapping[str, float], *, principal: str, reason: str,
-                        trigger: str = "manual") -> StateChange | None:
-        """HALTED for new orders, and every position closed gradually, a slice per decision interval."""
+                        trigger: str = "manual", fraction: float | None = None) -> StateChange | None:
+        """HALTED for new orders, and every position closed gradually, a slice per decision interval
+        (`fraction` of each position per interval; default the configured one, 1.0 = unwind at the next)."""
         with self.lock:
-            fraction = self._settings.risk.kill_switch.safe_mode.flatten_fraction_per_interval
+            if fraction is None:
+                fraction = self._settings.risk.kill_switch.safe_mode.flatten_fraction_per_interval
             plan = FlattenPlan(self._clock.now(), fraction, flatten_slices(positions, fraction), principal, reason)
             change = self.change(TradingState.HALTED, principal=principal, reason=reason, trigger=trigger)
             self._state.safe_mode = plan
@@ -138,6 +150,49 @@ class KillSwitch:
             logger.warning("safe mode started by %s (%s): %d positions, %.0f%% per interval", principal, trigger,
                            len(plan.slices), fraction * 100)
             return change
+
+    def set_defensive_override(self, *, principal: str, reason: str, trigger: str = "manual",
+                               max_position_size: float | None = None,
+                               risk_scale: float | None = None) -> DefensiveOverride:
+        """Force defensive mode under the master; caps default to the `defensive` preset and only ever tighten an
+        override already in force (an automatic trigger setting it twice cannot loosen what an operator set)."""
+        with self.lock:
+            preset = self._settings.risk.directive_presets["defensive"]
+            size = preset.max_position_size if max_position_size is None else max_position_size
+            scale = preset.risk_scale if risk_scale is None else risk_scale
+            current = self._state.defensive_override
+            if current is not None:
+                size, scale = min(size, current.max_position_size), min(scale, current.risk_scale)
+            override = DefensiveOverride(principal, reason, self._clock.now(), size, scale, trigger)
+            self._state.defensive_override = override
+            record = DefensiveOverrideRecord(action="set", trigger=trigger, principal=principal, reason=reason,
+                                             max_position_size=size, risk_scale=scale)
+            self._audit.append(AuditEvent.of("state_change", record, occurred_at=override.since, principal=principal),
+                               state=self._state.kill_switch_section())
+            self._raise_override_alert(override)
+            logger.warning("defensive override by %s (%s): max position %.3f, risk scale %.2f: %s", principal,
+                           trigger, size, scale, reason)
+            return override
+
+    def clear_defensive_override(self, *, principal: str, reason: str) -> DefensiveOverride | None:
+        """An operator's decision: the master's directives apply again. Returns the override cleared (None: none)."""
+        with self.lock:
+            current = self._state.defensive_override
+            if current is None:
+                return None
+            self._state.defensive_override = None
+            record = DefensiveOverrideRecord(action="clear", trigger="manual", principal=principal, reason=reason)
+            self._audit.append(AuditEvent.of("state_change", record, occurred_at=self._clock.now(),
+                                             principal=principal), state=self._state.kill_switch_section())
+            self.alerts.clear(DEFENSIVE_OVERRIDE)
+            logger.warning("defensive override cleared by %s: %s", principal, reason)
+            return current
+
+    def _raise_override_alert(self, override: DefensiveOverride) -> None:
+        self.alerts.raise_(DEFENSIVE_OVERRIDE, "warning",
+                           f"defensive override since {override.since.isoformat()} by {override.principal} "
+                           f"({override.trigger}): max position {override.max_position_size:g}, risk scale "
+                           f"{override.risk_scale:g}: {override.reason}")
 
     def apply(self, trigger: Trigger, positions: Mapping[str, float] | None = None) -> None:
         """Act on a breach: alert, then tighten (safe mode needs the book's `positions`)."""

@@ -75,6 +75,7 @@ class Queries:
         return {
             "trading_state": self._ks.trading_state.value,
             "safe_mode": safe,
+            "defensive_override": override.as_dict() if (override := self._ks.defensive_override) else None,
             "triggers": {**self._ks.status(), "drawdown": drawdown},
             "alerts": self._ks.alerts.active(),
             "last_reconcile": self._reconciliation.last,

@@ -3,7 +3,8 @@
 It lives in the audit store's state table as sections, each written by the one component that owns
 it, in the same transaction as the audit rows that justify the change:
 
-  gateway_state/kill_switch     trading state, safe mode plan, drawdown high-water marks, latency streak
+  gateway_state/kill_switch     trading state, safe mode plan, defensive override, drawdown high-water marks,
+                                latency streak
                                 (the kill switch: with its state_change rows and after each timestep)
   gateway_state/last_bar        the last bar decided per symbol (the timestep: with its decision rows)
   gateway_state/inflight/<id>   one key per order between intent and final answer (execution: with the
@@ -20,6 +21,7 @@ from typing import Any
 
 from contracts.orders import TradingState
 from gateway.domain.flatten import FlattenPlan
+from gateway.domain.overlay import DefensiveOverride
 from gateway.domain.triggers import DrawdownMarks
 from gateway.inflight import InflightOrder
 
@@ -34,6 +36,7 @@ LEGACY_KEYS = ("last_bar", "inflight", "drawdown_marks", "latency_streak", "safe
 class GatewayState:
     trading_state: TradingState = TradingState.ACTIVE
     safe_mode: FlattenPlan | None = None
+    defensive_override: DefensiveOverride | None = None
     marks: DrawdownMarks = field(default_factory=DrawdownMarks)
     latency_streak: int = 0
     last_bar: dict[str, int] = field(default_factory=dict)
@@ -44,6 +47,8 @@ class GatewayState:
         return {KILL_SWITCH_KEY: {
             "trading_state": self.trading_state.value,
             "safe_mode": self.safe_mode.as_dict() if self.safe_mode is not None else None,
+            "defensive_override": (self.defensive_override.as_dict()
+                                   if self.defensive_override is not None else None),
             "drawdown_marks": self.marks.as_dict(),
             "latency_streak": self.latency_streak,
         }}
@@ -75,6 +80,8 @@ class GatewayState:
             return cls(
                 trading_state=TradingState(ks["trading_state"]),
                 safe_mode=FlattenPlan.from_dict(ks["safe_mode"]) if ks.get("safe_mode") else None,
+                defensive_override=(DefensiveOverride.from_dict(ks["defensive_override"])
+                                    if ks.get("defensive_override") else None),
                 marks=DrawdownMarks.from_dict(ks.get("drawdown_marks")),
                 latency_streak=int(ks.get("latency_streak") or 0),
                 last_bar={str(k): int(v) for k, v in (stored.get(LAST_BAR_KEY) or {}).items()},

@@ -112,6 +112,7 @@ class Timesteps:
                 risk=self._settings.risk, max_directive_ttl_seconds=self._settings.directive_ttl_seconds,
                 pending_symbols=self._execution.pending_symbols(), market_open=self._market_hours.is_open(),
                 order_budget=max(0, budget), flatten=safe_mode.slices if safe_mode is not None else None,
+                override=self._ks.defensive_override,
             )
             for d in batch.decisions:
                 self._state.last_bar[d.symbol] = batch.bar_index

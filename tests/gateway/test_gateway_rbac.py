@@ -91,6 +91,8 @@ BODIES: dict[tuple[str, str], Callable[[str, Stack], dict[str, Any]]] = {
     ("POST", "/v1/resume"): _operator_body,
     ("POST", "/v1/flatten"): _operator_body,
     ("POST", "/v1/reconcile"): _operator_body,
+    ("POST", "/v1/defensive"): _operator_body,
+    ("POST", "/v1/defensive/clear"): _operator_body,
 }
 
 
@@ -199,7 +201,8 @@ def test_route_table_when_read_then_rules_match_the_design() -> None:
     assert ROUTE_ROLES[("POST", "/v1/directives")] == ("trader",)
     assert set(ROUTE_ROLES[("POST", "/v1/kill-switch")] or ()) == {"trader", "risk_officer"}
     assert set(ROUTE_ROLES[("POST", "/v1/reduce-only")] or ()) == {"trader", "risk_officer"}
-    for path in ("/v1/resume", "/v1/flatten", "/v1/reconcile"):
+    assert set(ROUTE_ROLES[("POST", "/v1/defensive")] or ()) == {"trader", "risk_officer"}  # tightening
+    for path in ("/v1/resume", "/v1/flatten", "/v1/reconcile", "/v1/defensive/clear"):
         assert ROUTE_ROLES[("POST", path)] == ("risk_officer",)
     assert all(k in BODIES for k in ROUTE_ROLES if k[0] == "POST"), "every POST route needs an example body"
 
