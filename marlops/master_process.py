@@ -25,6 +25,11 @@ changed and the slot names another version, loads that version (its feature spec
 signed artifact, `read_version_manifest`) and a PolicyClient for it, and swaps the handler; the schedule
 carries over. A version that cannot be loaded yet is logged and tried again on the next snapshot, the
 current one acting meanwhile.
+
+Metrics: `--metrics-port N` (off by default; `make up` passes UpOptions.master_metrics_port, 9102) serves on
+127.0.0.1:N/metrics the master's Triton requests in `marlops_trading_inference_seconds{model="master_agent",
+version}` (the trading service's histogram, one definition: MasterAgentLatencyHigh reads both) and
+`marlops_master_directives_published_total{mode}`; Prometheus scrapes it as job `marlops-master`.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from prometheus_client import CollectorRegistry, Counter, start_http_server
 from pydantic import ValidationError
 
 from contracts.config import LoopConfig, RiskOverlaysConfig
@@ -55,6 +61,7 @@ from marlops.errors import MarlopsError
 from marlops.policy_router import read_version_manifest
 from marlops.routing import PolicyRef
 from marlops.routing_store import RoutingStore
+from marlops.trading import inference_histogram, timed_inference
 from serving.client import PolicyOutput
 from serving.directive_bus import DirectiveBus, RedisDirectiveBus
 from serving.errors import ServingError
@@ -366,6 +373,60 @@ def _close_quietly(client: Any) -> None:
         logger.exception("master: closing the previous policy client failed")
 
 
+# ---- metrics --------------------------------------------------------------------------------------
+class MasterMetrics:
+    """What `marlops master --metrics-port` serves: its inference latency (the trading service's histogram
+    definition, `marlops.trading.inference_histogram`) and the directives it published, by mode."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.inference = inference_histogram(self.registry)
+        self.directives = Counter("marlops_master_directives_published_total",
+                                  "Master directives published on the directive bus, by mode", ["mode"],
+                                  registry=self.registry)
+
+    def timed(self, policy_version: str, infer: Callable[[np.ndarray], PolicyOutput]
+              ) -> Callable[[np.ndarray], PolicyOutput]:
+        """`infer` observed in marlops_trading_inference_seconds{model, version} (`policy_version` is `<model>/<N>`)."""
+        model, _, version = policy_version.rpartition("/")
+        timed = timed_inference(self, PolicyRef(model or MASTER_MODEL, int(version)), infer)
+        return timed  # type: ignore[return-value]  # same return as infer's
+
+
+class _CountingBus:
+    """The directive bus, counting each directive once its publish returned."""
+
+    def __init__(self, bus: DirectiveBus, metrics: MasterMetrics) -> None:
+        self._bus = bus
+        self._metrics = metrics
+
+    def publish(self, directive: MasterDirective) -> None:
+        self._bus.publish(directive)
+        self._metrics.directives.labels(directive.mode).inc()
+
+    def subscribe(self, callback: Any) -> None:
+        self._bus.subscribe(callback)
+
+    def close(self) -> None:
+        self._bus.close()
+
+
+def serve_master_metrics(port: int, metrics: MasterMetrics, host: str = "127.0.0.1") -> Callable[[], None]:
+    """GET http://<host>:<port>/metrics in a daemon thread; returns what stops it."""
+    try:
+        server, thread = start_http_server(port, addr=host, registry=metrics.registry)
+    except OSError as exc:
+        raise MasterProcessError(f"master: cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from exc
+    logger.info("master: metrics on http://%s:%d/metrics", host, port)
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+    return stop
+
+
 # ---- the loop -------------------------------------------------------------------------------------
 @contextmanager
 def _stop_on_signals(stop: threading.Event, enabled: bool) -> Iterator[None]:
@@ -403,6 +464,7 @@ def run_master(
     ready: threading.Event | None = None,
     handle_signals: bool = True,
     follow: Callable[[], MasterBinding | None] | None = None,
+    metrics: MasterMetrics | None = None,
 ) -> MasterRunSummary:
     """Consume snapshots from `snapshot_channel` and publish directives on `directive_channel` until `stop`
     is set (or SIGTERM / SIGINT arrive, when called on the main thread with `handle_signals`). `ready` is set
@@ -411,13 +473,16 @@ def run_master(
 
     `follow`, when given, is asked before each snapshot whether another master version should act now
     (e.g. a `MasterVersionFollower`): a `MasterBinding` it returns replaces the handler (the schedule and
-    summary carry over); None keeps the current one."""
+    summary carry over); None keeps the current one. `metrics`, when given, times each inference and counts each
+    published directive (`MasterMetrics`)."""
     stop = stop or threading.Event()
     directives = RedisDirectiveBus(redis_url, directive_channel)
+    bus: DirectiveBus = directives if metrics is None else _CountingBus(directives, metrics)
 
     def make_handler(binding: MasterBinding) -> MasterSnapshotHandler:
+        infer = binding.infer if metrics is None else metrics.timed(binding.policy_version, binding.infer)
         return MasterSnapshotHandler(
-            infer=binding.infer, spec=binding.spec, portfolio=portfolio, bus=directives, risk=risk, loop=loop,
+            infer=infer, spec=binding.spec, portfolio=portfolio, bus=bus, risk=risk, loop=loop,
             policy_version=binding.policy_version, every_bars=every_bars, every_seconds=every_seconds,
         )
 
@@ -479,6 +544,8 @@ def add_master_parser(subparsers: Any) -> argparse.ArgumentParser:
     master.add_argument("--every-seconds", type=float, default=None,
                         help="act when this much market time has passed since the last directive (e.g. 300), "
                              "instead of every K bars")
+    master.add_argument("--metrics-port", type=int, default=None,
+                        help="serve Prometheus metrics on 127.0.0.1:PORT/metrics (default: off; `make up` uses 9102)")
     master.set_defaults(func=cmd_master)
     return master
 
@@ -536,22 +603,28 @@ def _run_master_command(args: argparse.Namespace, config: Any, paths: Any, repos
                 model.version, model.version_dir, model.spec.spec_hash()[:12], protocol, triton_url,
                 args.gateway_url, "pinned by --version" if store is None else "following the routing table's "
                 "master slot")
+    metrics = MasterMetrics() if args.metrics_port is not None else None
     client = open_client(model)
     follower = None if store is None else MasterVersionFollower(
         store, model_repository=repository, model_name=model_name, public_key_path=public_key, current=model,
         client_factory=open_client, current_client=client)
+    stop_metrics: Callable[[], None] | None = None
     try:
+        if metrics is not None:
+            stop_metrics = serve_master_metrics(args.metrics_port, metrics)
         run_master(
             redis_url=redis_url, infer=client.infer, spec=model.spec, portfolio=gateway.portfolio,
             risk=config.risk, loop=serving.loop, policy_version=model.policy_version,
             every_bars=args.every_bars, every_seconds=args.every_seconds,
             snapshot_channel=args.snapshot_channel,
             directive_channel=args.directive_channel or serving.directive_bus.channel,
-            follow=follower,
+            follow=follower, metrics=metrics,
         )
     except ValidationError as exc:
         raise MasterProcessError(f"master: {exc}") from exc
     finally:
+        if stop_metrics is not None:
+            stop_metrics()
         if follower is not None:
             follower.close()  # closes whichever client is current
         else:

@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Protocol
 
 import httpx
 import numpy as np
@@ -57,6 +58,17 @@ class TradingServiceError(MarlopsError):
     """The trading service cannot go on without risking a decision twice (or another service's symbols)."""
 
 
+def inference_histogram(registry: CollectorRegistry) -> Histogram:
+    """`marlops_trading_inference_seconds{model, version}`, one batched Triton request: the trading service's and the
+    master agent service's (`marlops master --metrics-port`) are this one definition, so the latency rules read both."""
+    return Histogram("marlops_trading_inference_seconds", "One batched Triton request", ["model", "version"],
+                     buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .4, 1), registry=registry)
+
+
+class InferenceMetrics(Protocol):
+    inference: Histogram
+
+
 class TradingMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -65,9 +77,7 @@ class TradingMetrics:
         self.skipped = Counter("marlops_trading_bars_skipped_total", "Bars not decided, by reason", ["reason"], registry=r)
         self.latency = Histogram("marlops_trading_decision_latency_seconds", "Bar in -> decisions accepted by the gateway",
                                  buckets=(.005, .01, .025, .05, .1, .15, .25, .5, 1, 2.5, 5), registry=r)
-        self.inference = Histogram("marlops_trading_inference_seconds", "One batched Triton request",
-                                   ["model", "version"],
-                                   buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .4, 1), registry=r)
+        self.inference = inference_histogram(r)
         self.decisions = Counter("marlops_trading_decisions_total", "Symbol decisions by acting policy",
                                  ["model", "version"], registry=r)
         self.shadow_agree = Counter("marlops_trading_shadow_decisions_total", "Shadow decisions by agreement",
@@ -79,7 +89,7 @@ class TradingMetrics:
         self.safety = SafetyMetrics(r)
 
 
-def timed_inference(metrics: TradingMetrics, ref: PolicyRef, infer: Callable[[np.ndarray], object]
+def timed_inference(metrics: InferenceMetrics, ref: PolicyRef, infer: Callable[[np.ndarray], object]
                     ) -> Callable[[np.ndarray], object]:
     """`infer` observed in `marlops_trading_inference_seconds{model, version}` (the master agent's requests, made
     by its snapshot handler, are timed like the symbol agents')."""

@@ -41,7 +41,7 @@ from contracts.features import (
 from contracts.policy import DIRECTIVE_MODES
 from gateway.app import create_app
 from paper_exchange.app import create_paper_exchange_app
-from gateway.serve import ServerHandle, serve_app_in_thread
+from gateway.serve import ServerHandle, free_port, serve_app_in_thread
 from gateway.settings import ApiToken, GatewaySettings
 from gateway.token_file import read_token_file
 from gateway.tokens import hash_token
@@ -56,6 +56,7 @@ from marlops.master_process import (
 )
 from marlops.routing import PolicyRef, RoutingChange
 from marlops.routing_store import RoutingStore
+from marlops.trading import TradingMetrics
 from registry.verification import sign_artifact
 from serving.client import PolicyOutput
 from serving.directive_bus import InProcessDirectiveBus, RedisDirectiveBus
@@ -487,3 +488,112 @@ def test_master_command_when_no_version_exported_then_clear_error(tmp_path: Path
     monkeypatch.setenv("MARLOPS_HOME", str(tmp_path / "home"))
     with pytest.raises(MasterProcessError, match="no exported master_agent version"):
         args.func(args)
+
+
+_COMMAND = textwrap.dedent("""
+    import argparse
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+
+    from contracts.config import load_rl_config
+    from marlops.master_process import _run_master_command, add_master_parser
+    from serving.client import PolicyOutput
+
+    class Client:  # stands in for Triton's PolicyClient: always the first mode
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def infer(self, observation):
+            return PolicyOutput(np.array([[1.0, 0.0, 0.0]], dtype=np.float32), np.array([0]))
+
+        def close(self):
+            pass
+
+    class Gateway:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def portfolio(self):
+            return {"drawdown": 0.0, "gross_exposure": 0.0}
+
+        def close(self):
+            pass
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config-dir")
+    add_master_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(sys.argv[1:])
+    repository = args.model_repository
+    sys.exit(_run_master_command(args, load_rl_config(Path(args.config_dir)), None, repository, None,
+                                 lambda path: "token", Gateway, None, lambda: repository / "trusted.pub.pem", Client))
+""")
+
+
+def _scrape(url: str) -> str | None:
+    try:
+        answer = httpx.get(url, timeout=2)
+    except httpx.HTTPError:
+        return None
+    return answer.text if answer.status_code == 200 else None
+
+
+def _buckets(text: str) -> set[str]:
+    return {line.split('le="', 1)[1].split('"', 1)[0] for line in text.splitlines()
+            if line.startswith("marlops_trading_inference_seconds_bucket{")}
+
+
+def test_master_command_when_metrics_port_given_then_serves_inference_latency_and_directives(
+        tmp_path: Path, channels: dict[str, str]) -> None:
+    repository = tmp_path / "repository"
+    export_signed_master(repository, 1, SPEC, Ed25519PrivateKey.generate())
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    argv = ["--config-dir", str(Path(__file__).parents[2] / "config" / "rl"), "master", "--version", "1",
+            "--redis-url", REDIS_URL, "--model-repository", str(repository), "--gateway-token-file", "unused",
+            "--snapshot-channel", channels["snapshots"], "--directive-channel", channels["directives"],
+            "--every-bars", "1", "--metrics-port", str(port)]
+    proc = subprocess.Popen([sys.executable, "-c", _COMMAND, *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, cwd=Path(__file__).parents[2])
+    client = redis.Redis.from_url(REDIS_URL)
+    bus = SnapshotBus(REDIS_URL, channels["snapshots"])
+    try:
+        wait_for(lambda: proc.poll() is not None or (client.pubsub_numsub(channels["snapshots"])[0][1] == 1
+                                                     and _scrape(url) is not None),
+                 "the master to subscribe and serve /metrics", timeout_s=60)
+        assert proc.poll() is None, proc.communicate()[0]
+        for bar in range(3):
+            bus.publish(snapshot(bar))
+        wait_for(lambda: 'marlops_master_directives_published_total{mode="normal"} 3.0' in (_scrape(url) or ""),
+                 "three directives counted in the master's /metrics")
+        text = _scrape(url) or ""
+        assert 'marlops_trading_inference_seconds_count{model="master_agent",version="1"} 3.0' in text
+        # The trading service's histogram, the same buckets (the 0.4 s one MasterAgentLatencyHigh reads).
+        trading = TradingMetrics()
+        trading.inference.labels("master_agent", "1").observe(0.01)
+        from prometheus_client import generate_latest
+        assert _buckets(text) == _buckets(generate_latest(trading.registry).decode()) and "0.4" in _buckets(text)
+
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=10)
+        assert proc.returncode == 0, output
+        assert _scrape(url) is None
+    finally:
+        bus.close()
+        client.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_master_parser_when_no_metrics_port_then_metrics_off() -> None:
+    import argparse
+
+    from marlops.master_process import add_master_parser
+
+    parser = argparse.ArgumentParser()
+    add_master_parser(parser.add_subparsers(dest="command"))
+
+    assert parser.parse_args(["master"]).metrics_port is None
+    assert parser.parse_args(["master", "--metrics-port", "9102"]).metrics_port == 9102
