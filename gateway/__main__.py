@@ -135,6 +135,8 @@ def gateway_settings(process: GatewayProcessSettings, tokens: tuple[ApiToken, ..
         broker_secret_key=process.apca_api_secret_key.get_secret_value(),
         directive_bus_url=process.directive_bus_url,
         directive_channel=process.directive_channel,
+        alertmanager_url=process.alertmanager_url or None,
+        state_url=process.state_url or None,
     )
 
 

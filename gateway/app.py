@@ -19,6 +19,8 @@ from starlette.concurrency import run_in_threadpool
 
 from gateway.api.console import router as console_router
 from gateway.api.errors import install_error_handlers
+from gateway.api.monitoring_routes import MonitoringSources
+from gateway.api.monitoring_routes import router as monitoring_router
 from gateway.api.routes import router
 from gateway.audit.store import AuditStore
 from gateway.brokers.alpaca_broker import AlpacaBroker
@@ -83,12 +85,15 @@ def create_app(
             service.stop()
             if audit is None:
                 store.close()
+            app.state.monitoring.close()
 
     app = FastAPI(title="marlops execution gateway", lifespan=lifespan)
     app.state.settings = settings
     app.state.metrics = metrics
+    app.state.monitoring = MonitoringSources(settings)
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(monitoring_router)
     app.include_router(console_router)
     return app
 

@@ -41,6 +41,9 @@ class GatewayProcessSettings(BaseSettings):
     insecure_no_auth: bool = False
     directive_bus_url: str | None = None  # e.g. redis://127.0.0.1:6379/0; None: directives over HTTP only
     directive_channel: str = "master-directives"
+    # Console panels (environment or .env only: the URLs may carry a password). None: the panel says not configured.
+    alertmanager_url: str | None = None  # e.g. http://127.0.0.1:9093: firing alerts on the console
+    state_url: str | None = None  # the marlops state store (SQLAlchemy URL): the routing table on the console
     sectors_file: Path | None = None
     reconcile_interval_s: float = Field(default=30.0, ge=0)
     risk_config: Path | None = None

@@ -87,6 +87,13 @@ class GatewaySettings(BaseModel):
     # The benchmark of marlops_gateway_benchmark_divergence_ratio: its price comes with each timestep
     # (TimestepDecisions.benchmark_price), or from this symbol's decision when the timestep decides it.
     benchmark_symbol: str = Field(default=BENCHMARK_SYMBOL, min_length=1)
+    # The operator console's monitoring panels (gateway/api/monitoring_routes.py). Alertmanager whose firing
+    # alerts GET /v1/alerts/active shows (e.g. http://127.0.0.1:9093; API v2, read with a short timeout); None: the
+    # panel says "not configured". The marlops state store holding the routing table GET /v1/routing shows (a
+    # SQLAlchemy URL, read-only); None: not configured. Either URL may carry a password: never in a repr or log.
+    alertmanager_url: str | None = Field(default=None, min_length=1, repr=False)
+    alertmanager_timeout_s: float = Field(default=2.0, gt=0, le=30)
+    state_url: str | None = Field(default=None, min_length=1, repr=False)
 
     @model_validator(mode="after")
     def _unique_tokens(self) -> "GatewaySettings":

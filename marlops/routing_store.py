@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -32,6 +31,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from contracts.routing_table import STATE_ROW_ID, TABLE_NAME_PATTERN, audit_table_name, state_table_name
 from marlops.errors import RoutingError
 from marlops.state_db import (
     StateDbStore,
@@ -46,8 +46,8 @@ logger = logging.getLogger(__name__)
 
 GENESIS_HASH = "0" * 64
 APPEND_ONLY_MESSAGE = "routing audit is append-only"
-_TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,40}$")
-_STATE_ID = 1
+_TABLE = TABLE_NAME_PATTERN  # the layout is named once, in contracts.routing_table (read by gateway and monitoring)
+_STATE_ID = STATE_ROW_ID
 
 
 # ---- persistence -------------------------------------------------------------------------------
@@ -77,7 +77,7 @@ class RoutingStore(StateDbStore):
         self._lock = threading.RLock()
         metadata = sa.MetaData()
         self._state = sa.Table(
-            f"{table}_state", metadata,
+            state_table_name(table), metadata,
             sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
             sa.Column("revision", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
             sa.Column("body", sa.JSON(), nullable=False),
@@ -86,7 +86,7 @@ class RoutingStore(StateDbStore):
             sa.Column("updated_at", sa.String(40), nullable=False),
         )
         self._audit = sa.Table(
-            f"{table}_audit", metadata,
+            audit_table_name(table), metadata,
             sa.Column("seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True,
                       autoincrement=False),
             sa.Column("at", sa.String(40), nullable=False),

@@ -203,7 +203,8 @@ def start_system(paths: StatePaths, config: RLConfig, options: UpOptions, group:
         gateway_args += ["--sectors-file", str(market.sectors_file)]
     # The bus URL may carry a password: it goes to the services through their environment, never argv.
     bus_env = {"MARLOPS_GATEWAY_DIRECTIVE_BUS_URL": redis_url, "MARLOPS_DIRECTIVE_BUS_URL": redis_url} if use_redis else {}
-    group.start(ManagedProcess("gateway", gateway_args, logs / "gateway.log", env={**market.env, **bus_env},
+    group.start(ManagedProcess("gateway", gateway_args, logs / "gateway.log",
+                               env={**market.env, **bus_env, "MARLOPS_GATEWAY_STATE_URL": paths.state_url},
                                cwd=paths.project_root, ready=http_ok(f"{urls['gateway']}/healthz")))
     if use_redis:
         group.start(ManagedProcess(

@@ -11,8 +11,8 @@ notification this service reads what an on-call engineer asks first and attaches
   recent_decisions  gateway GET /v1/decisions?limit=20
   gateway_alerts    gateway GET /v1/alerts
   routing_table     the `routing_state` row of the marlops state store (MARLOPS_STATE_URL, else
-                    sqlite <MARLOPS_HOME>/state.db), read with plain SQLAlchemy: the gateway does not serve
-                    it and `monitoring` may not import marlops (tests/architecture/test_import_rules.py)
+                    sqlite <MARLOPS_HOME>/state.db), read read-only by contracts.routing_table (the one reader
+                    the gateway uses too: `monitoring` may not import marlops, tests/architecture/test_import_rules.py)
   unavailable       what could not be read, and why: a context gap never blocks the alert
 
 The gateway is read over HTTP with a viewer token read from a file (never logged). Settings: flags > env
@@ -45,7 +45,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import httpx
-import sqlalchemy as sa
 import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Request
 from pydantic import BaseModel, Field, SecretStr
@@ -54,6 +53,7 @@ from sqlalchemy.engine import make_url
 
 from contracts.errors import ConfigError
 from contracts.logs import configure_logging
+from contracts.routing_table import RoutingTableReader, RoutingTableUnavailable, state_table_name
 
 logger = logging.getLogger("monitoring.alert_context")
 
@@ -169,12 +169,12 @@ class ContextReader:
         headers = {"Authorization": f"Bearer {gateway_token}"} if gateway_token else {}
         self._gateway = httpx.AsyncClient(base_url=settings.gateway_url, headers=headers,
                                           timeout=settings.gateway_timeout_s)
-        self._engine: sa.Engine | None = None
+        self._routing_reader: RoutingTableReader | None = None
 
     async def aclose(self) -> None:
         await self._gateway.aclose()
-        if self._engine is not None:
-            self._engine.dispose()
+        if self._routing_reader is not None:
+            self._routing_reader.close()
 
     async def _get(self, path: str, params: dict[str, Any] | None = None) -> tuple[Any, str | None]:
         where = f"gateway GET {path} at {self._settings.gateway_url}"
@@ -190,28 +190,18 @@ class ContextReader:
             return None, f"{where} answered non-JSON"
 
     def _routing(self) -> tuple[Any, str | None]:
-        url = self._settings.effective_state_url
-        shown = make_url(url).render_as_string()  # password hidden
-        table = f"{self._settings.routing_table}_state"
         try:
-            parsed = make_url(url)
-            if parsed.get_backend_name() == "sqlite" and parsed.database and \
-                    not Path(parsed.database).expanduser().exists():
-                # Connecting would create an empty database file: say the store is absent instead.
-                return None, f"routing table: no state store at {shown}"
-            if self._engine is None:
-                self._engine = sa.create_engine(url)
-            with self._engine.connect() as conn:
-                row = conn.execute(sa.text(f'SELECT revision, body, updated_at FROM "{table}" WHERE id = 1')) \
-                    .mappings().first()
-        except sa.exc.SQLAlchemyError as exc:
-            return None, f"routing table {table} at {shown} unreadable: {type(exc).__name__}: {str(exc)[:200]}"
-        if row is None:
-            return None, f"routing table {table} at {shown} is empty (no routing change applied yet)"
-        body = row["body"]
-        if isinstance(body, str):  # SQLite returns the JSON column's text through a plain SELECT
-            body = json.loads(body)
-        return {"revision": row["revision"], "updated_at": row["updated_at"], "table": body}, None
+            if self._routing_reader is None:
+                self._routing_reader = RoutingTableReader(self._settings.effective_state_url,
+                                                          table=self._settings.routing_table)
+            found = self._routing_reader.read()
+        except RoutingTableUnavailable as exc:
+            return None, f"routing table: {exc}"
+        if found is None:
+            return None, (f"routing table {state_table_name(self._settings.routing_table)} at "
+                          f"{self._routing_reader.shown} is empty (no routing change applied yet)")
+        return {"revision": found["revision"], "updated_at": found["updated_at"], "updated_by": found["updated_by"],
+                "table": {"policies": found["policies"], "routes": found["routes"]}}, None
 
     async def read(self) -> dict[str, Any]:
         state, orders, decisions, alerts, routing = await asyncio.gather(

@@ -135,7 +135,8 @@
   // ---- DOM -------------------------------------------------------------------------------------
   function cell(value, cls) {
     const td = document.createElement("td");
-    td.textContent = text(value);
+    if (value instanceof Node) td.appendChild(value);
+    else td.textContent = text(value);
     if (cls) td.className = cls;
     return td;
   }
@@ -358,6 +359,278 @@
     fillTable("decisions", answer.fellBack ? "audit" : "api", rows, "no decisions yet");
   }
 
+  // ---- monitoring panels: performance, latency, sector exposure, Alertmanager, routing -------------------
+  // The SVG namespace, from an <svg> the HTML parser placed in it (index.html): no URL literal in this file.
+  const SVG_NS = $("svg-namespace").namespaceURI;
+  const HISTORY = 120; // polls kept per figure for its sparkline (4 minutes at one poll every 2 s)
+  const LATENCY_WARN_MS = 250;
+  const LATENCY_BAD_MS = 400;
+  const NO_VALUE = "\u2014"; // an em dash: "no value yet", never a misleading 0
+
+  // The figures of GET /v1/performance, in the order of the Grafana performance and risk dashboards.
+  const FIGURES = [
+    { key: "drawdown_intraday", label: "Drawdown, intraday", hint: "from the session's peak" },
+    { key: "drawdown_from_peak", label: "Drawdown from peak", hint: "from the all-time peak" },
+    { key: "rolling_sharpe", label: "Rolling Sharpe", hint: "annualised, per-bar returns" },
+    { key: "win_rate", label: "Win rate", hint: "winning bars / bars that moved" },
+    { key: "profit_factor", label: "Profit factor", hint: "gains / losses per bar" },
+    { key: "turnover", label: "Turnover", hint: "traded / equity, per bar" },
+    { key: "cost_to_gross_profit", label: "Cost / gross profit", hint: "trailing fills; alert above 0.40" },
+    { key: "realized_cost_signed", label: "Realized cost (signed)", hint: "since start, account currency" },
+    { key: "herfindahl", label: "Herfindahl", hint: "1/n for n equal positions", digits: 3 },
+    { key: "benchmark_divergence", label: "Divergence from benchmark", hint: "book return - benchmark's" },
+  ];
+
+  const history = {}; // figure key -> recent finite values
+  const tiles = new Map(); // figure key -> its tile
+
+  function svg(tag, attrs) {
+    const el = document.createElementNS(SVG_NS, tag);
+    for (const [name, value] of Object.entries(attrs || {})) el.setAttribute(name, String(value));
+    return el;
+  }
+
+  // A sparkline of `values` (finite numbers); null when there are fewer than two.
+  function sparkline(values, width = 120, height = 26) {
+    if (values.length < 2) return null;
+    const lo = Math.min(...values);
+    const hi = Math.max(...values);
+    const span = hi - lo || 1;
+    const step = width / (values.length - 1);
+    const points = values.map((v, i) => `${(i * step).toFixed(1)},${(hi === lo ? height / 2
+      : height - 2 - ((v - lo) / span) * (height - 4)).toFixed(1)}`).join(" ");
+    const chart = svg("svg", { class: "spark", width, height, viewBox: `0 0 ${width} ${height}`, role: "img",
+      "aria-label": `last ${values.length} polls` });
+    chart.appendChild(svg("polyline", { points }));
+    return chart;
+  }
+
+  // Horizontal bars: [{value, cls}] on a scale of `max`, with optional marker lines (e.g. thresholds).
+  function bars(items, max, markers = [], width = 160, height = 14) {
+    const chart = svg("svg", { class: "bars", width, height, viewBox: `0 0 ${width} ${height}`, role: "img" });
+    const scale = (v) => Math.max(0, Math.min(width, (v / max) * width));
+    const rowH = height / Math.max(items.length, 1);
+    items.forEach((item, i) => {
+      if (!isNum(item.value)) return;
+      chart.appendChild(svg("rect", { class: item.cls || "bar", x: 0, y: (i * rowH + 1).toFixed(1),
+        width: Math.max(scale(item.value), 1).toFixed(1), height: Math.max(rowH - 2, 1).toFixed(1) }));
+    });
+    for (const marker of markers) {
+      if (marker.value > max) continue;
+      const x = scale(marker.value).toFixed(1);
+      chart.appendChild(svg("line", { class: marker.cls || "marker", x1: x, x2: x, y1: 0, y2: height }));
+    }
+    return chart;
+  }
+
+  // A figure's display: "—" (no value, with why), "∞", or the number in its unit.
+  function figureText(fig, spec) {
+    const v = fig ? fig.value : null;
+    if (v === "+Inf") return "\u221e";
+    if (v === "-Inf") return "-\u221e";
+    if (!isNum(v)) return NO_VALUE;
+    switch (fig.unit) {
+      case "fraction": return pct(v);
+      case "multiple": return `${v.toFixed(2)}\u00d7`;
+      case "currency": return money(v);
+      default: return v.toFixed(spec.digits ?? 2);
+    }
+  }
+
+  function tileFor(container, spec) {
+    let tile = tiles.get(spec.key);
+    if (tile && tile.parentNode === container) return tile;
+    tile = document.createElement("div");
+    tiles.set(spec.key, tile);
+    tile.className = "tile";
+    tile.dataset.key = spec.key;
+    tile.dataset.testid = `figure-${spec.key}`;
+    const label = document.createElement("div");
+    label.className = "tile-label";
+    label.textContent = spec.label;
+    const value = document.createElement("div");
+    value.className = "tile-value";
+    value.dataset.testid = "figure-value";
+    const why = document.createElement("div");
+    why.className = "tile-why";
+    why.dataset.testid = "figure-why";
+    const spark = document.createElement("div");
+    spark.className = "tile-spark";
+    tile.append(label, value, why, spark);
+    container.appendChild(tile);
+    return tile;
+  }
+
+  function renderPerformance(answer) {
+    const container = $("performance");
+    if (!answer.ok || !answer.body || typeof answer.body.figures !== "object") {
+      container.dataset.source = answer.missing ? "missing" : "error";
+      container.replaceChildren();
+      $("performance-note").textContent = answer.missing
+        ? "n/a (/v1/performance is not available on this gateway)" : `n/a (${answer.reason || "unexpected answer"})`;
+      renderSectorBars(answer);
+      return;
+    }
+    const body = answer.body;
+    const windowInfo = body.window || {};
+    $("performance-window").textContent = isNum(windowInfo.bars)
+      ? `(trailing ${windowInfo.bars} bars; costs over the last ${qty(windowInfo.cost_window_fills)} fills)` : "";
+    const specs = [...FIGURES];
+    for (const key of Object.keys(body.figures)) {
+      if (!specs.some((s) => s.key === key)) specs.push({ key, label: key.replace(/_/g, " "), hint: "" });
+    }
+    for (const spec of specs) {
+      const fig = body.figures[spec.key];
+      if (!fig) continue;
+      const tile = tileFor(container, spec);
+      if (spec.key === "benchmark_divergence" && windowInfo.benchmark_symbol) {
+        tile.querySelector(".tile-label").textContent = `Divergence from ${windowInfo.benchmark_symbol}`;
+      }
+      const shown = figureText(fig, spec);
+      tile.querySelector(".tile-value").textContent = shown;
+      tile.dataset.value = fig.value === null || fig.value === undefined ? "" : String(fig.value);
+      tile.dataset.state = shown === NO_VALUE ? "unavailable" : typeof fig.value === "string" ? "infinite" : "ok";
+      tile.title = `${fig.metric || spec.key}${spec.hint ? ` (${spec.hint})` : ""}`;
+      tile.querySelector(".tile-why").textContent = fig.why ? fig.why : spec.hint;
+      if (isNum(fig.value)) {
+        const seen = history[spec.key] || (history[spec.key] = []);
+        seen.push(fig.value);
+        if (seen.length > HISTORY) seen.shift();
+      }
+      const chart = sparkline(history[spec.key] || []);
+      tile.querySelector(".tile-spark").replaceChildren(...(chart ? [chart] : []));
+    }
+    container.dataset.source = "api";
+    $("performance-note").textContent = `${qty(body.timesteps)} timesteps and ${qty(body.fills)} fills since the `
+      + "gateway started; sparklines: this page's recent polls";
+    renderSectorBars(answer);
+  }
+
+  function renderSectorBars(answer) {
+    if (!answer.ok || !answer.body || typeof answer.body.sector_exposure !== "object") {
+      unavailable("sector-bars", answer.ok ? { ...answer, reason: "unexpected answer" } : answer);
+      return;
+    }
+    const sectors = Object.entries(answer.body.sector_exposure || {});
+    if (answer.body.sector_exposure_why) {
+      fillTable("sector-bars", "api", [], `${NO_VALUE} (${answer.body.sector_exposure_why})`);
+      return;
+    }
+    const max = Math.max(0.01, ...sectors.map(([, v]) => (isNum(v) ? v : 0))); // bars relative to the largest
+    const rows = sectors.map(([sector, value]) => ({
+      key: sector, testid: "sector-bar-row",
+      cells: [sector, [pct(value), "num"], bars([{ value }], max)],
+    }));
+    fillTable("sector-bars", "api", rows, "flat book: no exposure");
+  }
+
+  const LATENCIES = [
+    ["decision", "Decision (bar in -> intents durable)"],
+    ["action_to_order", "Action -> order (broker ack)"],
+    ["order_to_fill", "Order -> fill"],
+    ["timestep_settle", "Timestep settled"],
+    ["directive", "Directive propagation"],
+  ];
+  const ms = (x) => (isNum(x) ? x.toFixed(1) : NO_VALUE);
+
+  function renderLatency(answer) {
+    if (!answer.ok || !answer.body || typeof answer.body !== "object") {
+      unavailable("latency", answer.ok ? { ...answer, reason: "unexpected answer" } : answer);
+      return;
+    }
+    const known = LATENCIES.filter(([kind]) => answer.body[kind] && typeof answer.body[kind] === "object");
+    const p99s = known.map(([kind]) => answer.body[kind].p99).filter(isNum);
+    const max = Math.max(LATENCY_BAD_MS * 1.25, ...p99s) * 1.05;
+    const level = (x) => (!isNum(x) ? "" : x >= LATENCY_BAD_MS ? "bad" : x >= LATENCY_WARN_MS ? "warn" : "ok");
+    const rows = known.map(([kind, label]) => {
+      const q = answer.body[kind];
+      const empty = !q.count;
+      return {
+        key: kind, testid: "latency-row", cls: `latency-${level(q.p99) || "none"}`,
+        cells: [label, [qty(q.count || 0), "num"], [ms(q.p50), "num"], [ms(q.p99), "num"],
+          empty ? "no samples yet" : bars([{ value: q.p50, cls: "bar p50" }, { value: q.p99, cls: `bar p99 ${level(q.p99)}` }],
+            max, [{ value: LATENCY_WARN_MS, cls: "marker warn" }, { value: LATENCY_BAD_MS, cls: "marker bad" }])],
+      };
+    });
+    fillTable("latency", "api", rows, "no latencies measured yet");
+  }
+
+  // A source the gateway reads for the console (Alertmanager, the routing store): not configured, unreadable, or ok.
+  function sourceState(id, answer, what) {
+    const line = $(id);
+    if (!answer.ok) {
+      line.dataset.state = answer.missing ? "missing" : "error";
+      line.textContent = answer.missing ? `n/a (${answer.path} is not available on this gateway)` : `n/a (${answer.reason})`;
+      return false;
+    }
+    const body = answer.body || {};
+    if (body.configured === false) {
+      line.dataset.state = "not-configured";
+      line.textContent = `${what} not configured: ${text(body.detail || "")}`;
+      return false;
+    }
+    if (typeof body.error === "string") {
+      line.dataset.state = "error";
+      line.textContent = body.error;
+      return false;
+    }
+    line.dataset.state = "ok";
+    return true;
+  }
+
+  function labelList(labels) {
+    if (!labels || typeof labels !== "object") return "";
+    return Object.entries(labels).filter(([k]) => k !== "alertname" && k !== "severity")
+      .map(([k, v]) => `${k}=${text(v)}`).join(", ");
+  }
+
+  function renderActiveAlerts(answer) {
+    if (!sourceState("am-status", answer, "Alertmanager")) {
+      const state = $("am-status").dataset.state;
+      fillTable("am-alerts", state, [], state === "not-configured" ? "not configured" : "n/a (see above)");
+      return;
+    }
+    const body = answer.body;
+    const alerts = listOf(body, "alerts");
+    $("am-status").textContent = `${alerts.length} firing in Alertmanager at ${text(body.source)}`;
+    const rows = alerts.map((a) => ({
+      key: text(a.name), testid: "am-alert-row", cls: `severity-${text(a.severity).replace(/[^a-z]/gi, "")}`,
+      cells: [when(a.startsAt), a.name, a.severity, a.state, [a.value ?? "", "num"], [a.summary ?? "", "detail"],
+        [labelList(a.labels), "detail"]],
+    }));
+    fillTable("am-alerts", "api", rows, "no alerts firing");
+  }
+
+  const SLOTS = ["production", "candidate", "sl_fallback", "master"];
+
+  function renderRouting(answer) {
+    if (!sourceState("routing-status", answer, "Routing table")) {
+      const state = $("routing-status").dataset.state;
+      const empty = state === "not-configured" ? "not configured" : "n/a (see above)";
+      fillTable("routing-policies", state, [], empty);
+      fillTable("routing-routes", state, [], empty);
+      return;
+    }
+    const body = answer.body;
+    const by = body.updated_by ? ` by ${text(body.updated_by)}` : "";
+    const reason = body.reason ? `: ${text(body.reason)}` : "";
+    $("routing-status").textContent = `revision ${text(body.revision)}, updated ${when(body.updated_at)} UTC${by}${reason}`
+      + ` (${text(body.source)})`;
+    const policies = body.policies && typeof body.policies === "object" ? body.policies : {};
+    const slots = [...SLOTS.filter((s) => s in policies), ...Object.keys(policies).filter((s) => !SLOTS.includes(s))];
+    fillTable("routing-policies", "api", slots.map((slot) => ({
+      key: slot, testid: "routing-policy-row",
+      cells: [slot, text(policies[slot].model), [text(policies[slot].version), "num"]],
+    })), "no policy slot set");
+    const rows = Array.isArray(body.rows) ? body.rows : [];
+    fillTable("routing-routes", "api", rows.map((r) => ({
+      key: text(r.symbol), testid: "routing-route-row",
+      cells: [r.symbol === "*" ? (r.implicit ? "* (no row: every other symbol)" : "* (every other symbol)") : r.symbol,
+        r.variant, r.policy ?? `(slot ${text(r.variant)} unset)`, r.shadow ?? "",
+        r.shadow ? (r.shadow_policy ?? `(slot ${text(r.shadow)} unset)`) : ""],
+    })), "no routes");
+  }
+
   // ---- identity and controls ------------------------------------------------------------------
   function renderIdentity(answer) {
     if (answer.ok && answer.body && typeof answer.body === "object") {
@@ -465,7 +738,8 @@
   async function refresh() {
     if (!session.token) return;
     const generation = session.generation;
-    const [whoami, status, portfolio, exposure, alerts, orders, decisions] = await Promise.all([
+    const [whoami, status, portfolio, exposure, alerts, orders, decisions, performance, latency, activeAlerts,
+      routing] = await Promise.all([
       api("GET", "/v1/whoami").then((a) => ({ ...a, path: "/v1/whoami" })),
       getWithFallback("/v1/status", "/v1/state"),
       getWithFallback("/v1/portfolio"),
@@ -473,6 +747,10 @@
       getWithFallback("/v1/alerts"),
       getWithFallback("/v1/orders?limit=50", "/v1/audit?kind=order&limit=50"),
       getWithFallback("/v1/decisions?limit=50", "/v1/audit?kind=risk_decision&limit=50"),
+      getWithFallback("/v1/performance"),
+      getWithFallback("/v1/latency"),
+      getWithFallback("/v1/alerts/active"),
+      getWithFallback("/v1/routing"),
     ]);
     if (generation !== session.generation) return; // the token changed while these were in flight
     const state = status.fellBack ? status : { ok: false };
@@ -482,7 +760,12 @@
     renderAlerts(alerts);
     renderOrders(orders);
     renderDecisions(decisions);
-    reportReads([status, portfolio, exposure, alerts, orders, decisions, whoami]);
+    renderPerformance(performance);
+    renderLatency(latency);
+    renderActiveAlerts(activeAlerts);
+    renderRouting(routing);
+    reportReads([status, portfolio, exposure, alerts, orders, decisions, performance, latency, activeAlerts, routing,
+      whoami]);
     session.ready = true;
     renderIdentity(whoami);
     $("updated").textContent = new Date().toISOString().replace("T", " ").slice(0, 19) + "Z";
