@@ -25,8 +25,10 @@ from gateway.token_file import read_token_file
 from marlops.errors import MarlopsError
 from marlops.gateway_client import GatewayClient
 from marlops.lifecycle.errors import LifecycleError
+from marlops.lifecycle.canary import anomaly_rules_of
 from marlops.lifecycle.recorder import BarRecorder
 from marlops.lifecycle.records import LIVE_SCOPE, BarRecord
+from marlops.model_watch import ModelAnomalyWatch
 from marlops.lifecycle.store import LifecycleStore
 from marlops.master_process import MasterSnapshotHandler
 from marlops.paths import StatePaths
@@ -162,7 +164,11 @@ class TradingRuntime:
         lifecycle = LifecycleStore(args.state_url or paths.state_url)
         closers.append(lifecycle)
 
+        watch: list[ModelAnomalyWatch] = []  # made with the service's metrics registry, below
+
         def record(bar: BarRecord) -> None:
+            for w in watch:
+                w.observe(bar)
             try:
                 # live, the market clock is the trading service's bars
                 lifecycle.append_bars(LIVE_SCOPE, [bar], advance_clock="market")
@@ -184,6 +190,7 @@ class TradingRuntime:
             alt=lambda: _alt_feeds(paths),
         )
         service_ref["s"] = service
+        watch.append(ModelAnomalyWatch(service.metrics.registry, anomaly_rules_of(config)))
         if args.metrics_port:
             start_http_server(args.metrics_port, addr="127.0.0.1", registry=service.metrics.registry)
             logger.info("trading metrics on http://127.0.0.1:%d/metrics", args.metrics_port)

@@ -29,6 +29,8 @@ import yaml
 
 TEMPLATE = Path(__file__).resolve().parent / "alertmanager" / "alertmanager.yml"
 DEFAULT_CONTEXT_URL = "http://127.0.0.1:9095"
+DEFAULT_PLAYBOOKS_URL = "http://127.0.0.1:9096"  # marlops/playbooks/service.py
+PLAYBOOKS_RECEIVER = "marlops-playbooks"
 BINARIES = ("alertmanager", "prometheus-alertmanager")  # upstream name, Debian's name
 
 
@@ -40,14 +42,23 @@ def find_alertmanager() -> str | None:
     return next((path for name in BINARIES if (path := shutil.which(name))), None)
 
 
-def render_config(context_url: str, token_file: Path, template: Path = TEMPLATE) -> dict[str, Any]:
-    """The template with each webhook's base URL replaced by `context_url` (its path kept) and its bearer
-    credentials read from `token_file` (absolute)."""
-    base = urlsplit(context_url)
+def _base(url: str, what: str) -> Any:
+    base = urlsplit(url)
     if base.scheme not in ("http", "https") or not base.netloc:
-        raise LaunchError(f"MARLOPS_ALERT_CONTEXT_URL {context_url!r} is not an http(s) URL")
+        raise LaunchError(f"{what} {url!r} is not an http(s) URL")
+    return base
+
+
+def render_config(context_url: str, token_file: Path, template: Path = TEMPLATE,
+                  playbooks_url: str = DEFAULT_PLAYBOOKS_URL) -> dict[str, Any]:
+    """The template with each webhook's base URL replaced (its path kept) by `context_url`, or by `playbooks_url`
+    for the playbook runner's receiver, and its bearer credentials read from `token_file` (absolute): both
+    marlops webhooks check the same token."""
+    bases = {"context": _base(context_url, "MARLOPS_ALERT_CONTEXT_URL"),
+             PLAYBOOKS_RECEIVER: _base(playbooks_url, "MARLOPS_PLAYBOOKS_URL")}
     config = yaml.safe_load(template.read_text())
     for receiver in config.get("receivers", []):
+        base = bases[PLAYBOOKS_RECEIVER if receiver.get("name") == PLAYBOOKS_RECEIVER else "context"]
         for hook in receiver.get("webhook_configs", []):
             path = urlsplit(hook["url"]).path
             hook["url"] = f"{base.scheme}://{base.netloc}{base.path.rstrip('/')}{path}"
@@ -96,7 +107,9 @@ def main(argv: list[str] | None = None) -> None:
         _check_token_file(token_file)
         run_dir = args.run_dir or Path(os.environ.get("MARLOPS_HOME", ".marlops")).resolve() / "alertmanager"
         config = write_config(render_config(os.environ.get("MARLOPS_ALERT_CONTEXT_URL", DEFAULT_CONTEXT_URL),
-                                            token_file), run_dir)
+                                            token_file,
+                                            playbooks_url=os.environ.get("MARLOPS_PLAYBOOKS_URL",
+                                                                         DEFAULT_PLAYBOOKS_URL)), run_dir)
         if (amtool := shutil.which("amtool")) is not None:
             check = subprocess.run([amtool, "check-config", str(config)], capture_output=True, text=True)
             if check.returncode != 0:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from contracts.config import RLConfig
 from market_data.synthetic import synthetic_sectors
 from marlops.candidates import SYMBOL_AGENT, RegisteredPolicies
 from marlops.context import PipelineContext
@@ -54,7 +55,12 @@ def health_rules(ctx: PipelineContext) -> CanaryHealthRules:
 
 
 def anomaly_rules(ctx: PipelineContext) -> AnomalyRules:
-    a = ctx.config.lifecycle.anomaly
+    return anomaly_rules_of(ctx.config)
+
+
+def anomaly_rules_of(config: RLConfig) -> AnomalyRules:
+    """The model-anomaly rules of config/rl/lifecycle.yaml (the canary, the sensor, the trading service's gauge)."""
+    a = config.lifecycle.anomaly
     return AnomalyRules(window_bars=a.window_bars, max_error_rate=a.max_error_rate,
                         min_action_entropy=a.min_action_entropy)
 

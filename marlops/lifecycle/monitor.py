@@ -72,23 +72,25 @@ def check_canaries(lc: LifecycleContext) -> list[MonitorAction]:
     return actions
 
 
-def check_model_anomaly(lc: LifecycleContext) -> MonitorAction:
+def check_model_anomaly(lc: LifecycleContext, *, principal: str = "sensor:model_anomaly",
+                        reason: str = "") -> MonitorAction:
     """Production's outputs on the latest live bars: NaN or out-of-range probabilities, a collapsed action
     distribution, a decision error rate. Any anomaly rolls production back to last-known-good (the SL fallback
-    when there is none) by itself."""
+    when there is none) by itself. `principal`/`reason`: who acts (the Dagster sensor, or the model_anomaly
+    playbook with the alert that started it), audited with the anomalies."""
     rules = anomaly_rules(lc.ctx)
     bars = lc.store.bars(LIVE_SCOPE, last=rules.window_bars)
     anomalies = model_anomalies(bars, rules, variants=("production",))
     if not anomalies:
         return MonitorAction("none")
     reasons = tuple(f"{a.code}: {a.detail}" for a in anomalies)
-    lc.store.record_event("model_anomaly", principal="sensor:model_anomaly",
-                          detail={"anomalies": [a.as_dict() for a in anomalies]})
+    lc.store.record_event("model_anomaly", principal=principal,
+                          detail={"anomalies": [a.as_dict() for a in anomalies], **({"reason": reason} if reason else {})})
+    why = (f"{reason}; " if reason else "") + "; ".join(reasons)
     try:
-        result = rollback(lc, to="last-known-good", principal="sensor:model_anomaly", reason="; ".join(reasons)[:500])
+        result = rollback(lc, to="last-known-good", principal=principal, reason=why[:500])
     except PolicyNotFoundError:
-        result = rollback(lc, to="sl_fallback", principal="sensor:model_anomaly",
-                          reason="no last-known-good; " + "; ".join(reasons)[:480])
+        result = rollback(lc, to="sl_fallback", principal=principal, reason=("no last-known-good; " + why)[:500])
     return MonitorAction("model_anomaly_rollback", reasons=reasons, detail=result.as_dict())
 
 

@@ -34,6 +34,8 @@ def test_config_when_checked_by_amtool_then_valid() -> None:
     (["alertname=TradingHalted", "severity=page"], "marlops-page"),
     (["alertname=FeedProviderQuarantined", "severity=ticket"], "marlops-ticket"),
     (["alertname=Unclassified"], "marlops-ticket"),  # no severity: a ticket, nobody is woken
+    # An alert naming a playbook reaches the runner AND people.
+    (["alertname=IntradayDrawdownHigh", "severity=page", "playbook=drawdown_breach"], "marlops-playbooks,marlops-page"),
 ])
 def test_routes_when_severity_given_then_receiver(labels: list[str], receiver: str) -> None:
     result = _amtool("config", "routes", "test", f"--config.file={TEMPLATE}", *labels)
@@ -48,8 +50,12 @@ def test_config_when_read_then_grouping_inhibition_and_receivers_as_documented()
     [target] = halt["target_matchers"]
     assert set(target.split("=~", 1)[1].strip('"').split("|")) == EXPLAINED_BY_HALT
     hooks = [h for r in config["receivers"] for h in r["webhook_configs"]]
-    assert {h["url"].rsplit("/", 1)[1] for h in hooks} == {"page", "ticket"}
-    assert all(h["send_resolved"] and "credentials_file" in h["http_config"]["authorization"] for h in hooks)
+    assert {h["url"].rsplit("/", 1)[1] for h in hooks} == {"page", "ticket", "playbooks"}
+    assert all("credentials_file" in h["http_config"]["authorization"] for h in hooks)
+    # People hear when it is over; the playbook runner acts on firing alerts only (it never loosens anything).
+    assert all(h["send_resolved"] != h["url"].endswith("/playbooks") for h in hooks)
+    [playbooks] = [r for r in config["route"]["routes"] if r["receiver"] == "marlops-playbooks"]
+    assert playbooks["continue"] is True and playbooks["group_by"] == ["..."] and playbooks["group_wait"] == "0s"
     # Only the context webhook: Slack and PagerDuty credentials never live in this file.
     assert not any(k in r for r in config["receivers"] for k in ("slack_configs", "pagerduty_configs"))
     assert "hooks.slack.com" not in TEMPLATE.read_text() and "routing_key" not in TEMPLATE.read_text()
@@ -61,14 +67,16 @@ def test_launcher_when_rendered_then_valid_and_points_at_the_webhook_with_the_to
     token.write_text("t\n")
     token.chmod(0o600)
 
-    path = write_config(render_config("https://ctx.internal:9443/marlops", token), tmp_path / "run")
+    path = write_config(render_config("https://ctx.internal:9443/marlops", token,
+                                      playbooks_url="http://runner.internal:9096"), tmp_path / "run")
 
     assert oct(path.stat().st_mode & 0o777) == "0o600"
     result = _amtool("check-config", str(path))
     assert result.returncode == 0, result.stdout + result.stderr
     hooks = [h for r in yaml.safe_load(path.read_text())["receivers"] for h in r["webhook_configs"]]
     assert {h["url"] for h in hooks} == {"https://ctx.internal:9443/marlops/v1/alertmanager/page",
-                                         "https://ctx.internal:9443/marlops/v1/alertmanager/ticket"}
+                                         "https://ctx.internal:9443/marlops/v1/alertmanager/ticket",
+                                         "http://runner.internal:9096/v1/alertmanager/playbooks"}
     assert {h["http_config"]["authorization"]["credentials_file"] for h in hooks} == {str(token)}
 
 

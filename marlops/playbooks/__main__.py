@@ -1,0 +1,3 @@
+from marlops.playbooks.service import main
+
+main()
