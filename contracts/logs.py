@@ -49,6 +49,8 @@ _ids: ContextVar[Mapping[str, str]] = ContextVar("marlops_correlation_ids", defa
 # Attributes every LogRecord has (plus the ones formatting adds): anything else on a record came from `extra=`.
 _RECORD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "taskName"}
 _JSON_FIELDS = frozenset({"ts", "level", "logger", "msg", "service", "pid", "exc", "stack", *CORRELATION_FIELDS})
+# Extras that only restate `msg` for a colour terminal (uvicorn's): not written.
+_TERMINAL_EXTRAS = frozenset({"color_message"})
 
 
 class LogSettings(BaseSettings):
@@ -123,7 +125,7 @@ class JsonFormatter(logging.Formatter):
         if record.stack_info:
             line["stack"] = self.formatStack(record.stack_info)
         for key, value in record.__dict__.items():
-            if key in _RECORD_ATTRS or key == "correlation" or key.startswith("_"):
+            if key in _RECORD_ATTRS or key in _TERMINAL_EXTRAS or key == "correlation" or key.startswith("_"):
                 continue
             line[f"extra_{key}" if key in _JSON_FIELDS else key] = value
         return json.dumps(line, default=str, ensure_ascii=False)

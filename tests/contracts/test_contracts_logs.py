@@ -117,11 +117,13 @@ def test_log_when_exception_then_exc_field_holds_the_traceback() -> None:
     assert line["exc"].startswith("Traceback") and "ValueError: bad fill price" in line["exc"]
 
 
-def test_log_when_extra_fields_then_passed_through_and_clashes_renamed() -> None:
+def test_log_when_extra_fields_then_passed_through_clashes_renamed_terminal_copies_dropped() -> None:
     stream = io.StringIO()
-    _json_logger(stream).info("order", extra={"symbol": "AAPL", "qty": 5, "service": "spoof", "at": BAR})
+    _json_logger(stream).info("order", extra={"symbol": "AAPL", "qty": 5, "service": "spoof", "at": BAR,
+                                              "color_message": "\x1b[36morder\x1b[0m"})
     (line,) = _lines(stream)
     assert (line["symbol"], line["qty"], line["at"]) == ("AAPL", 5, str(BAR))
+    assert "color_message" not in line  # uvicorn's terminal copy of msg
     assert line["service"] == "gateway" and line["extra_service"] == "spoof"
 
 
