@@ -218,6 +218,8 @@ def test_console_when_trading_with_alertmanager_and_routing_then_panels_match_th
 
     expect(page.get_by_test_id("status-line")).to_have_text("connected")
     expect(page.get_by_test_id("missing-endpoints")).to_be_hidden()
+    # From the second poll on, each figure has a sparkline of this page's polls (inline SVG).
+    expect(tiles.get_by_test_id("figure-rolling_sharpe").locator("svg.spark polyline")).to_have_count(1)
     page.screenshot(path="/tmp/console-panels.png", full_page=True)
     assert requested and all(url.startswith(traded_gateway.url + "/") for url in requested), requested
     assert errors == []
