@@ -30,11 +30,9 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, date, datetime
+from functools import lru_cache
 from types import MappingProxyType
 from typing import IO, Any, Literal
-
-from pydantic import ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.errors import ConfigError
 
@@ -53,13 +51,29 @@ _JSON_FIELDS = frozenset({"ts", "level", "logger", "msg", "service", "pid", "exc
 _TERMINAL_EXTRAS = frozenset({"color_message"})
 
 
-class LogSettings(BaseSettings):
-    """MARLOPS_LOG_FORMAT from the environment or `.env` (the environment wins)."""
+@lru_cache(maxsize=1)
+def _log_settings_class() -> type:
+    # Built on first use: pydantic_settings costs a light process (the master, a CLI) about 2 s of imports and
+    # hundreds of modules, and only configure_logging needs it.
+    from pydantic_settings import BaseSettings, SettingsConfigDict
 
-    model_config = SettingsConfigDict(env_prefix="MARLOPS_LOG_", env_file=".env", env_file_encoding="utf-8",
-                                      extra="ignore", frozen=True)
+    class LogSettings(BaseSettings):
+        """MARLOPS_LOG_FORMAT from the environment or `.env` (the environment wins)."""
 
-    format: LogFormat = "auto"
+        model_config = SettingsConfigDict(env_prefix="MARLOPS_LOG_", env_file=".env", env_file_encoding="utf-8",
+                                          extra="ignore", frozen=True)
+
+        format: LogFormat = "auto"
+
+    LogSettings.__module__ = __name__
+    LogSettings.__qualname__ = "LogSettings"
+    return LogSettings
+
+
+def __getattr__(name: str) -> Any:
+    if name == "LogSettings":  # the settings class, e.g. for the every-variable-documented check
+        return _log_settings_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _as_id(value: object) -> str:
@@ -165,8 +179,8 @@ def resolve_format(fmt: LogFormat, stream: IO[str]) -> Literal["json", "text"]:
         raise ConfigError(f"log format {fmt!r}: must be auto, json or text")
     if fmt == "auto":
         try:
-            fmt = LogSettings().format
-        except ValidationError:
+            fmt = _log_settings_class()().format
+        except ValueError:  # pydantic's ValidationError
             raise ConfigError(f"{FORMAT_ENV} (environment or .env): must be auto, json or text") from None
     if fmt != "auto":
         return fmt
