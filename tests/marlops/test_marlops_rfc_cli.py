@@ -1,7 +1,13 @@
-"""`marlops rfc list|show|approve|reject|code` as a user runs it: subprocesses against a temporary MARLOPS_HOME."""
+"""`marlops rfc list|show|approve|reject|code` as a user runs it, against a temporary MARLOPS_HOME.
+
+Two calls go through a real `python -m marlops.cli` process (the wiring, exit codes and streams of the entry point);
+the rest call the same `marlops.cli.main` in this process with the same environment, working directory and argv:
+a process start costs about 10 s of imports, and 12 of them made this the suite's slowest unit-level module."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -27,12 +33,28 @@ class Home:
     rfc: DeploymentRFC
     tokens: dict[str, str]
 
-    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def run_process(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """`python -m marlops.cli rfc ARGS` in a process of its own."""
         env = {k: v for k, v in os.environ.items() if k != "MARLOPS_STATE_URL"}
         env["MARLOPS_HOME"] = str(self.root)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
         return subprocess.run([sys.executable, "-m", "marlops.cli", "rfc", *args], cwd=self.work, env=env,
                               capture_output=True, text=True, timeout=120, check=False)
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """`marlops.cli.main(["rfc", *ARGS])` in this process, with the environment and cwd of `run_process`."""
+        from marlops.cli import main
+
+        out, err = io.StringIO(), io.StringIO()
+        with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            mp.delenv("MARLOPS_STATE_URL", raising=False)
+            mp.setenv("MARLOPS_HOME", str(self.root))
+            mp.chdir(self.work)
+            try:
+                code = main(["rfc", *args])
+            except SystemExit as exc:  # argparse and sys.exit paths, as the process would exit
+                code = exc.code if isinstance(exc.code, int) else 1
+        return subprocess.CompletedProcess(["marlops", "rfc", *args], code, out.getvalue(), err.getvalue())
 
 
 def _rfc(run_id: str, version: str) -> DeploymentRFC:
@@ -67,7 +89,7 @@ def _no_token_printed(home: Home, *outputs: subprocess.CompletedProcess[str]) ->
 def test_rfc_list_when_rfcs_stored_then_one_line_each_with_versions_and_status(home: Home) -> None:
     with LifecycleStore(home.url) as store:
         newer = store.save_rfc(_rfc("run-bbb", "5"))
-    out = home.run("list")
+    out = home.run_process("list")
     assert out.returncode == 0, out.stderr
     lines = [line for line in out.stdout.splitlines() if line.startswith("RFC-")]
     assert len(lines) == 2 and lines[0].startswith(newer.rfc_id) and lines[1].startswith(home.rfc.rfc_id)
@@ -80,7 +102,7 @@ def test_rfc_list_when_rfcs_stored_then_one_line_each_with_versions_and_status(h
 
 
 def test_rfc_approve_when_trader_token_or_no_token_then_exit_2_and_nothing_decided(home: Home) -> None:
-    trader = home.run("approve", home.rfc.rfc_id, "--comment", "ok",
+    trader = home.run_process("approve", home.rfc.rfc_id, "--comment", "ok",
                       "--token-file", str(home.root / "tokens" / "trader.token"))
     assert trader.returncode == 2
     assert "ROLE_NOT_ALLOWED" in trader.stderr and "local-trader has role trader" in trader.stderr
