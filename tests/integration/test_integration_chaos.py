@@ -158,15 +158,16 @@ def test_chaos_when_gateway_killed_during_replay_then_no_intent_lost_or_doubled(
     if backend == "postgresql":
         request.getfixturevalue("postgres_url")
     out = tmp_path / "chaos"
-    code = main(["--backend", backend, "--orders", "300", "--kills", "5", "--symbols", "20", "--seed", "3",
+    # Small (each kill is a gateway process start): `make chaos` is the 2000-order, 20-kill run on both backends.
+    code = main(["--backend", backend, "--orders", "200", "--kills", "3", "--symbols", "20", "--seed", "3",
                  "--out", str(out)])
     report = json.loads((out / "report.json").read_text())
     run = report["runs"][backend]
     assert set(REPORT_KEYS) <= set(report) and set(REPORT_KEYS) <= set(run)
     assert run.get("error") is None
-    assert run["kills"] >= 5
+    assert run["kills"] >= 3
     assert run["restarts"] >= run["kills"]
-    assert run["intents"] >= 300
+    assert run["intents"] >= 200
     assert run["lost"] == 0, run["examples"]
     assert run["duplicates"] == 0, run["examples"]
     assert run["orphans"] == 0, run["examples"]
