@@ -185,7 +185,7 @@ def test_trade_when_killed_with_sigkill_and_restarted_then_every_bar_decided_exa
         return -1 if cursor is None else cursor.bar_index
 
     kills = 0
-    for target in (4, 9, 15):
+    for target in (5, 13):  # two kills (each restart is a process start): early and mid-replay
         proc = _trade_process(world, gateway, state_url, log)
         wait_until(lambda: decided() >= target or proc.poll() is not None, timeout_s=120,
                    what=f"bar {target} decided (log {log})")
@@ -200,7 +200,7 @@ def test_trade_when_killed_with_sigkill_and_restarted_then_every_bar_decided_exa
 
     counts = _decided_bars(gateway.audit_url)
     symbols = trading_symbols(world.bars)
-    assert kills == 3
+    assert kills == 2
     assert set(counts.values()) == {1}, f"decided more than once: {[k for k, n in counts.items() if n > 1]}"
     assert {b for _, b in counts} == set(range(REPLAY_BARS)), "a bar was skipped or invented"
     assert len(counts) == REPLAY_BARS * len(symbols)
