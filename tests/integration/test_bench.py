@@ -1,7 +1,9 @@
 """`make bench` (`marlops bench`) runs end to end at a tiny size and writes a report whose ratios come from one run.
 
 Tiny: a 5-symbol headline scale and a 12-symbol universe against a Triton max batch of 8, so the universe goes
-through the chunked path (2 requests per bar, counted by Triton itself).
+through the chunked path (2 requests per bar, counted by Triton itself). The report's replay-throughput section
+(marlops.bench_replay: 1-minute bars through the real services) is checked here in full too: one tiny replay stack
+for both (it was run a second time on its own by a separate module).
 """
 
 import json
@@ -13,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from marlops.bench import _targets
+from marlops.bench_replay import TARGET_SYMBOL_DECISIONS
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -95,6 +98,39 @@ def test_bench_when_run_tiny_with_universe_above_max_batch_then_report_holds_sca
     assert replay["symbols"] == 3 and replay["symbol_decisions"] == 3 * replay["bars"] > 0
     assert replay["symbol_decisions_per_s"] == pytest.approx(replay["symbol_decisions"] / replay["wall_s"], rel=0.01)
     assert targets["replay_30d_1min_100_symbols_s"]["met"] is None  # a tiny replay says so, it is not judged
+    _assert_replay_throughput_consistent(replay)
+
+
+def _assert_replay_throughput_consistent(report: dict) -> None:
+    """The replay-throughput figures agree with each other; the 5-minute target is reported, never asserted."""
+    assert report["trading_days"] == 1 and report["minutes_per_day"] == 80  # 2 history sessions: SL needs > 60 bars
+    assert report["bars"] == report["bars_replayed"] == 80  # every replayed minute decided
+    assert report["symbol_decisions"] == report["symbols"] * report["bars"]
+    assert report["wall_s"] > 0
+    assert report["symbol_decisions_per_s"] == pytest.approx(report["symbol_decisions"] / report["wall_s"])
+    assert report["bars_per_s"] == pytest.approx(report["bars"] / report["wall_s"])
+    assert report["ms_per_bar"] == pytest.approx(1000 * report["wall_s"] / report["bars"])
+    assert report["decision_latency_ms"]["p50"] > 0
+    # The loop's wall time is at least the bars' own decision latencies (it holds them, plus the source's work).
+    assert report["wall_s"] * 1000 >= report["decision_latency_ms"]["mean"] * report["bars"] * 0.99
+
+    assert report["target_s"] == 300 and report["target_symbol_decisions"] == TARGET_SYMBOL_DECISIONS == 1_170_000
+    assert report["full_size"] is False and report["met_basis"].startswith("EXTRAPOLATED")
+    assert report["projected_full_size_s"] == pytest.approx(TARGET_SYMBOL_DECISIONS / report["symbol_decisions_per_s"],
+                                                            rel=1e-3, abs=0.1)
+    assert report["met"] == (report["projected_full_size_s"] <= report["target_s"])
+
+    assert report["profile_bars"] == 100  # bench's default; profiled after the timed bars, not counted in them
+    assert report["profile"] and len(report["profile"]) <= 15
+    assert any(row["function"].startswith("marlops/trading.py") for row in report["profile"])
+    cumulative = [row["cumtime_s"] for row in report["profile"]]
+    assert cumulative == sorted(cumulative, reverse=True)
+    assert report["profile_self"] and report["profile_self"][0]["tottime_s"] >= report["profile_self"][-1]["tottime_s"]
+    sampled = report["gateway_profile"]
+    assert sampled["busy_samples"] + sampled["idle_samples"] > 0 and "top_inclusive_project_code" in sampled
+    assert all(Path(f).is_file() for f in report["profile_files"].values())
+    assert report["cpu_s_during_loop"].get("trading loop (main thread)", 0) > 0
+    assert "symbol-decisions" in report["definition"]
 
 
 def test_targets_when_p99_above_or_below_target_then_missed_or_met() -> None:
