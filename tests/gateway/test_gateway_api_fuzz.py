@@ -32,7 +32,7 @@ from gateway.tokens import hash_token
 ADMIN_TOKEN = "fuzz-admin-token"
 ADMIN = ApiToken(principal="ada", role="admin", token_sha256=hash_token(ADMIN_TOKEN))
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-EXAMPLES = 50  # per operation and mode: ~900 requests in all
+EXAMPLES = 25  # per operation and mode: ~450 requests in all (derandomized: the same cases each run)
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
 
