@@ -344,7 +344,8 @@ def create_app(settings: AlertContextSettings, *, insecure_no_auth: bool = False
         logger.warning("%sSLACK_WEBHOOK_URL is not set: alerts go to the local inbox %s only", ENV_PREFIX,
                        settings.inbox_file)
     if settings.pagerduty_routing_key is None:
-        logger.warning("%sPAGERDUTY_ROUTING_KEY is not set: pages go to Slack only", ENV_PREFIX)
+        logger.warning("%sPAGERDUTY_ROUTING_KEY is not set: pages go to %s only", ENV_PREFIX,
+                       "Slack" if settings.slack_webhook_url is not None else "the local inbox")
     gateway_token = (read_secret_file(settings.gateway_token_file, "gateway token file")
                      if settings.gateway_token_file else None)
     quiet_http_client_logs()
