@@ -3,10 +3,17 @@ shadow and A/B reports. Built by the trading service's per-bar hook (marlops.lif
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 LIVE_SCOPE = "live"  # the lifecycle store's scope of the bars `marlops trade` records
+
+
+def _probability(value: Any) -> float:
+    """A stored probability: the store's JSON writes NaN and infinities as null, and a model answering NaN is
+    exactly what the model-anomaly sensor must read back (it crashed on it before)."""
+    return math.nan if value is None else float(value)
 
 
 @dataclass(frozen=True)
@@ -40,9 +47,9 @@ class SymbolBar:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> SymbolBar:
         data = dict(raw)
-        data["probabilities"] = tuple(float(p) for p in data.get("probabilities") or ())
+        data["probabilities"] = tuple(_probability(p) for p in data.get("probabilities") or ())
         if data.get("shadow_probabilities") is not None:
-            data["shadow_probabilities"] = tuple(float(p) for p in data["shadow_probabilities"])
+            data["shadow_probabilities"] = tuple(_probability(p) for p in data["shadow_probabilities"])
         return cls(**data)
 
 

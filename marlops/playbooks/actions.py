@@ -9,9 +9,12 @@ from typing import Any, Protocol
 
 import httpx
 
+from marlops.paths import StatePaths
 from monitoring.alert_context import read_secret_file
 
 logger = logging.getLogger(__name__)
+
+OPEN_GATEWAY_PRINCIPAL = "marlops-playbooks"
 
 
 class StepError(RuntimeError):
@@ -41,10 +44,14 @@ class GatewayOperator:
     def principal(self) -> str:
         """The token's principal (the gateway refuses a body naming anyone else)."""
         if self._principal is None:
-            answer = self._http.get("/v1/whoami")
+            try:
+                answer = self._http.get("/v1/whoami")
+            except httpx.HTTPError as exc:
+                raise StepError(f"gateway GET /v1/whoami: {exc.__class__.__name__}: {exc}") from exc
             if answer.status_code != 200:
                 raise StepError(f"gateway GET /v1/whoami answered {answer.status_code}: {answer.text[:300]}")
-            self._principal = str(answer.json()["principal"])
+            # An open gateway (no tokens: local paper trading) has no principal to match: name the runner.
+            self._principal = str(answer.json().get("principal") or OPEN_GATEWAY_PRINCIPAL)
         return self._principal
 
     def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -61,7 +68,8 @@ class Rollback:
     """Production back to last-known-good (the SL fallback without one), only when the recorded live bars confirm a
     model anomaly: the lifecycle's own check (marlops.lifecycle.monitor.check_model_anomaly), as this principal."""
 
-    def __init__(self, config_dir: Path) -> None:
+    def __init__(self, paths: StatePaths, config_dir: Path) -> None:
+        self._paths = paths
         self._config_dir = config_dir
 
     def __call__(self, *, principal: str, reason: str) -> dict[str, Any]:
@@ -69,9 +77,8 @@ class Rollback:
         from marlops.context import PipelineContext
         from marlops.lifecycle.context import lifecycle_context
         from marlops.lifecycle.monitor import check_model_anomaly
-        from marlops.paths import StatePaths
 
-        ctx = PipelineContext.create(StatePaths.from_env(), load_rl_config(self._config_dir))
+        ctx = PipelineContext.create(self._paths, load_rl_config(self._config_dir))
         with lifecycle_context(ctx) as lc:
             action = check_model_anomaly(lc, principal=principal, reason=reason)
         if action.kind == "none":

@@ -36,8 +36,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from marlops.playbooks.actions import GatewayOperator, LiveActions, Rollback
 from marlops.playbooks.definitions import PLAYBOOKS
 from marlops.playbooks.runner import PlaybookRunner
+from marlops.paths import StatePaths
 from marlops.playbooks.store import PlaybookRunStore
-from monitoring.alert_context import AmNotification, read_secret_file
+from monitoring.alert_context import AlertContextError, AmNotification, read_secret_file
 
 logger = logging.getLogger("marlops.playbooks")
 
@@ -61,20 +62,23 @@ class PlaybookSettings(BaseSettings):
     config_dir: Path = Path("config/rl")
 
 
-def create_app(settings: PlaybookSettings, *, state_url: str, insecure_no_auth: bool = False) -> FastAPI:
+def create_app(settings: PlaybookSettings, *, paths: StatePaths, insecure_no_auth: bool = False) -> FastAPI:
     if insecure_no_auth:
         expected = None
     elif settings.token_file is None:
         raise PlaybookError(f"{ENV_PREFIX}TOKEN_FILE is not set: the runner needs the bearer token Alertmanager "
                             "presents (or --insecure-no-auth, for a local test only)")
     else:
-        expected = read_secret_file(settings.token_file, "playbook webhook token file")
+        try:
+            expected = read_secret_file(settings.token_file, "playbook webhook token file")
+        except AlertContextError as exc:
+            raise PlaybookError(str(exc)) from exc
     if settings.gateway_token_file is None:
         logger.warning("%sGATEWAY_TOKEN_FILE is not set: the gateway must be open (no tokens) for playbooks to act",
                        ENV_PREFIX)
     actions = LiveActions(GatewayOperator(settings.gateway_url, settings.gateway_token_file,
-                                          settings.gateway_timeout_s), Rollback(settings.config_dir))
-    store = PlaybookRunStore(state_url)
+                                          settings.gateway_timeout_s), Rollback(paths, settings.config_dir))
+    store = PlaybookRunStore(paths.state_url)
     runner = PlaybookRunner(actions, store)
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -120,7 +124,6 @@ def create_app(settings: PlaybookSettings, *, state_url: str, insecure_no_auth: 
 
 def main(argv: list[str] | None = None) -> None:
     from contracts.logs import configure_logging
-    from marlops.paths import StatePaths
 
     parser = argparse.ArgumentParser(prog="python -m marlops.playbooks", description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default=None)
@@ -133,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.insecure_no_auth:
         logger.warning("--insecure-no-auth: anyone who reaches port %d can start a playbook", settings.port)
     try:
-        app = create_app(settings, state_url=StatePaths.from_env().state_url, insecure_no_auth=args.insecure_no_auth)
+        app = create_app(settings, paths=StatePaths.from_env(), insecure_no_auth=args.insecure_no_auth)
     except (PlaybookError, RuntimeError) as exc:
         raise SystemExit(f"marlops playbooks: {exc}") from exc
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
