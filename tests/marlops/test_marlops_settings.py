@@ -229,12 +229,15 @@ def _env_names(model: type) -> set[str]:
 def test_env_example_when_read_then_every_variable_documented_and_env_ignored() -> None:
     documented = _documented((REPO / ".env.example").read_text())
     from contracts.logs import LogSettings
+    from marlops.playbooks.service import PlaybookSettings
     from monitoring.alert_context import AlertContextSettings
 
-    # The alert webhook's own variables, plus the launcher's MARLOPS_ALERT_CONTEXT_URL (read by
+    # The alert webhook's and the playbook runner's own variables, plus the launcher's MARLOPS_ALERT_CONTEXT_URL and
+    # MARLOPS_PLAYBOOKS_URL (read by
     # monitoring/alertmanager_launcher.py, not a settings field).
     expected = (_env_names(MarlopsSettings) | _env_names(GatewayProcessSettings) | _env_names(AlertContextSettings)
-                | _env_names(LogSettings) | {"MARLOPS_ALERT_CONTEXT_URL"})
+                | _env_names(LogSettings) | _env_names(PlaybookSettings)
+                | {"MARLOPS_ALERT_CONTEXT_URL", "MARLOPS_PLAYBOOKS_URL"})
     assert expected - set(documented) == set()
     assert set(documented) - expected == set()
     for name, comment in documented.items():
