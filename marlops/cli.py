@@ -195,6 +195,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     options = UpOptions(dagster_port=args.dagster_port, gateway_port=args.gateway_port,
                         exchange_port=args.exchange_port, market_data_port=args.market_data_port,
                         mlflow_port=args.mlflow_port, trading_metrics_port=args.trading_metrics_port,
+                        master_metrics_port=args.master_metrics_port, prometheus_port=args.prometheus_port,
+                        alertmanager_port=args.alertmanager_port, alert_context_port=args.alert_context_port,
+                        with_monitoring=not args.no_monitoring, scrape_interval=args.scrape_interval,
                         bars_per_second=args.bars_per_second, symbols=args.symbols, days=args.days,
                         iterations=args.iterations, redis_url=args.redis_url,
                         with_dagster=not args.no_dagster, with_mlflow=not args.no_mlflow,
@@ -270,6 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--market-data-port", type=int, default=UpOptions.market_data_port)
     up.add_argument("--mlflow-port", type=int, default=UpOptions.mlflow_port)
     up.add_argument("--trading-metrics-port", type=int, default=UpOptions.trading_metrics_port)
+    up.add_argument("--master-metrics-port", type=int, default=UpOptions.master_metrics_port)
+    up.add_argument("--prometheus-port", type=int, default=UpOptions.prometheus_port)
+    up.add_argument("--alertmanager-port", type=int, default=UpOptions.alertmanager_port)
+    up.add_argument("--alert-context-port", type=int, default=UpOptions.alert_context_port)
     up.add_argument("--triton-http-port", type=int, default=None, help="default from config/rl/serving.yaml")
     up.add_argument("--triton-grpc-port", type=int, default=None)
     up.add_argument("--triton-metrics-port", type=int, default=None)
@@ -280,6 +287,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--redis-url", default=None, help="directive bus (default from config; used when reachable)")
     up.add_argument("--no-dagster", action="store_true", help="skip the Dagster webserver and daemon")
     up.add_argument("--no-mlflow", action="store_true", help="skip the MLflow UI")
+    up.add_argument("--no-monitoring", action="store_true",
+                    help="skip Prometheus, Alertmanager and the alert context webhook")
+    up.add_argument("--scrape-interval", default=None,
+                    help="Prometheus scrape interval, e.g. 2s (default: the shipped 15s, which the alert rules assume)")
     up.add_argument("--live", action="store_true",
                     help="trade through Alpaca (APCA_* keys and endpoints from the environment or .env) instead of "
                          "the local paper exchange and market-data server; needs a routed policy and --tickers")

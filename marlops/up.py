@@ -3,8 +3,10 @@
 Order: tokens (generated on first start, hashes only in the store) → the demo policy (trained,
 registered and exported on a fresh clone; routed) → Redis check → paper exchange → local
 Alpaca-compatible market-data server (the synthetic market replayed at a visible pace) → Triton
-→ gateway (auth on, subscribed to Redis) → master agent service → trading service (alpaca-py
-against the local market-data server) → Dagster webserver + daemon → MLflow UI. Every URL goes to
+→ gateway (auth on, subscribed to Redis) → monitoring (`_start_monitoring`: the alert context webhook,
+Alertmanager, Prometheus on a prometheus.yml rendered for these ports; skipped with one warning when the
+Debian binaries are missing, or with --no-monitoring) → master agent service (metrics on master_metrics_port)
+→ trading service (alpaca-py against the local market-data server) → Dagster webserver + daemon → MLflow UI. Every URL goes to
 stdout and to `<MARLOPS_HOME>/up.json` (read by `marlops status`); Ctrl-C / SIGTERM stops every
 process it started, in reverse order.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import signal
 import sys
 import threading
@@ -54,6 +57,12 @@ class UpOptions:
     market_data_port: int = 5200
     mlflow_port: int = 5000
     trading_metrics_port: int = 9101
+    master_metrics_port: int = 9102
+    prometheus_port: int = 9090
+    alertmanager_port: int = 9093
+    alert_context_port: int = 9095
+    with_monitoring: bool = True
+    scrape_interval: str | None = None  # None: the shipped 15 s (the alert rules assume it); tests shorten it
     triton_http: int | None = None
     triton_grpc: int | None = None
     triton_metrics: int | None = None
@@ -206,13 +215,22 @@ def start_system(paths: StatePaths, config: RLConfig, options: UpOptions, group:
     group.start(ManagedProcess("gateway", gateway_args, logs / "gateway.log",
                                env={**market.env, **bus_env, "MARLOPS_GATEWAY_STATE_URL": paths.state_url},
                                cwd=paths.project_root, ready=http_ok(f"{urls['gateway']}/healthz")))
+    # Monitoring before the master and trading services: they start working (the replay runs) once up.
+    if options.with_monitoring:
+        scrape = {"marlops-gateway": options.gateway_port, "marlops-trading": options.trading_metrics_port,
+                  "triton": t_metrics}
+        if use_redis:
+            scrape["marlops-master"] = options.master_metrics_port
+        _start_monitoring(paths, options, group, urls, scrape)
     if use_redis:
         group.start(ManagedProcess(
             "master agent service", _marlops("--config-dir", config_dir, "master",
                                              "--gateway-url", urls["gateway"], "--triton-url", urls["triton_grpc"],
                                              "--protocol", "grpc", "--model-repository", str(repository),
-                                             "--gateway-token-file", str(paths.tokens_dir / "trader.token")),
+                                             "--gateway-token-file", str(paths.tokens_dir / "trader.token"),
+                                             "--metrics-port", str(options.master_metrics_port)),
             logs / "master.log", env={**_env(paths), **bus_env}))
+        urls["master_metrics"] = f"http://127.0.0.1:{options.master_metrics_port}/metrics"
     trade_args = _marlops("--config-dir", config_dir, "trade", "--source", "alpaca", "--symbols",
                           ",".join(market.symbols), "--gateway-url", urls["gateway"],
                           "--triton-url", urls["triton_grpc"], "--triton-http-url", urls["triton_http"],
@@ -244,6 +262,77 @@ def start_system(paths: StatePaths, config: RLConfig, options: UpOptions, group:
               "live": options.live}
     (paths.root / "up.json").write_text(json.dumps(record, indent=2))
     return urls
+
+
+ALERT_CONTEXT_TOKEN = "alert_context.token"  # in <MARLOPS_HOME>/tokens/: Alertmanager -> context webhook bearer
+
+
+def monitoring_missing() -> list[str]:
+    """The Prometheus / Alertmanager binaries that are not installed."""
+    from monitoring.alertmanager_launcher import find_alertmanager
+    from monitoring.prometheus_launcher import find_prometheus
+
+    return [name for name, found in (("prometheus", find_prometheus()), ("alertmanager", find_alertmanager()))
+            if found is None]
+
+
+def ensure_secret_token(path: Path) -> Path:
+    """A random bearer token in `path`, created on first start 0600 (in a 0700 folder) and kept afterwards;
+    never printed, logged or put on a command line (the processes get the file's path)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    except FileExistsError:
+        return path
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(secrets.token_urlsafe(32) + "\n")
+    logger.info("created the alert context webhook's bearer token in %s (owner-only)", path)
+    return path
+
+
+def _start_monitoring(paths: StatePaths, options: UpOptions, group: ProcessGroup, urls: dict[str, str],
+                      scrape: dict[str, int]) -> None:
+    """The alert context webhook (alerts to <home>/alerts/inbox.jsonl, and to Slack/PagerDuty when their settings are
+    in the environment or .env), Alertmanager pointed at it, Prometheus scraping `scrape` (job -> port) with the
+    shipped rules. One more monitoring process goes here, as one more `group.start(...)` with its URL."""
+    from monitoring.prometheus_launcher import find_prometheus, prometheus_command, render_config, write_config
+
+    missing = monitoring_missing()
+    if missing:
+        logger.warning("%s not installed: starting without Prometheus, Alertmanager and the alert context webhook "
+                       "(install them with `sudo bash scripts/install_monitoring.sh`)", " and ".join(missing))
+        return
+    logs = paths.logs_dir
+    token_file = ensure_secret_token(paths.tokens_dir / ALERT_CONTEXT_TOKEN)
+    urls["alert_context"] = f"http://127.0.0.1:{options.alert_context_port}"
+    urls["alert_inbox"] = str(paths.root / "alerts" / "inbox.jsonl")
+    prefix = "MARLOPS_ALERT_CONTEXT_"
+    context_env = _env(paths, **{f"{prefix}TOKEN_FILE": str(token_file), f"{prefix}INBOX_FILE": urls["alert_inbox"],
+                                 f"{prefix}GATEWAY_URL": urls["gateway"],
+                                 f"{prefix}GATEWAY_TOKEN_FILE": str(paths.tokens_dir / "trader.token"),
+                                 "MARLOPS_STATE_URL": paths.state_url})
+    group.start(ManagedProcess(
+        "alert context webhook", [sys.executable, "-m", "monitoring.alert_context", "--host", "127.0.0.1",
+                                  "--port", str(options.alert_context_port)],
+        logs / "alert_context.log", env=context_env, cwd=paths.project_root,
+        ready=http_ok(f"{urls['alert_context']}/healthz")))
+    urls["alertmanager"] = f"http://127.0.0.1:{options.alertmanager_port}"
+    group.start(ManagedProcess(
+        "alertmanager", [sys.executable, "-m", "monitoring.alertmanager_launcher", "--listen",
+                         f"127.0.0.1:{options.alertmanager_port}", "--run-dir", str(paths.root / "alertmanager")],
+        logs / "alertmanager.log", cwd=paths.project_root,
+        env=_env(paths, MARLOPS_ALERT_CONTEXT_URL=urls["alert_context"], MARLOPS_ALERT_CONTEXT_TOKEN_FILE=str(token_file)),
+        ready=http_ok(f"{urls['alertmanager']}/-/ready")))
+    urls["prometheus"] = f"http://127.0.0.1:{options.prometheus_port}"
+    run_dir = paths.root / "prometheus"
+    config = write_config(render_config(scrape, options.alertmanager_port,
+                                        drop=[job for job in ("marlops-master",) if job not in scrape],
+                                        scrape_interval=options.scrape_interval), run_dir)
+    binary = find_prometheus()
+    assert binary is not None  # monitoring_missing() said so
+    group.start(ManagedProcess(
+        "prometheus", prometheus_command(binary, config, run_dir / "data", f"127.0.0.1:{options.prometheus_port}"),
+        logs / "prometheus.log", env=_env(paths), cwd=run_dir, ready=http_ok(f"{urls['prometheus']}/-/ready")))
 
 
 @dataclass(frozen=True)

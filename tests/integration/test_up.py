@@ -1,6 +1,9 @@
 """`marlops up` (what `make up` runs) as a user runs it: starts everything, trades, refuses anonymous control, stops clean.
 
-One run, small: a fresh MARLOPS_HOME (so the demo policy is trained first), 6 symbols, free ports.
+One run, small: a fresh MARLOPS_HOME (so the demo policy is trained first), 6 symbols, free ports, Prometheus
+scraping every second (the shipped 15 s would make the scrape proof wait). The replay (the demo's ~54 held-out
+bars) runs at 0.5 bar/s: at 1 bar/s it could end before Dagster and MLflow are up on a loaded machine, and then
+no bar is left for the first test to see decided.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from gateway.api.roles import ROUTE_ROLES
 from gateway.serve import free_port
@@ -23,6 +27,7 @@ from marlops.net import wait_until
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
+MONITORING = ("alert context webhook", "alertmanager", "prometheus")
 MUTATING = sorted(path for (method, path), roles in ROUTE_ROLES.items() if method == "POST" and roles is not None)
 OPERATOR_BODY = {"principal": "mallory", "reason": "because I can"}
 
@@ -77,9 +82,9 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     log = project / "up.log"
     ports = {f"--{name}-port": str(free_port()) for name in
              ("dagster", "gateway", "exchange", "market-data", "mlflow", "trading-metrics", "triton-http",
-              "triton-grpc", "triton-metrics")}
+              "triton-grpc", "triton-metrics", "master-metrics", "prometheus", "alertmanager", "alert-context")}
     argv = [sys.executable, "-m", "marlops.cli", "--config-dir", str(REPO / "config" / "rl"), "up", "--symbols", "6",
-            "--days", "200", "--iterations", "3", "--bars-per-second", "1",
+            "--days", "200", "--iterations", "3", "--bars-per-second", "0.5", "--scrape-interval", "1s",
             *[x for pair in ports.items() for x in pair]]
     with log.open("wb") as out:
         proc = subprocess.Popen(argv, env=env, cwd=project, stdout=out, stderr=subprocess.STDOUT)
@@ -149,9 +154,47 @@ def test_up_when_redis_runs_then_master_directives_reach_the_gateway(up: Up) -> 
     assert directives() >= 1
 
 
+def test_up_when_monitoring_installed_then_prometheus_scrapes_every_service_with_the_shipped_rules(up: Up) -> None:
+    urls = up.record()["urls"]
+    assert isinstance(urls, dict)
+    if "prometheus" not in urls:
+        pytest.skip("Prometheus/Alertmanager not installed (bash scripts/install_monitoring.sh): up ran without them")
+    printed = up.log.read_text(errors="replace").split("marlops is up:", 1)[1]
+    for name in ("prometheus", "alertmanager", "alert_context"):
+        assert f"{name:<16} {urls[name]}" in printed
+    jobs = {"marlops-gateway", "marlops-trading", "triton"} | ({"marlops-master"} if up.record()["redis"] else set())
+
+    def health() -> dict[str, str]:
+        targets = httpx.get(f"{urls['prometheus']}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
+        return {t["labels"]["job"]: t["health"] for t in targets}
+
+    try:
+        wait_until(lambda: health() == {job: "up" for job in jobs}, timeout_s=60, interval_s=1.0,
+                   what=f"Prometheus to scrape {sorted(jobs)} healthy")
+    finally:
+        assert health() == {job: "up" for job in jobs}  # on a timeout: which job is missing or down
+    rules = httpx.get(f"{urls['prometheus']}/api/v1/rules", timeout=5).json()["data"]["groups"]
+    shipped = yaml.safe_load((REPO / "monitoring" / "prometheus" / "alert_rules.yml").read_text())["groups"]
+    assert {g["name"] for g in rules} == {g["name"] for g in shipped}
+    assert sum(len(g["rules"]) for g in rules) == sum(len(g["rules"]) for g in shipped)
+    assert httpx.get(f"{urls['alertmanager']}/-/ready", timeout=5).status_code == 200
+    # The webhook's bearer token: a 0600 file, never on a command line or in the log.
+    token_file = up.home / "tokens" / "alert_context.token"
+    assert oct(token_file.stat().st_mode & 0o777) == "0o600"
+    token = token_file.read_text().strip()
+    assert token and token not in up.log.read_text(errors="replace")
+    assert not [cmd for cmd in _processes().values() if token in cmd]
+    anonymous = httpx.post(f"{urls['alert_context']}/v1/alertmanager/page", json={"alerts": []}, timeout=5)
+    assert anonymous.status_code == 401
+
+
 def test_up_when_sigint_then_exits_zero_and_leaves_no_process(up: Up) -> None:
-    pids = [int(p) for p in up.record()["pids"].values() if p]  # type: ignore[union-attr]
+    named = up.record()["pids"]
+    assert isinstance(named, dict)
+    pids = [int(p) for p in named.values() if p]
     assert len(pids) >= 7
+    if "prometheus" in up.record()["urls"]:  # type: ignore[operator]
+        assert set(MONITORING) <= set(named)
     up.proc.send_signal(signal.SIGINT)
     assert up.proc.wait(timeout=120) == 0, up.log.read_text(errors="replace")[-3000:]
     assert [p for p in pids if _running(p)] == []
