@@ -197,6 +197,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                         mlflow_port=args.mlflow_port, trading_metrics_port=args.trading_metrics_port,
                         master_metrics_port=args.master_metrics_port, prometheus_port=args.prometheus_port,
                         alertmanager_port=args.alertmanager_port, alert_context_port=args.alert_context_port,
+                        playbooks_port=args.playbooks_port,
                         with_monitoring=not args.no_monitoring, scrape_interval=args.scrape_interval,
                         bars_per_second=args.bars_per_second, symbols=args.symbols, days=args.days,
                         iterations=args.iterations, redis_url=args.redis_url,
@@ -277,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--prometheus-port", type=int, default=UpOptions.prometheus_port)
     up.add_argument("--alertmanager-port", type=int, default=UpOptions.alertmanager_port)
     up.add_argument("--alert-context-port", type=int, default=UpOptions.alert_context_port)
+    up.add_argument("--playbooks-port", type=int, default=UpOptions.playbooks_port)
     up.add_argument("--triton-http-port", type=int, default=None, help="default from config/rl/serving.yaml")
     up.add_argument("--triton-grpc-port", type=int, default=None)
     up.add_argument("--triton-metrics-port", type=int, default=None)

@@ -61,6 +61,7 @@ class UpOptions:
     prometheus_port: int = 9090
     alertmanager_port: int = 9093
     alert_context_port: int = 9095
+    playbooks_port: int = 9096
     with_monitoring: bool = True
     scrape_interval: str | None = None  # None: the shipped 15 s (the alert rules assume it); tests shorten it
     triton_http: int | None = None
@@ -221,7 +222,7 @@ def start_system(paths: StatePaths, config: RLConfig, options: UpOptions, group:
                   "triton": t_metrics}
         if use_redis:
             scrape["marlops-master"] = options.master_metrics_port
-        _start_monitoring(paths, options, group, urls, scrape)
+        _start_monitoring(paths, options, group, urls, scrape, config_dir)
     if use_redis:
         group.start(ManagedProcess(
             "master agent service", _marlops("--config-dir", config_dir, "master",
@@ -291,10 +292,10 @@ def ensure_secret_token(path: Path) -> Path:
 
 
 def _start_monitoring(paths: StatePaths, options: UpOptions, group: ProcessGroup, urls: dict[str, str],
-                      scrape: dict[str, int]) -> None:
+                      scrape: dict[str, int], config_dir: str = "config/rl") -> None:
     """The alert context webhook (alerts to <home>/alerts/inbox.jsonl, and to Slack/PagerDuty when their settings are
-    in the environment or .env), Alertmanager pointed at it, Prometheus scraping `scrape` (job -> port) with the
-    shipped rules. One more monitoring process goes here, as one more `group.start(...)` with its URL."""
+    in the environment or .env), the playbook runner (marlops/playbooks), Alertmanager pointed at both, Prometheus
+    scraping `scrape` (job -> port) with the shipped rules."""
     from monitoring.prometheus_launcher import find_prometheus, prometheus_command, render_config, write_config
 
     missing = monitoring_missing()
@@ -316,12 +317,25 @@ def _start_monitoring(paths: StatePaths, options: UpOptions, group: ProcessGroup
                                   "--port", str(options.alert_context_port)],
         logs / "alert_context.log", env=context_env, cwd=paths.project_root,
         ready=http_ok(f"{urls['alert_context']}/healthz")))
+    # The playbook runner acts on the gateway as the risk officer (safe mode and unwinding need one); Alertmanager
+    # presents it the same bearer token as the context webhook.
+    urls["playbooks"] = f"http://127.0.0.1:{options.playbooks_port}"
+    pb = "MARLOPS_PLAYBOOKS_"
+    group.start(ManagedProcess(
+        "playbook runner", [sys.executable, "-m", "marlops.playbooks", "--host", "127.0.0.1",
+                            "--port", str(options.playbooks_port)],
+        logs / "playbooks.log", cwd=paths.project_root,
+        env=_env(paths, **{f"{pb}TOKEN_FILE": str(token_file), f"{pb}GATEWAY_URL": urls["gateway"],
+                           f"{pb}GATEWAY_TOKEN_FILE": str(paths.tokens_dir / "risk_officer.token"),
+                           f"{pb}CONFIG_DIR": str(Path(config_dir).resolve()), "MARLOPS_STATE_URL": paths.state_url}),
+        ready=http_ok(f"{urls['playbooks']}/healthz")))
     urls["alertmanager"] = f"http://127.0.0.1:{options.alertmanager_port}"
     group.start(ManagedProcess(
         "alertmanager", [sys.executable, "-m", "monitoring.alertmanager_launcher", "--listen",
                          f"127.0.0.1:{options.alertmanager_port}", "--run-dir", str(paths.root / "alertmanager")],
         logs / "alertmanager.log", cwd=paths.project_root,
-        env=_env(paths, MARLOPS_ALERT_CONTEXT_URL=urls["alert_context"], MARLOPS_ALERT_CONTEXT_TOKEN_FILE=str(token_file)),
+        env=_env(paths, MARLOPS_ALERT_CONTEXT_URL=urls["alert_context"], MARLOPS_ALERT_CONTEXT_TOKEN_FILE=str(token_file),
+                 MARLOPS_PLAYBOOKS_URL=urls["playbooks"]),
         ready=http_ok(f"{urls['alertmanager']}/-/ready")))
     urls["prometheus"] = f"http://127.0.0.1:{options.prometheus_port}"
     run_dir = paths.root / "prometheus"

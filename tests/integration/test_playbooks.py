@@ -9,7 +9,7 @@
 The gateway runs over the real paper exchange; the trading service's metrics are its own TradingMetrics registry
 and ModelAnomalyWatch served over HTTP (a full trading service with Triton is what tests/integration/
 test_trading_service.py runs). Faults planted: adverse fills (cost explosion), slow inference through
-`timed_inference` (latency spike), the drift score gauge at 0.93 (the data -> score path is
+`timed_inference` (latency spike), the trading service's FEATURE_DRIFT alert (the data -> halt path is
 test_data_safety_replay.py's), production answering NaN probabilities (model anomaly), a 20% price drop (drawdown).
 """
 
@@ -252,14 +252,16 @@ def test_latency_spike_when_inference_is_slow_then_safe_mode(chain: Chain) -> No
     chain.resume()
 
 
-def test_feature_drift_when_score_above_limit_then_trading_paused(chain: Chain) -> None:
-    chain.metrics.safety.drift_bar_score.labels("abc123").set(0.93)
+def test_feature_drift_when_a_key_feature_breaches_then_trading_paused(chain: Chain) -> None:
+    # The trading service's FEATURE_DRIFT alert (a key feature beyond its limit; it also halts in band, a path
+    # test_data_safety_replay.py proves): the playbook is the second, independent path to the pause.
+    chain.metrics.alert.labels("FEATURE_DRIFT").set(1)
     run = chain.run_of("feature_drift")
-    assert run["status"] == "done" and run["alertname"] == "FeatureDriftScoreHigh"
+    assert run["status"] == "done" and run["alertname"] == "FeatureDriftHalt"
     assert chain.gateway.get("/v1/state").json()["trading_state"] == "HALTED"
     [change] = chain.state_changes("playbook:feature_drift")
-    assert change["current"] == "HALTED" and "0.93" in change["reason"]
-    chain.metrics.safety.drift_bar_score.labels("abc123").set(0.2)
+    assert change["current"] == "HALTED" and "FeatureDriftHalt" in change["reason"]
+    chain.metrics.alert.labels("FEATURE_DRIFT").set(0)
     chain.resume()
 
 

@@ -27,7 +27,7 @@ from marlops.net import wait_until
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
-MONITORING = ("alert context webhook", "alertmanager", "prometheus")
+MONITORING = ("alert context webhook", "playbook runner", "alertmanager", "prometheus")
 MUTATING = sorted(path for (method, path), roles in ROUTE_ROLES.items() if method == "POST" and roles is not None)
 OPERATOR_BODY = {"principal": "mallory", "reason": "because I can"}
 
@@ -82,7 +82,7 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     log = project / "up.log"
     ports = {f"--{name}-port": str(free_port()) for name in
              ("dagster", "gateway", "exchange", "market-data", "mlflow", "trading-metrics", "triton-http",
-              "triton-grpc", "triton-metrics", "master-metrics", "prometheus", "alertmanager", "alert-context")}
+              "triton-grpc", "triton-metrics", "master-metrics", "prometheus", "alertmanager", "alert-context", "playbooks")}
     argv = [sys.executable, "-m", "marlops.cli", "--config-dir", str(REPO / "config" / "rl"), "up", "--symbols", "6",
             "--days", "200", "--iterations", "3", "--bars-per-second", "0.5", "--scrape-interval", "1s",
             *[x for pair in ports.items() for x in pair]]
@@ -160,7 +160,7 @@ def test_up_when_monitoring_installed_then_prometheus_scrapes_every_service_with
     if "prometheus" not in urls:
         pytest.skip("Prometheus/Alertmanager not installed (bash scripts/install_monitoring.sh): up ran without them")
     printed = up.log.read_text(errors="replace").split("marlops is up:", 1)[1]
-    for name in ("prometheus", "alertmanager", "alert_context"):
+    for name in ("prometheus", "alertmanager", "alert_context", "playbooks"):
         assert f"{name:<16} {urls[name]}" in printed
     jobs = {"marlops-gateway", "marlops-trading", "triton"} | ({"marlops-master"} if up.record()["redis"] else set())
 
@@ -186,6 +186,15 @@ def test_up_when_monitoring_installed_then_prometheus_scrapes_every_service_with
     assert not [cmd for cmd in _processes().values() if token in cmd]
     anonymous = httpx.post(f"{urls['alert_context']}/v1/alertmanager/page", json={"alerts": []}, timeout=5)
     assert anonymous.status_code == 401
+    # The playbook runner: the same token, nobody else; it knows every playbook and has run none.
+    assert httpx.post(f"{urls['playbooks']}/v1/alertmanager/playbooks", json={"alerts": []},
+                      timeout=5).status_code == 401
+    bearer = {"Authorization": f"Bearer {token}"}
+    assert httpx.get(f"{urls['playbooks']}/v1/playbooks/runs", headers=bearer, timeout=5).json() == {"runs": []}
+    # Alertmanager was rendered with the runner's receiver on this up's port.
+    rendered = yaml.safe_load((up.home / "alertmanager" / "alertmanager.yml").read_text())
+    hooks = {h["url"] for r in rendered["receivers"] for h in r["webhook_configs"]}
+    assert f"{urls['playbooks']}/v1/alertmanager/playbooks" in hooks
 
 
 def test_up_when_sigint_then_exits_zero_and_leaves_no_process(up: Up) -> None:
