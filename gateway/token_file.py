@@ -131,6 +131,7 @@ BOOTSTRAP_PRINCIPALS: dict[Role, str] = {
     "admin": "local-admin",
     "risk_officer": "local-risk-officer",
     "trader": "local-trader",
+    "viewer": "local-viewer",  # read-only: the alert context webhook, dashboards, status
 }
 RAW_TOKEN_SUFFIX = ".token"
 
@@ -184,7 +185,7 @@ def _write_store(path: Path, grants: tuple[ApiToken, ...]) -> None:
 
 def bootstrap_token_store(store: Path | str, raw_dir: Path | str) -> BootstrapResult:
     """On first start (no store, or a store without any token) create one token each for admin,
-    risk_officer and trader: only their SHA-256 goes into `store`; each raw token goes to
+    risk_officer, trader and viewer: only their SHA-256 goes into `store`; each raw token goes to
     `<raw_dir>/<role>.token`, owner-only (0600, in a 0700 directory). A store that already holds
     tokens is left exactly as it is (idempotent). Raw tokens are never logged; their paths are.
 

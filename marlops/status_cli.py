@@ -25,6 +25,11 @@ HEALTH_PATHS = {
     "trading_metrics": "",
     "dagster_ui": "/server_info",
     "mlflow_ui": "/health",
+    "master_metrics": "",
+    "alert_context": "/healthz",
+    "playbooks": "/healthz",
+    "alertmanager": "/-/ready",
+    "prometheus": "/-/ready",
 }
 
 

@@ -254,9 +254,10 @@ def start_system(paths: StatePaths, config: RLConfig, options: UpOptions, group:
                                    logs / "dagster-daemon.log", env=denv, cwd=paths.project_root))
     if options.with_mlflow:
         urls["mlflow_ui"] = f"http://127.0.0.1:{options.mlflow_port}"
+        # One worker: a local UI for its operator; mlflow's default 4 uvicorn workers cost a core at start.
         group.start(ManagedProcess(
             "mlflow ui", [_bin("mlflow"), "ui", "--backend-store-uri", paths.mlflow_uri, "--host", "127.0.0.1",
-                          "--port", str(options.mlflow_port)],
+                          "--port", str(options.mlflow_port), "--workers", "1"],
             logs / "mlflow.log", env=_env(paths), ready=http_ok(f"{urls['mlflow_ui']}/health"), ready_timeout_s=180))
     record = {"urls": urls, "pids": {p.name: p.pid for p in group.processes}, "tokens": boot_paths(paths),
               "symbols": list(market.symbols), "redis": use_redis, "trading_name": market.trading_name,
@@ -275,6 +276,17 @@ def monitoring_missing() -> list[str]:
 
     return [name for name, found in (("prometheus", find_prometheus()), ("alertmanager", find_alertmanager()))
             if found is None]
+
+
+def _read_only_token(paths: StatePaths) -> Path:
+    """The token the alert context webhook reads the gateway with: the viewer's (it only reads); a home bootstrapped
+    before viewer tokens existed has none, so the trader's until one is saved there."""
+    viewer = paths.tokens_dir / "viewer.token"
+    if viewer.is_file():
+        return viewer
+    logger.warning("no %s: the alert context webhook reads the gateway with the trader token (save the output of "
+                   "`marlops token create --principal local-viewer --role viewer` there, 0600, to give it less)", viewer)
+    return paths.tokens_dir / "trader.token"
 
 
 def ensure_secret_token(path: Path) -> Path:
@@ -310,7 +322,7 @@ def _start_monitoring(paths: StatePaths, options: UpOptions, group: ProcessGroup
     prefix = "MARLOPS_ALERT_CONTEXT_"
     context_env = _env(paths, **{f"{prefix}TOKEN_FILE": str(token_file), f"{prefix}INBOX_FILE": urls["alert_inbox"],
                                  f"{prefix}GATEWAY_URL": urls["gateway"],
-                                 f"{prefix}GATEWAY_TOKEN_FILE": str(paths.tokens_dir / "trader.token"),
+                                 f"{prefix}GATEWAY_TOKEN_FILE": str(_read_only_token(paths)),
                                  "MARLOPS_STATE_URL": paths.state_url})
     group.start(ManagedProcess(
         "alert context webhook", [sys.executable, "-m", "monitoring.alert_context", "--host", "127.0.0.1",
@@ -516,7 +528,7 @@ def run_up(paths: StatePaths, config: RLConfig, options: UpOptions, config_dir: 
         print("\nmarlops is up:")
         for name, url in urls.items():
             print(f"  {name:<16} {url}")
-        print(f"\n  tokens           {paths.tokens_dir}/<role>.token (admin, risk_officer, trader; owner-only files)")
+        print(f"\n  tokens           {paths.tokens_dir}/<role>.token (admin, risk_officer, trader, viewer; owner-only files)")
         print(f"  token store      {paths.token_store} (SHA-256 hashes only)")
         print(f"  logs             {paths.logs_dir}")
         print("  status           .venv/bin/marlops status")

@@ -49,7 +49,8 @@ def test_bootstrap_when_store_absent_then_three_tokens_hashed_in_store_and_raw_i
 
     assert result.created and result.store == store
     assert {(g.principal, g.role) for g in result.grants} == {
-        ("local-admin", "admin"), ("local-risk-officer", "risk_officer"), ("local-trader", "trader")}
+        ("local-admin", "admin"), ("local-risk-officer", "risk_officer"), ("local-trader", "trader"),
+        ("local-viewer", "viewer")}
     assert [(g.principal, g.role) for g in load_tokens(store)] == [(g.principal, g.role) for g in result.grants]
     assert _mode(raw_dir) == 0o700 and _mode(store) & 0o077 == 0
     store_text = store.read_text()
@@ -59,7 +60,8 @@ def test_bootstrap_when_store_absent_then_three_tokens_hashed_in_store_and_raw_i
         token = read_token_file(path)
         assert token not in store_text and hash_token(token) in store_text
         assert token not in caplog.text and str(path) in caplog.text
-    assert sorted(p.name for p in raw_dir.iterdir()) == ["admin.token", "risk_officer.token", "trader.token"]
+    assert sorted(p.name for p in raw_dir.iterdir()) == ["admin.token", "risk_officer.token", "trader.token",
+                                                             "viewer.token"]
 
 
 def test_bootstrap_when_called_again_then_nothing_changes(home: Path) -> None:
@@ -69,7 +71,7 @@ def test_bootstrap_when_called_again_then_nothing_changes(home: Path) -> None:
 
     again = bootstrap_token_store(store, raw_dir)
 
-    assert not again.created and again.token_files == {} and len(again.grants) == 3
+    assert not again.created and again.token_files == {} and len(again.grants) == 4
     assert _snapshot(store.parent, raw_dir) == before
 
 
@@ -80,7 +82,7 @@ def test_bootstrap_when_store_has_no_tokens_then_tokens_are_created(home: Path) 
 
     result = bootstrap_token_store(store, home / "tokens")
 
-    assert result.created and len(load_tokens(store)) == 3
+    assert result.created and len(load_tokens(store)) == 4
 
 
 def test_bootstrap_when_umask_is_permissive_then_files_still_owner_only(home: Path) -> None:
@@ -134,6 +136,7 @@ def test_read_local_token_when_roles_in_order_then_first_present_one_wins(tmp_pa
     from gateway.token_file import read_local_token
 
     bootstrap_token_store(tmp_path / "auth" / "tokens.yaml", tmp_path / "tokens")
+    (tmp_path / "tokens" / "viewer.token").unlink()  # a home bootstrapped before viewer tokens existed
     trader = (tmp_path / "tokens" / "trader.token").read_text().strip()
     assert read_local_token(tmp_path / "tokens", ("viewer", "trader", "admin")) == trader
     assert read_local_token(tmp_path / "tokens", ("viewer",)) is None

@@ -112,6 +112,8 @@ def test_up_when_started_then_every_service_healthy_and_bars_are_decided(up: Up)
     assert isinstance(services, dict)
     assert {"gateway", "paper_exchange", "market_data", "triton_http", "trading_metrics", "dagster_ui",
             "mlflow_ui"} <= set(services)
+    if "prometheus" in up.record()["urls"]:  # type: ignore[operator]  # installed by `make test`; else a warning
+        assert {"master_metrics", "alert_context", "playbooks", "alertmanager", "prometheus"} <= set(services)
     assert all(s["healthy"] for s in services.values()), services
     assert status["trading_state"] == "ACTIVE"
     routing = status["routing"]
