@@ -14,6 +14,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from contracts.paper_account import LOCAL_PAPER_KEY_ID, LOCAL_PAPER_SECRET
+
 ENV_PREFIX = "MARLOPS_GATEWAY_"
 HOME_ENV = "MARLOPS_HOME"
 DEFAULT_HOME = ".marlops"
@@ -30,9 +32,9 @@ class GatewayProcessSettings(BaseSettings):
     port: int = Field(default=8080, ge=0, le=65535)
     # Broker server root, e.g. http://127.0.0.1:5100 for the local paper exchange (no /v2).
     broker_url: str | None = Field(default=None, validation_alias="APCA_API_BASE_URL")
-    apca_api_key_id: SecretStr = Field(default=SecretStr("marlops-paper"),
+    apca_api_key_id: SecretStr = Field(default=SecretStr(LOCAL_PAPER_KEY_ID),
                                        validation_alias="APCA_API_KEY_ID")
-    apca_api_secret_key: SecretStr = Field(default=SecretStr("marlops-paper-secret"),
+    apca_api_secret_key: SecretStr = Field(default=SecretStr(LOCAL_PAPER_SECRET),
                                            validation_alias="APCA_API_SECRET_KEY")
     audit_url: str | None = None  # default: sqlite:///<home>/gateway/audit.db
     audit_table: str = "gateway_audit"

@@ -6,6 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from contracts.bars import BENCHMARK_SYMBOL
 from contracts.config import RiskOverlaysConfig
+from contracts.paper_account import LOCAL_PAPER_KEY_ID, LOCAL_PAPER_SECRET
 
 Role = Literal["viewer", "trader", "risk_officer", "admin"]
 ROLES: tuple[Role, ...] = ("viewer", "trader", "risk_officer", "admin")
@@ -44,8 +45,8 @@ class GatewaySettings(BaseModel):
     # How long audit rows are kept before `marlops audit prune` may archive them (7 years: SEC 17a-4 / MiFID II).
     audit_retention_days: int = Field(default=2557, ge=1)
     broker_base_url: str = Field(min_length=1)
-    broker_key_id: str = Field(default="marlops-paper", repr=False)
-    broker_secret_key: str = Field(default="marlops-paper-secret", repr=False)  # never in a repr or log
+    broker_key_id: str = Field(default=LOCAL_PAPER_KEY_ID, repr=False)
+    broker_secret_key: str = Field(default=LOCAL_PAPER_SECRET, repr=False)  # never in a repr or log
     broker_timeout_s: float = Field(default=10.0, gt=0)
     retry: RetrySettings = RetrySettings()
     # How long one request waits for a submitted market order to report its fill before moving on

@@ -14,13 +14,12 @@ from pathlib import Path
 
 import httpx
 
+from contracts.paper_account import LOCAL_PAPER_KEY_ID, LOCAL_PAPER_SECRET
 from marlops.errors import MarlopsError
 
 logger = logging.getLogger(__name__)
 
-PAPER_KEY_ID = "marlops-paper"
-PAPER_SECRET = "marlops-paper-secret"
-BROKER_HEADERS = {"APCA-API-KEY-ID": PAPER_KEY_ID, "APCA-API-SECRET-KEY": PAPER_SECRET}
+BROKER_HEADERS = {"APCA-API-KEY-ID": LOCAL_PAPER_KEY_ID, "APCA-API-SECRET-KEY": LOCAL_PAPER_SECRET}
 # The crash test is about kills, not throttling: the exchange must not answer 429 to a fast replay.
 EXCHANGE_RATE_LIMIT_PER_MIN = 10_000_000
 
@@ -137,6 +136,6 @@ def gateway_process(port: int, log_path: Path, *, broker_url: str, audit_url: st
     command = [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(port),
                "--broker-url", broker_url, "--audit-url", audit_url, "--audit-table", audit_table,
                "--risk-config", str(risk_config), "--insecure-no-auth", "--log-level", "warning", *extra_args]
-    env = dict(os.environ, APCA_API_KEY_ID=PAPER_KEY_ID, APCA_API_SECRET_KEY=PAPER_SECRET)
+    env = dict(os.environ, APCA_API_KEY_ID=LOCAL_PAPER_KEY_ID, APCA_API_SECRET_KEY=LOCAL_PAPER_SECRET)
     return ManagedProcess("gateway", command, url=f"http://127.0.0.1:{port}", ready_path="/healthz",
                           log_path=log_path, env=env)

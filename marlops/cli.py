@@ -1,6 +1,7 @@
 """The `marlops` command."""
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -188,7 +189,8 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from marlops.up import UpOptions, run_up
+    from marlops.up import run_up
+    from marlops.up_options import UpOptions
 
     paths = StatePaths.from_env().ensure()
     config = load_rl_config(Path(args.config_dir))
@@ -215,7 +217,25 @@ def cmd_paper_exchange(args: argparse.Namespace) -> int:
     return 0  # pragma: no cover
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Sub-commands whose parsers live with their code. `marlops <command>` imports only that one module (some pull in
+# torch, MLflow or scipy: seconds each); `build_parser()` without `only` (help, an unknown command) imports them all.
+_MODULE_COMMANDS: dict[str, tuple[str, str]] = {
+    "audit": ("marlops.audit_cli", "add_audit_parser"),
+    "token": ("marlops.token_cli", "add_token_parser"),
+    "trade": ("marlops.trade_cli", "add_trade_parser"),
+    "master": ("marlops.master_cli", "add_master_parser"),
+    "route": ("marlops.route_cli", "add_route_parser"),
+    "rfc": ("marlops.rfc_cli", "add_rfc_parser"),
+    "rollback": ("marlops.rollback_cli", "add_rollback_parser"),
+    "status": ("marlops.status_cli", "add_status_parser"),
+    "market-data": ("marlops.market_data_cli", "add_market_data_parser"),
+    "drift-calibrate": ("marlops.drift_calibration", "add_drift_calibrate_parser"),
+    "replay": ("marlops.replay_cli", "add_replay_parser"),
+}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The `marlops` parser; with `only` (one of _MODULE_COMMANDS), the other module commands are left out."""
     parser = argparse.ArgumentParser(prog="marlops", description="Deploy multi-agent RL trading policies safely.")
     parser.add_argument("-v", "--verbose", action="store_true")
     parser.add_argument("--config-dir", default="config/rl", help="directory with serving.yaml, risk_overlays.yaml, "
@@ -265,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="as for train: reviewed flagged bar rows to let through")
     evaluate.set_defaults(func=cmd_evaluate)
 
-    from marlops.up import UpOptions
+    from marlops.up_options import UpOptions
 
     up = sub.add_parser("up", help="run the whole system (trains the demo policy on a fresh clone); Ctrl-C stops it")
     up.add_argument("--dagster-port", type=int, default=UpOptions.dagster_port)
@@ -335,31 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
     exchange.add_argument("--initial-cash", type=float, default=1_000_000.0)
     exchange.set_defaults(func=cmd_paper_exchange)
 
-    from marlops.audit_cli import add_audit_parser
-    from marlops.market_data_cli import add_market_data_parser
-    from marlops.master_process import add_master_parser
-    from marlops.rfc_cli import add_rfc_parser
-    from marlops.rollback_cli import add_rollback_parser
-    from marlops.route_cli import add_route_parser
-    from marlops.status_cli import add_status_parser
-    from marlops.token_cli import add_token_parser
-    from marlops.trade_cli import add_trade_parser
-
-    add_audit_parser(sub)
-    add_token_parser(sub)
-    add_trade_parser(sub)
-    add_master_parser(sub)
-    add_route_parser(sub)
-    add_rfc_parser(sub)
-    add_rollback_parser(sub)
-    add_status_parser(sub)
-    add_market_data_parser(sub)
-    from marlops.drift_calibration import add_drift_calibrate_parser
-
-    add_drift_calibrate_parser(sub)
-    from marlops.replay_cli import add_replay_parser
-
-    add_replay_parser(sub)
+    for command, (module, adder) in _MODULE_COMMANDS.items():
+        if only is None or only == command:
+            getattr(importlib.import_module(module), adder)(sub)
     chaos = sub.add_parser("chaos", add_help=False,
                            help="kill -9 the gateway during a replay (SQLite + PostgreSQL); writes "
                                 ".marlops/chaos/report.json (see `marlops chaos --help`)")
@@ -395,7 +393,8 @@ def main(argv: list[str] | None = None) -> int:
         args.chaos_argv = raw[at + 1:]
         _setup_logging(args.verbose, args.command)
         return int(args.func(args))
-    args = build_parser().parse_args(raw)
+    command = raw[at] if at is not None else None
+    args = build_parser(only=command if command in _MODULE_COMMANDS else None).parse_args(raw)
     _setup_logging(args.verbose, args.command)
     try:
         code: int = args.func(args)

@@ -10,6 +10,7 @@ from types import TracebackType
 import httpx
 
 from contracts.config import RLConfig
+from contracts.paper_account import LOCAL_PAPER_KEY_ID, LOCAL_PAPER_SECRET
 from gateway.app import create_app
 from gateway.serve import free_port, serve_app_in_thread
 from gateway.settings import GatewaySettings
@@ -21,8 +22,7 @@ from serving.triton_process import TritonServer
 
 logger = logging.getLogger(__name__)
 
-PAPER_KEY_ID = "marlops-paper"
-PAPER_SECRET = "marlops-paper-secret"
+PAPER_KEY_ID, PAPER_SECRET = LOCAL_PAPER_KEY_ID, LOCAL_PAPER_SECRET  # the names marlops code has used
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 
 from contracts.config import load_rl_config
+from contracts.paper_account import LOCAL_PAPER_KEY_ID, LOCAL_PAPER_SECRET
 from marlops.paths import StatePaths
-from marlops.stack import PAPER_KEY_ID, PAPER_SECRET
 
 HEALTH_PATHS = {
     "paper_exchange": "/v2/clock",
@@ -44,8 +44,8 @@ def add_status_parser(subparsers: Any) -> argparse.ArgumentParser:
 def _probe(url: str) -> dict[str, Any]:
     try:
         # The local paper exchange wants its (local, not secret) key pair even for the clock.
-        response = httpx.get(url, timeout=3.0, headers={"APCA-API-KEY-ID": PAPER_KEY_ID,
-                                                        "APCA-API-SECRET-KEY": PAPER_SECRET})
+        response = httpx.get(url, timeout=3.0, headers={"APCA-API-KEY-ID": LOCAL_PAPER_KEY_ID,
+                                                        "APCA-API-SECRET-KEY": LOCAL_PAPER_SECRET})
         return {"url": url, "healthy": response.status_code < 400, "status_code": response.status_code}
     except httpx.HTTPError as exc:
         return {"url": url, "healthy": False, "error": type(exc).__name__}

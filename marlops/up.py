@@ -37,6 +37,7 @@ from marlops.processes import ManagedProcess, ProcessGroup
 from marlops.routing import PolicyRef, RoutingChange
 from marlops.routing_store import RoutingStore
 from marlops.stack import PAPER_KEY_ID, PAPER_SECRET
+from marlops.up_options import UpOptions
 
 logger = logging.getLogger(__name__)
 
@@ -47,37 +48,6 @@ TRADING_NAME = "up"
 # neither reaches a real account); real Alpaca keys come only from APCA_API_KEY_ID / APCA_API_SECRET_KEY.
 LOCAL_PAPER_KEYS = (PAPER_KEY_ID, PAPER_SECRET)
 ALPACA_PAPER_URL = "https://paper-api.alpaca.markets"
-
-
-@dataclass(frozen=True)
-class UpOptions:
-    dagster_port: int = 3000
-    gateway_port: int = 8080
-    exchange_port: int = 5100
-    market_data_port: int = 5200
-    mlflow_port: int = 5000
-    trading_metrics_port: int = 9101
-    master_metrics_port: int = 9102
-    prometheus_port: int = 9090
-    alertmanager_port: int = 9093
-    alert_context_port: int = 9095
-    playbooks_port: int = 9096
-    with_monitoring: bool = True
-    scrape_interval: str | None = None  # None: the shipped 15 s (the alert rules assume it); tests shorten it
-    triton_http: int | None = None
-    triton_grpc: int | None = None
-    triton_metrics: int | None = None
-    bars_per_second: float = 1.0
-    symbols: int = 20
-    days: int = 504
-    seed: int = 7
-    iterations: int = 80
-    redis_url: str | None = None
-    with_dagster: bool = True
-    with_mlflow: bool = True
-    live: bool = False  # Alpaca (keys from env/.env) instead of the local paper exchange and market data
-    tickers: tuple[str, ...] = ()
-    real_money: bool = False  # --live against a non-paper APCA_API_BASE_URL must be asked for by name
 
 
 def _bin(name: str) -> str:

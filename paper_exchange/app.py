@@ -32,6 +32,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from contracts.errors import ConfigError
 from contracts.logs import configure_logging
+from contracts.paper_account import LOCAL_PAPER_KEY_ID, LOCAL_PAPER_SECRET
 from paper_exchange.book import (
     OPEN_STATUSES,
     PaperBook,
@@ -144,8 +145,8 @@ def _select_orders(
 def create_paper_exchange_app(
     *,
     initial_cash: float = 1_000_000.0,
-    key_id: str = "marlops-paper",
-    secret_key: str = "marlops-paper-secret",
+    key_id: str = LOCAL_PAPER_KEY_ID,
+    secret_key: str = LOCAL_PAPER_SECRET,
     seed: int = 0,
     rate_limit_per_min: int = DEFAULT_RATE_LIMIT_PER_MIN,
     faults: FaultPlan | None = None,
@@ -323,8 +324,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5100)
     parser.add_argument("--initial-cash", type=float, default=1_000_000.0)
-    parser.add_argument("--key-id", default="marlops-paper")
-    parser.add_argument("--secret-key", default="marlops-paper-secret")
+    parser.add_argument("--key-id", default=LOCAL_PAPER_KEY_ID)
+    parser.add_argument("--secret-key", default=LOCAL_PAPER_SECRET)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rate-limit-per-min", type=int, default=DEFAULT_RATE_LIMIT_PER_MIN)
     parser.add_argument("--faults", metavar="FILE", default=None,

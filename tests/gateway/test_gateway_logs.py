@@ -25,14 +25,16 @@ def json_log() -> Iterator[io.StringIO]:
     DEBUG so the broker client's request lines (urllib3, on the routing workers) are written too."""
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
-    # An in-process CLI test earlier in this worker may have quietened urllib3 (the CLI sets it to WARNING).
-    urllib3_logger = logging.getLogger("urllib3")
-    urllib3_level = urllib3_logger.level
-    urllib3_logger.setLevel(logging.NOTSET)
+    # An in-process CLI test earlier in this worker may have quietened these (the CLI sets them to WARNING).
+    clients = {name: logging.getLogger(name) for name in ("urllib3", "httpx")}
+    levels = {name: logger.level for name, logger in clients.items()}
+    for logger in clients.values():
+        logger.setLevel(logging.NOTSET)
     stream = io.StringIO()
     configure_logging(logging.DEBUG, service="gateway", fmt="json", stream=stream, force=True)
     yield stream
-    urllib3_logger.setLevel(urllib3_level)
+    for name, logger in clients.items():
+        logger.setLevel(levels[name])
     for handler in root.handlers[:]:
         root.removeHandler(handler)
     for handler in handlers:

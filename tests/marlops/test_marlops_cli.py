@@ -1,9 +1,12 @@
+import argparse
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from marlops.cli import main
+from marlops.cli import _MODULE_COMMANDS, build_parser, main
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -34,3 +37,24 @@ def test_demo_when_source_missing_then_exit_two_before_dagster_starts(
     assert main(["demo", "--source", str(tmp_path / "missing.csv")]) == 2
     assert "missing.csv" in caplog.text
     assert not (tmp_path / "state" / "logs" / "demo-dagster.log").exists()
+
+
+def _commands(parser: argparse.ArgumentParser) -> set[str]:
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return set(sub.choices)
+
+
+@pytest.mark.parametrize("command", sorted(_MODULE_COMMANDS))
+def test_build_parser_when_only_one_module_command_then_that_command_is_registered_under_its_name(command: str) -> None:
+    commands = _commands(build_parser(only=command))
+    assert command in commands and not (set(_MODULE_COMMANDS) - {command}) & commands
+    assert set(_MODULE_COMMANDS) <= _commands(build_parser())  # help and unknown commands see every command
+
+
+def test_main_when_a_light_command_runs_then_torch_is_not_imported() -> None:
+    # `marlops route --help` must not pay for torch (the master's and the trading service's modules import it).
+    probe = ("import sys\nfrom marlops.cli import main\ntry:\n    main(['route', '--help'])\nexcept SystemExit:\n"
+             "    pass\nprint('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "False"
