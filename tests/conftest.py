@@ -17,6 +17,12 @@ from paper_exchange.app import create_paper_exchange_app
 POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules that start real servers (marked `integration`) run first, each kept whole, the rest after: with
+    `make test`'s workers a long module started last would leave the other worker idle at the end."""
+    items.sort(key=lambda item: 0 if item.get_closest_marker("integration") else 1)
+
+
 @functools.cache
 def postgres_unreachable_reason(url: str = POSTGRES_URL) -> str | None:
     """None when PostgreSQL answers at `url`, else why not (tests skip with it)."""
