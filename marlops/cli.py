@@ -231,6 +231,7 @@ _MODULE_COMMANDS: dict[str, tuple[str, str]] = {
     "market-data": ("marlops.market_data_cli", "add_market_data_parser"),
     "drift-calibrate": ("marlops.drift_calibration", "add_drift_calibrate_parser"),
     "replay": ("marlops.replay_cli", "add_replay_parser"),
+    "alert-drill": ("marlops.alert_drill", "add_alert_drill_parser"),
 }
 
 

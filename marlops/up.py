@@ -37,7 +37,7 @@ from marlops.processes import ManagedProcess, ProcessGroup
 from marlops.routing import PolicyRef, RoutingChange
 from marlops.routing_store import RoutingStore
 from marlops.stack import PAPER_KEY_ID, PAPER_SECRET
-from marlops.up_options import UpOptions
+from marlops.up_options import ALERT_CONTEXT_TOKEN, UpOptions
 
 logger = logging.getLogger(__name__)
 
@@ -236,7 +236,6 @@ def start_system(paths: StatePaths, config: RLConfig, options: UpOptions, group:
     return urls
 
 
-ALERT_CONTEXT_TOKEN = "alert_context.token"  # in <MARLOPS_HOME>/tokens/: Alertmanager -> context webhook bearer
 
 
 def monitoring_missing() -> list[str]:

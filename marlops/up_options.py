@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+ALERT_CONTEXT_TOKEN = "alert_context.token"  # in <MARLOPS_HOME>/tokens/: Alertmanager -> context webhook bearer
+
 
 @dataclass(frozen=True)
 class UpOptions:

@@ -25,6 +25,9 @@ Alertmanager authenticates with `Authorization: Bearer <token>` (http_config.aut
 the webhook compares it with the token file MARLOPS_ALERT_CONTEXT_TOKEN_FILE and answers 401 otherwise.
 Only `--insecure-no-auth` (a flag, warned about at start) turns that off.
 
+`GET /v1/deliveries` (same token) lists the last notifications this process handled (destination, status, the
+alerts' names/labels/fingerprints, where they were sent, what failed): how `marlops alert-drill` sees its drill arrive.
+
 A failed forward answers 502 so that Alertmanager retries the notification: a duplicate Slack message is
 cheaper than a lost page (PagerDuty deduplicates by dedup_key = <alertname>-<fingerprint>).
 """
@@ -39,8 +42,10 @@ import logging
 import os
 import socket
 import stat
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -60,6 +65,7 @@ logger = logging.getLogger("monitoring.alert_context")
 ENV_PREFIX = "MARLOPS_ALERT_CONTEXT_"
 PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 RECENT = 20
+DELIVERIES_KEPT = 200  # GET /v1/deliveries
 # Slack refuses a section text over 3000 characters; keep each one well inside.
 _SLACK_SECTION_CHARS = 2800
 _PAGERDUTY_DETAILS_BYTES = 400_000  # under the Events API's 512 KB per event, leaving room for the rest
@@ -379,9 +385,26 @@ def create_app(settings: AlertContextSettings, *, insecure_no_auth: bool = False
             return f"{what}: HTTP {response.status_code} {response.text[:200]}"
         return None
 
+    # The last notifications handled (in memory: a record of delivery, not of incidents; the inbox/Slack hold those).
+    deliveries: deque[dict[str, Any]] = deque(maxlen=DELIVERIES_KEPT)
+
+    def _delivered(context: dict[str, Any], targets: list[str], failures: list[str]) -> None:
+        deliveries.append({
+            "at": datetime.now(UTC).isoformat(), "destination": context["destination"], "status": context["status"],
+            "alerts": [{k: a[k] for k in ("alertname", "status", "severity", "labels", "fingerprint")}
+                       for a in context["alerts"]],
+            "forwarded": not failures, "targets": targets, "failures": failures,
+        })
+
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get("/v1/deliveries", dependencies=[Depends(_authorize)])
+    def list_deliveries(alertname: str | None = None) -> dict[str, Any]:
+        """The last notifications handled, oldest first (optionally only those carrying `alertname`)."""
+        kept = [d for d in deliveries if alertname is None or any(a["alertname"] == alertname for a in d["alerts"])]
+        return {"deliveries": kept}
 
     @app.post("/v1/alertmanager/{destination}", dependencies=[Depends(_authorize)])
     async def receive(destination: Destination, notification: AmNotification) -> dict[str, Any]:
@@ -397,12 +420,13 @@ def create_app(settings: AlertContextSettings, *, insecure_no_auth: bool = False
             posts += [_post(f"pagerduty {e['dedup_key']}", settings.pagerduty_url, e) for e in pd_events]
         failures = [f for f in await asyncio.gather(*posts) if f]
         names = ",".join(sorted({a["alertname"] for a in context["alerts"]}))
+        sent = [name for name, on in (("slack", settings.slack_webhook_url is not None),
+                                      ("the local inbox", settings.inbox_file is not None)) if on]
+        _delivered(context, [*sent, *(["pagerduty"] if pd_events else [])], failures)
         if failures:
             logger.error("alert %s (%s) not fully forwarded: %s", names, destination, "; ".join(failures))
             # 502: Alertmanager retries the notification.
             raise HTTPException(502, {"forwarded": False, "failures": failures})
-        sent = [name for name, on in (("slack", settings.slack_webhook_url is not None),
-                                      ("the local inbox", settings.inbox_file is not None)) if on]
         logger.info("alert %s (%s, %s) forwarded to %s%s; context gaps: %s", names, destination,
                     notification.status, " and ".join(sent),
                     f" and pagerduty ({len(pd_events)} event(s))" if pd_events else "",

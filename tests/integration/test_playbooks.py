@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -73,6 +74,8 @@ class Chain:
     watch: ModelAnomalyWatch
     paths: StatePaths
     receiver: Receiver
+    alertmanager_url: str
+    context_url: str
     bar: int = 0
 
     def timestep(self, levels: dict[str, float], price: float, exchange_price: float) -> dict[str, Any]:
@@ -203,7 +206,8 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
         run = httpx.Client(base_url=runner.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10.0)
         ex = httpx.Client(base_url=exchange.url, headers=BROKER_HEADERS, timeout=10.0)
         clients += [run, ex]
-        yield Chain(exchange=ex, gateway=gw, runner=run, metrics=metrics, watch=watch, paths=paths, receiver=receiver)
+        yield Chain(exchange=ex, gateway=gw, runner=run, metrics=metrics, watch=watch, paths=paths, receiver=receiver,
+                    alertmanager_url=f"http://127.0.0.1:{am_port}", context_url=context.url)
         trading_server.shutdown()
     finally:
         for proc in procs:
@@ -318,3 +322,42 @@ def test_drawdown_breach_when_price_drops_20_percent_then_kill_switch_and_unwind
     chain.timestep({"AAPL": 1.0}, price=75.0, exchange_price=75.0)  # the next interval unwinds everything
     assert chain.gateway.get("/v1/portfolio").json()["positions"].get("AAPL", {"qty": 0.0})["qty"] == 0.0
     assert chain.gateway.get("/v1/state").json()["trading_state"] == "HALTED"
+
+
+def _drill(chain: Chain, token_file: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "marlops.cli", "alert-drill", "--alertmanager-url", chain.alertmanager_url,
+         "--alert-context-url", chain.context_url, "--token-file", str(token_file), "--timeout", str(WAIT_S),
+         "--json", *extra], capture_output=True, text=True, timeout=180, cwd=REPO)
+
+
+def test_alert_drill_when_paged_then_slack_and_pagerduty_get_it_and_it_resolves_and_no_playbook_runs(
+        chain: Chain, tmp_path: Path) -> None:
+    done = _drill(chain, _secret(tmp_path / "token", TOKEN), "--severity", "page")
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(done.stdout)
+    assert result["delivered"] and result["destination"] == "page" and result["resolved_posted"]
+    assert set(result["targets"]) == {"slack", "pagerduty"} and result["failures"] == []
+    drill_id = result["drill_id"]
+
+    def events(status: str) -> list[dict[str, Any]]:
+        return [e for e in chain.receiver.bodies("/pagerduty") if e["event_action"] == status
+                and e["payload"]["custom_details"]["alert"]["labels"].get("drill_id") == drill_id]
+
+    trigger = wait_for(lambda: events("trigger"), "the drill's PagerDuty trigger", timeout_s=WAIT_S)[0]
+    assert trigger["payload"]["custom_details"]["alert"]["summary"] == "alerting drill: not an incident"
+    assert trigger["payload"]["custom_details"]["trading_state"]  # the same incident context as a real alert
+    assert any(drill_id in json.dumps(body) for body in chain.receiver.bodies("/slack"))
+    resolve = wait_for(lambda: events("resolve"), "the drill's PagerDuty resolve", timeout_s=WAIT_S)[0]
+    assert resolve["dedup_key"] == trigger["dedup_key"]
+    runs = chain.runner.get("/v1/playbooks/runs").json()["runs"]
+    assert not [r for r in runs if r["alertname"] == "MarlopsAlertDrill"]
+
+
+def test_alert_drill_when_token_is_wrong_then_exit_2_and_nothing_fired(chain: Chain, tmp_path: Path) -> None:
+    done = _drill(chain, _secret(tmp_path / "token", "not-the-token"))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "refused the token (401)" in done.stderr and "not-the-token" not in done.stderr + done.stdout
+    # Alertmanager lists no drill alert (the earlier drill resolved its own; resolved alerts are not listed).
+    fired = httpx.get(f"{chain.alertmanager_url}/api/v2/alerts", params={"filter": 'alertname="MarlopsAlertDrill"'})
+    assert fired.status_code == 200 and fired.json() == []
